@@ -1,0 +1,1 @@
+"""Video2World operator: kopf handlers, the API types and the CRD generator."""

@@ -1,0 +1,67 @@
+"""The base class of every API model, and the URI patterns shared by the spec and the runtime."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+GROUP = "video2world.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Patterns are written so that Python's `re`, pydantic's Rust regex and Kubernetes' ECMA-262
+# validation read them the same way (no look-arounds, no backreferences).
+S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$"
+PVC_URI = r"^pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?(/[^\s]*)?$"
+HTTP_URI = r"^https?://[^\s/]+(/[^\s]*)?$"
+# A checkpoint or weights file lives on a PVC or in S3.
+STORAGE_URI = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]|pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?)(/[^\s]*)?$"
+# An input image or video may also be fetched over HTTP(S).
+INPUT_URI = r"^((s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]|pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?)(/[^\s]*)?|https?://[^\s/]+(/[^\s]*)?)$"
+# A `..` path segment anywhere in a URI: refused so that no URI can climb out of its volume or prefix.
+DOT_DOT_SEGMENT = r"(^|/)\.\.(/|$)"
+# Output names are single path segments: nothing a user writes can leave the job's output prefix.
+OUTPUT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
+DNS_LABEL = r"^[a-z0-9]([\-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([\-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([\-a-z0-9]*[a-z0-9])?)*$"
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def has_dot_dot_segment(uri: str) -> bool:
+    return re.search(DOT_DOT_SEGMENT, uri.split("://", 1)[-1]) is not None
+
+
+def is_image_uri(uri: str) -> bool:
+    """True when the URI's path names a still image by its suffix (query strings ignored)."""
+    path = uri.split("?", 1)[0].lower()
+    return path.endswith(IMAGE_SUFFIXES)
+
+
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    """One `x-kubernetes-validations` entry."""
+    entry: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    if reason:
+        entry["reason"] = reason
+    return entry
+
+
+class APIModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields refused (as `kubectl apply` does)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON form Kubernetes stores: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)

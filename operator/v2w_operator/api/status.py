@@ -1,0 +1,130 @@
+"""The status of both kinds: phase, conditions, progress, outputs and scores (Kubernetes conventions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field
+
+from .base import APIModel
+
+
+class Phase(str, Enum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+class ConditionType(str, Enum):
+    ACCEPTED = "Accepted"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Reason(str, Enum):
+    """Values of `conditions[].reason`: one word a script can match on."""
+
+    SPEC_VALID = "SpecValid"
+    INVALID_SPEC = "InvalidSpec"
+    PYTORCHJOB_CREATED = "PyTorchJobCreated"
+    PYTORCHJOB_CRD_MISSING = "PyTorchJobCRDMissing"
+    PYTORCHJOB_DELETED = "PyTorchJobDeleted"
+    SECRET_MISSING = "SecretMissing"
+    STORAGE_UNREACHABLE = "StorageUnreachable"
+    WAITING_FOR_PODS = "WaitingForPods"
+    PODS_RUNNING = "PodsRunning"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    COMPLETED = "Completed"
+    COMPLETED_WITH_FAILURES = "CompletedWithFailures"
+    RUNTIME_FAILED = "RuntimeFailed"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    GUARDRAIL_BLOCKED = "GuardrailBlocked"
+
+
+class Condition(APIModel):
+    """One observation of the job's state (metav1.Condition)."""
+
+    type: ConditionType = Field(..., description="Accepted, Running, Suspended, Succeeded or Failed.")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str = Field(..., max_length=1024, description="One CamelCase word saying why.")
+    message: str = Field("", max_length=32768, description="What happened and what to do about it.")
+    last_transition_time: datetime = Field(..., description="When the status last changed.")
+    observed_generation: int | None = Field(None, ge=0, description="The spec generation this condition is about.")
+
+
+class Progress(APIModel):
+    """Where the run is, from the runtime's progress.json."""
+
+    stage: str | None = Field(None, description="Current stage: loading, refining, sampling, decoding, critic, uploading.")
+    step: int | None = Field(None, ge=0, description="Sampler step of the current video.")
+    total_steps: int | None = Field(None, ge=0, description="Sampler steps per video.")
+    videos_done: int = Field(0, ge=0, description="Videos finished (written, blocked or failed).")
+    videos_total: int | None = Field(None, ge=0, description="Videos the job makes in all.")
+    summary: str | None = Field(None, description="Short form for `kubectl get`, e.g. `1/3 videos, step 12/35`.")
+    updated_at: datetime | None = Field(None, description="When the runtime last reported.")
+
+
+Verdict = Literal["Passed", "Blocked", "Failed", "Skipped"]
+
+
+class OutputStatus(APIModel):
+    """One produced (or refused) video."""
+
+    name: str = Field(..., description="Output name.")
+    uri: str | None = Field(None, description="S3 URI of the MP4; unset when no video was written.")
+    verdict: Verdict = Field(..., description="Passed, Blocked (guardrail), Failed or Skipped.")
+    reason: str | None = Field(None, description="Why it was blocked or failed.")
+    seed: int | None = Field(None, description="Seed the video was sampled with.")
+    score: int | None = Field(None, ge=0, le=100, description="Critic score, 0-100 (best-of-N).")
+    report_uri: str | None = Field(None, description="S3 URI of the HTML report (best-of-N).")
+
+
+class BestStatus(APIModel):
+    """The winner of a best-of-N job."""
+
+    name: str = Field(..., description="Output name of the best video.")
+    uri: str = Field(..., description="S3 URI of the best video.")
+    score: int = Field(..., ge=0, le=100, description="Its critic score, 0-100.")
+    seed: int | None = Field(None, description="Its seed.")
+    report_uri: str | None = Field(None, description="Its HTML report.")
+
+
+class JobStatus(APIModel):
+    """What the operator observed. Written only by the operator."""
+
+    phase: Phase | None = Field(None, description="Pending, Running, Suspended, Succeeded or Failed.")
+    conditions: list[Condition] = Field(default_factory=list, description="Latest observations of the job's state.")
+    observed_generation: int | None = Field(None, ge=0, description="The spec generation the status is about.")
+    start_time: datetime | None = Field(None, description="When the PyTorchJob's pods started running.")
+    completion_time: datetime | None = Field(None, description="When the job finished.")
+    pytorch_job_name: str | None = Field(None, alias="pytorchJobName", description="Name of the child PyTorchJob.")
+    output_prefix: str | None = Field(None, description="S3 prefix that holds this job's results.")
+    progress: Progress | None = Field(None, description="Progress while running.")
+    outputs: list[OutputStatus] = Field(default_factory=list, description="Every video the job made or refused.")
+    result_uri: str | None = Field(None, description="S3 URI of result.json.")
+    message: str | None = Field(None, description="Human-readable summary of the latest state.")
+
+
+
+class Video2WorldJobStatus(JobStatus):
+    """Status of a Video2WorldJob."""
+
+
+class BestOfNJobStatus(JobStatus):
+    """Status of a BestOfNJob."""
+
+    best: BestStatus | None = Field(None, description="The best video.")
+    index_uri: str | None = Field(None, description="S3 URI of index.html, all videos ranked best first.")
+

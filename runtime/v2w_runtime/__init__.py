@@ -1,0 +1,1 @@
+"""Video2World runtime: the GPU program that the PyTorchJob pods run."""
