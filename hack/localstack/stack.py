@@ -1,0 +1,348 @@
+#!/usr/bin/env python3
+"""The local stack: etcd, kube-apiserver, kube-controller-manager and MinIO on loopback.
+
+Used by the test fixtures (`tests/conftest.py`) and by hand for debugging:
+
+    python hack/localstack/stack.py up        # start everything, print the env to use, wait for Ctrl-C
+
+The binaries come from `hack/localstack/build.sh` (built once from the Go module proxy into a cache
+outside the repository). Every server listens on 127.0.0.1 on a free port and keeps its data in one
+work folder; nothing is installed system-wide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MINIO_USER = "v2w-minio-admin"
+
+
+def build_binaries() -> Path:
+    """Runs build.sh (a no-op when the cache is warm) and returns the binary folder."""
+    out = subprocess.run(["bash", str(HERE / "build.sh")], check=True, stdout=subprocess.PIPE, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+@dataclass
+class Server:
+    """One child process with its log file."""
+
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=handle, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        handle.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def wait_until(check, what: str, server: Server, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"{server.name} exited while waiting for {what}:\n{server.log_tail()}")
+        try:
+            if check():
+                return
+        except (OSError, urllib.error.URLError, ssl.SSLError):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{server.name}: {what} not ready after {timeout:.0f}s:\n{server.log_tail()}")
+
+
+@dataclass
+class MinioServer:
+    """A real MinIO (S3) server with a root user made up for this run."""
+
+    bin_dir: Path
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    access_key: str = MINIO_USER
+    secret_key: str = field(default_factory=lambda: base64.b32encode(os.urandom(20)).decode().lower())
+    region: str = "us-east-1"
+    server: Server | None = None
+    _buckets: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "MinioServer":
+        data = self.workdir / "minio-data"
+        data.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            MINIO_ROOT_USER=self.access_key,
+            MINIO_ROOT_PASSWORD=self.secret_key,
+            MINIO_BROWSER="off",
+            MINIO_UPDATE="off",
+            MINIO_REGION=self.region,
+        )
+        self.server = Server(
+            "minio",
+            [str(self.bin_dir / "minio"), "server", str(data), "--address", f"127.0.0.1:{self.port}",
+             "--console-address", f"127.0.0.1:{free_port()}", "--quiet"],
+            self.workdir / "logs" / "minio.log",
+            env,
+        )
+        self.server.start()
+        wait_until(lambda: urllib.request.urlopen(f"{self.endpoint}/minio/health/ready", timeout=2).status == 200,
+                   "/minio/health/ready", self.server)
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that boto3 (and our runtime) read."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+        }
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+        )
+
+    def make_bucket(self, prefix: str = "t") -> str:
+        self._buckets += 1
+        name = f"{prefix}-{os.getpid()}-{self._buckets}-{os.urandom(3).hex()}".lower()
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver (RBAC, service-account tokens, client-certificate admin) + kube-controller-manager."""
+
+    bin_dir: Path
+    workdir: Path
+    etcd_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    etcd: Server | None = None
+    apiserver: Server | None = None
+    controller_manager: Server | None = None
+
+    @property
+    def server_url(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def pki(self) -> Path:
+        return self.workdir / "pki"
+
+    def _make_pki(self) -> None:
+        pki = self.pki
+        if (pki / "admin.crt").exists():
+            return
+        pki.mkdir(parents=True, exist_ok=True)
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+                 "-days", "30", "-subj", "/CN=v2w-local-ca", cwd=pki)
+        (pki / "serving.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "serving.key", "-out", "serving.csr",
+                 "-subj", "/CN=kube-apiserver", cwd=pki)
+        _openssl("x509", "-req", "-in", "serving.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", "serving.crt", "-days", "30", "-extfile", "serving.ext", cwd=pki)
+        (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "admin.key", "-out", "admin.csr",
+                 "-subj", "/O=system:masters/CN=v2w-admin", cwd=pki)
+        _openssl("x509", "-req", "-in", "admin.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", "admin.crt", "-days", "30", "-extfile", "client.ext", cwd=pki)
+        _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+        _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+    def write_kubeconfig(self, path: Path, user: dict, name: str = "admin") -> Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "v2w-local", "cluster": {
+                "server": self.server_url, "certificate-authority-data": _b64(self.pki / "ca.crt")}}],
+            "users": [{"name": name, "user": user}],
+            "contexts": [{"name": name, "context": {"cluster": "v2w-local", "user": name, "namespace": "default"}}],
+            "current-context": name,
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+        return path
+
+    def start(self) -> "ControlPlane":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._make_pki()
+        self.start_etcd()
+        self.start_apiserver()
+        self.write_kubeconfig(self.kubeconfig, {
+            "client-certificate-data": _b64(self.pki / "admin.crt"),
+            "client-key-data": _b64(self.pki / "admin.key"),
+        })
+        self.start_controller_manager()
+        return self
+
+    def start_etcd(self) -> None:
+        peer = free_port()
+        url = f"http://127.0.0.1:{self.etcd_port}"
+        self.etcd = Server("etcd", [
+            str(self.bin_dir / "etcd"), "--name", "default", "--data-dir", str(self.workdir / "etcd-data"),
+            "--listen-client-urls", url, "--advertise-client-urls", url,
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", f"default=http://127.0.0.1:{peer}", "--unsafe-no-fsync=true", "--log-level", "warn",
+        ], self.workdir / "logs" / "etcd.log")
+        self.etcd.start()
+        wait_until(lambda: b"true" in urllib.request.urlopen(f"{url}/health", timeout=2).read(), "/health", self.etcd)
+
+    def start_apiserver(self) -> None:
+        pki = self.pki
+        self.apiserver = Server("kube-apiserver", [
+            str(self.bin_dir / "kube-apiserver"),
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            f"--secure-port={self.api_port}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            f"--tls-cert-file={pki / 'serving.crt'}", f"--tls-private-key-file={pki / 'serving.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--endpoint-reconciler-type=none",
+            "-v=1",
+        ], self.workdir / "logs" / "kube-apiserver.log")
+        self.apiserver.start()
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        wait_until(lambda: urllib.request.urlopen(f"{self.server_url}/readyz", context=ctx, timeout=3).status == 200,
+                   "/readyz", self.apiserver, timeout=180)
+
+    def start_controller_manager(self) -> None:
+        self.controller_manager = Server("kube-controller-manager", [
+            str(self.bin_dir / "kube-controller-manager"),
+            f"--kubeconfig={self.kubeconfig}",
+            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller",
+            "--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
+            "--concurrent-gc-syncs=5", "-v=1",
+        ], self.workdir / "logs" / "kube-controller-manager.log")
+        self.controller_manager.start()
+
+    def restart_apiserver(self) -> None:
+        assert self.apiserver is not None
+        self.apiserver.stop()
+        self.start_apiserver()
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+        argv = [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        result = subprocess.run(argv, input=input, text=True, capture_output=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(result.returncode, argv, result.stdout, result.stderr)
+        return result
+
+    def stop(self) -> None:
+        for server in (self.controller_manager, self.apiserver, self.etcd):
+            if server:
+                server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Start the local stack (etcd, kube-apiserver, kube-controller-manager, MinIO).")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start everything and wait for Ctrl-C")
+    up.add_argument("--dir", type=Path, default=None, help="work folder (default: a new temporary folder)")
+    up.add_argument("--no-minio", action="store_true")
+    args = parser.parse_args(argv)
+    bin_dir = build_binaries()
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="v2w-localstack-"))
+    plane = ControlPlane(bin_dir, workdir).start()
+    minio = None if args.no_minio else MinioServer(bin_dir, workdir).start()
+    lines = [f"export KUBECONFIG={plane.kubeconfig}", f"export PATH={bin_dir}:$PATH"]
+    if minio:
+        lines += [f"export {k}={v}" for k, v in minio.env().items()]
+    env_file = workdir / "env.sh"
+    env_file.write_text("\n".join(lines) + "\n")
+    env_file.chmod(0o600)  # holds the MinIO root secret made up for this run
+    print(f"local stack up; logs in {workdir / 'logs'}; in another shell: source {env_file}", flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if minio:
+            minio.stop()
+        plane.stop()
+        if args.dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

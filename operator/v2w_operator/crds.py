@@ -1,0 +1,262 @@
+"""Generates the CustomResourceDefinitions in `crds/` from the pydantic models.
+
+The models are the single source of truth. This module turns their JSON schema into a structural
+OpenAPI v3 schema as Kubernetes wants it: references inlined, optional fields without `null`
+branches, CRD defaults that fill nested groups, the models' CEL rules kept, status and printer
+columns added. `python -m v2w_operator.crds --check` fails when `crds/` is out of date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from .api import BEST_OF_N_JOB, GROUP, VERSION, VIDEO2WORLD_JOB, BestOfNJob, KindNames, Video2WorldJob
+from .api.base import cel
+
+# Keys of pydantic's JSON schema that a structural CRD schema does not take.
+_DROPPED_KEYS = {"title", "$schema", "discriminator"}
+
+# The API server refuses a spec edit while the job runs or after it finished; suspend alone may change.
+MUTABLE_WHILE_RUNNING = {"suspend"}
+IMMUTABLE_PHASES = ("Running", "Succeeded", "Failed")
+
+# Names of the job become the PyTorchJob's name and its pods' (`<name>-worker-<i>`), which are DNS labels.
+MAX_NAME_LENGTH = 50
+
+
+class SchemaError(ValueError):
+    """The models produced something a structural schema cannot express."""
+
+
+def _resolve(node: Any, defs: dict[str, Any], path: str) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs, f"{path}[]") for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").split("/")[-1]]
+        merged = copy.deepcopy(target)
+        merged.update(node)  # the field's own description/default win over the referenced model's
+        node = merged
+    for key in ("anyOf", "oneOf"):
+        if key in node:
+            branches = [b for b in node.pop(key) if b != {"type": "null"}]
+            if len(branches) != 1:
+                raise SchemaError(f"{path}: a union of {len(branches)} types is not structural")
+            branch = _resolve(branches[0], defs, path)
+            for k, v in branch.items():
+                node.setdefault(k, v)
+            if node.get("default", "") is None:
+                del node["default"]
+    if "allOf" in node:
+        parts = node.pop("allOf")
+        for part in parts:
+            for k, v in _resolve(part, defs, path).items():
+                node.setdefault(k, v)
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED_KEYS or key == "$defs":
+            continue
+        if key == "additionalProperties" and value is False:
+            continue  # unknown fields are pruned, and refused by kubectl's strict field validation
+        if key == "default" and value is None:
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(sub, defs, f"{path}.{name}") for name, sub in value.items()}
+        elif key in ("items", "additionalProperties"):
+            out[key] = _resolve(value, defs, f"{path}[]")
+        else:
+            out[key] = value
+    if "properties" in out:
+        out.setdefault("type", "object")
+    return out
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel class behind an annotation such as `X`, `X | None` or `Optional[X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None and typing.get_origin(annotation) not in (list, dict):
+            return found
+    return None
+
+
+def _apply_group_defaults(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Give every nested group that pydantic fills by default a CRD default of `{}`.
+
+    Kubernetes applies a property's defaults only when its parent object exists; `default: {}` on the
+    group makes the API server create it and then fill its fields, as pydantic does.
+    """
+    props = schema.get("properties", {})
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        sub_model = _model_of(field.annotation)
+        if key not in props or sub_model is None:
+            continue
+        factory = field.default_factory
+        if isinstance(factory, type) and issubclass(factory, BaseModel):
+            props[key]["default"] = {}
+        _apply_group_defaults(props[key], sub_model)
+
+
+def _strip_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_strip_defaults(v) for v in node]
+    return node
+
+
+def _immutability_rule(spec_schema: dict[str, Any]) -> dict[str, Any]:
+    terms = []
+    for field in spec_schema["properties"]:
+        if field in MUTABLE_WHILE_RUNNING:
+            continue
+        terms.append(
+            f"(has(self.spec.{field}) == has(oldSelf.spec.{field}) && "
+            f"(!has(self.spec.{field}) || self.spec.{field} == oldSelf.spec.{field}))"
+        )
+    phases = ", ".join(f"'{p}'" for p in IMMUTABLE_PHASES)
+    rule = (
+        "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
+        f"!(oldSelf.status.phase in [{phases}]) || ({' && '.join(terms)})"
+    )
+    return cel(
+        rule,
+        "spec is immutable once the job is Running or finished; only spec.suspend may change",
+        ".spec",
+    )
+
+
+def openapi_schema(resource: type[BaseModel]) -> dict[str, Any]:
+    raw = resource.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.get("$defs", {})
+    schema = _resolve(raw, defs, resource.__name__)
+    props = schema["properties"]
+    props["metadata"] = {"type": "object"}
+    props["apiVersion"] = {"type": "string", "description": "video2world.io/v1alpha1"}
+    props["kind"] = {"type": "string", "description": resource.__name__}
+    spec_model = resource.model_fields["spec"].annotation
+    status_model = _model_of(resource.model_fields["status"].annotation)
+    _apply_group_defaults(props["spec"], spec_model)
+    props["status"] = _strip_defaults(props["status"])
+    conditions = props["status"]["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    assert status_model is not None
+    schema["required"] = ["spec"]
+    schema["description"] = (resource.__doc__ or "").strip()
+    schema["x-kubernetes-validations"] = [
+        cel(
+            f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+            f"metadata.name must be at most {MAX_NAME_LENGTH} characters: it names the PyTorchJob and its pods",
+            ".metadata.name",
+        ),
+        _immutability_rule(props["spec"]),
+    ]
+    return schema
+
+
+def _printer_columns(names: KindNames) -> list[dict[str, Any]]:
+    columns = [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Lifecycle phase."},
+        {"name": "Progress", "type": "string", "jsonPath": ".status.progress.summary", "description": "Videos and steps done."},
+        {"name": "GPUs", "type": "integer", "jsonPath": ".spec.parallelism.gpus", "description": "GPUs in all."},
+    ]
+    if names is BEST_OF_N_JOB:
+        columns.append(
+            {"name": "Best", "type": "integer", "jsonPath": ".status.best.score", "description": "Best critic score, 0-100."}
+        )
+    columns += [
+        {"name": "Model", "type": "string", "jsonPath": ".spec.model.size", "priority": 1, "description": "Model size."},
+        {"name": "PyTorchJob", "type": "string", "jsonPath": ".status.pytorchJobName", "priority": 1, "description": "Child PyTorchJob."},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return columns
+
+
+def crd(names: KindNames, resource: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": names.crd_name},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": names.kind,
+                "listKind": f"{names.kind}List",
+                "plural": names.plural,
+                "singular": names.singular,
+                "shortNames": list(names.short_names),
+                "categories": list(names.categories),
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": _printer_columns(names),
+                    "schema": {"openAPIV3Schema": openapi_schema(resource)},
+                }
+            ],
+        },
+    }
+
+
+def all_crds() -> dict[str, dict[str, Any]]:
+    """File name → CRD, for both kinds."""
+    return {
+        f"{GROUP}_{VIDEO2WORLD_JOB.plural}.yaml": crd(VIDEO2WORLD_JOB, Video2WorldJob),
+        f"{GROUP}_{BEST_OF_N_JOB.plural}.yaml": crd(BEST_OF_N_JOB, BestOfNJob),
+    }
+
+
+HEADER = "# Generated by `python -m v2w_operator.crds` from the pydantic models. Do not edit.\n"
+
+
+def render(doc: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write (or check) the CRDs generated from the API models.")
+    parser.add_argument("--out", type=Path, default=Path("crds"), help="folder for the CRD YAML files (default: crds)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the folder differs from the models")
+    args = parser.parse_args(argv)
+    drift = False
+    for name, doc in all_crds().items():
+        path = args.out / name
+        text = render(doc)
+        if args.check:
+            current = path.read_text() if path.exists() else ""
+            if current != text:
+                drift = True
+                sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), text.splitlines(True), str(path), "generated"))
+        else:
+            args.out.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    if drift:
+        print("crds/ is out of date: run `python -m v2w_operator.crds`", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
