@@ -1,0 +1,39 @@
+"""Operator settings, read once from the environment (the Helm chart sets them from its values)."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, Field
+
+
+class OperatorConfig(BaseModel):
+    """Defaults the operator fills into jobs that leave them out, and its own knobs."""
+
+    runtime_image: str = Field("video2world/runtime:0.1.0", description="Image of the runtime pods.")
+    image_pull_policy: str = Field("IfNotPresent")
+    checkpoint_2b: str | None = Field(None, description="Default checkpoint URI of the 2B model.")
+    checkpoint_14b: str | None = Field(None, description="Default checkpoint URI of the 14B model.")
+    refiner_checkpoint: str | None = Field(None, description="Default Cosmos-Reason1 checkpoint (refiner and critic).")
+    guardrail_checkpoint: str | None = Field(None, description="Default guardrail checkpoint folder.")
+    s3_endpoint: str | None = Field(None, description="Default S3 endpoint (MinIO and other S3-compatible stores).")
+    s3_region: str | None = Field(None)
+    credentials_secret: str | None = Field(None, description="Default Secret name with S3 credentials.")
+    gpu_resource_name: str = Field("nvidia.com/gpu")
+    queue_name: str | None = Field(None, description="Default Kueue LocalQueue.")
+    pvc_mount_root: str = Field("/mnt/pvc", description="Where pvc://<claim>/ volumes are mounted in runtime pods.")
+    poll_interval_seconds: float = Field(10.0, gt=0, description="How often progress.json is read while a job runs.")
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port; 0 turns it off.")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "OperatorConfig":
+        env = dict(os.environ if env is None else env)
+        values = {}
+        for name in cls.model_fields:
+            key = f"V2W_{name.upper()}"
+            if env.get(key) not in (None, ""):
+                values[name] = env[key]
+        return cls.model_validate(values)
+
+    def default_checkpoint(self, size: str) -> str | None:
+        return self.checkpoint_2b if size == "2B" else self.checkpoint_14b
