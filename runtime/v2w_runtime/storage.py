@@ -1,0 +1,285 @@
+"""Where files live: local paths, `pvc://<claim>/<path>` and `s3://<bucket>/<key>`, one vocabulary.
+
+S3 settings come from the standard AWS_* environment variables (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION), read by boto3 itself. Errors name the URI and say
+what to fix; they never carry a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+PVC_ROOT_ENV = "V2W_PVC_ROOT"
+DEFAULT_PVC_ROOT = "/mnt/pvc"
+
+# Files above this size go up and down in parts (boto3 multipart), several parts at once.
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_CHUNK = 64 * 1024 * 1024
+
+
+class StorageError(RuntimeError):
+    """A file or object could not be read or written; the message names the URI."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str  # no leading slash; "" for the bucket root
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
+
+    def child(self, name: str) -> "S3Location":
+        key = f"{self.key.rstrip('/')}/{name}" if self.key else name
+        return S3Location(self.bucket, key)
+
+
+def is_s3(uri: str | os.PathLike) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def parse_s3(uri: str) -> S3Location:
+    if not is_s3(uri):
+        raise StorageError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"{uri!r} names no bucket (expected s3://<bucket>/<key>)")
+    if _has_dot_dot(key):
+        raise StorageError(f"{uri!r} must not contain a '..' path segment")
+    return S3Location(bucket, key.strip("/"))
+
+
+def _has_dot_dot(path: str) -> bool:
+    return ".." in PurePosixPath(path).parts
+
+
+def local_path(uri: str | os.PathLike) -> Path:
+    """The local path of a plain path or a `pvc://<claim>/<path>` URI (mounted under $V2W_PVC_ROOT)."""
+    text = str(uri)
+    if text.startswith("pvc://"):
+        rest = text[len("pvc://") :]
+        if not rest.split("/", 1)[0]:
+            raise StorageError(f"{text!r} names no volume claim (expected pvc://<claim>/<path>)")
+        if _has_dot_dot(rest):
+            raise StorageError(f"{text!r} must not contain a '..' path segment")
+        return Path(os.environ.get(PVC_ROOT_ENV, DEFAULT_PVC_ROOT)) / rest
+    if "://" in text:
+        raise StorageError(f"{text!r}: unsupported URI scheme (use a local path, pvc:// or s3://)")
+    return Path(text).expanduser()
+
+
+# ---------------------------------------------------------------------------------------------- S3
+
+
+@lru_cache(maxsize=None)
+def _client():
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
+        raise StorageError(
+            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a "
+            "non-AWS endpoint) in the environment"
+        )
+    config = Config(
+        retries={"max_attempts": int(os.environ.get("V2W_S3_MAX_ATTEMPTS", "5")), "mode": "standard"},
+        connect_timeout=float(os.environ.get("V2W_S3_CONNECT_TIMEOUT", "10")),
+        read_timeout=120,
+        s3={"addressing_style": "path"},
+    )
+    return session.client("s3", config=config)
+
+
+def s3_client():
+    """The shared boto3 S3 client; raises StorageError when no credentials are configured."""
+    return _client()
+
+
+def reset_client() -> None:
+    """Forget the cached client (after the environment changed, e.g. in tests)."""
+    _client.cache_clear()
+
+
+def _transfer_config():
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK, max_concurrency=4
+    )
+
+
+def _explain(exc: BaseException, uri: str, action: str) -> StorageError:
+    """A StorageError that says what went wrong with `uri`, without echoing credentials."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, StorageError):
+        return StorageError(f"cannot {action} {uri}: {exc}")
+    if isinstance(exc, NoCredentialsError):
+        return StorageError(f"cannot {action} {uri}: no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
+    if isinstance(exc, EndpointConnectionError):
+        return StorageError(f"cannot {action} {uri}: S3 endpoint unreachable ({exc})")
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "?")
+        hints = {
+            "404": "no such object",
+            "NoSuchKey": "no such object",
+            "NoSuchBucket": "no such bucket",
+            "403": "access denied (check the credentials and the bucket policy)",
+            "AccessDenied": "access denied (check the credentials and the bucket policy)",
+            "InvalidAccessKeyId": "the access key is not known to the endpoint",
+            "SignatureDoesNotMatch": "the secret key does not match the access key",
+        }
+        return StorageError(f"cannot {action} {uri}: {hints.get(code, code)}")
+    name = type(exc).__name__
+    if "Connect" in name or "Timeout" in name:
+        return StorageError(f"cannot {action} {uri}: S3 endpoint unreachable ({name})")
+    return StorageError(f"cannot {action} {uri}: {name}: {exc}")
+
+
+def _s3_call(uri: str, action: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # botocore raises many unrelated types; each is explained by _explain
+        raise _explain(exc, uri, action) from None
+
+
+def s3_download_file(uri: str, dest: Path) -> Path:
+    loc = parse_s3(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    client = _s3_call(uri, "read", s3_client)
+    _s3_call(uri, "read", client.download_file, loc.bucket, loc.key, str(partial), Config=_transfer_config())
+    partial.replace(dest)
+    return dest
+
+
+def s3_list(uri: str) -> list[str]:
+    """Keys under a prefix (recursive), relative to it."""
+    loc = parse_s3(uri)
+    prefix = loc.key.rstrip("/") + "/" if loc.key else ""
+    client = _s3_call(uri, "list", s3_client)
+    paginator = client.get_paginator("list_objects_v2")
+    keys: list[str] = []
+
+    def walk() -> None:
+        for page in paginator.paginate(Bucket=loc.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(prefix) :]
+                if rel and not rel.endswith("/"):
+                    keys.append(rel)
+
+    _s3_call(uri, "list", walk)
+    return keys
+
+
+def s3_upload_file(path: Path, uri: str, content_type: str | None = None) -> str:
+    loc = parse_s3(uri)
+    client = _s3_call(uri, "write", s3_client)
+    extra = {"ContentType": content_type} if content_type else None
+    _s3_call(
+        uri, "write", client.upload_file, str(path), loc.bucket, loc.key, ExtraArgs=extra, Config=_transfer_config()
+    )
+    return uri
+
+
+def s3_put_bytes(data: bytes, uri: str, content_type: str = "application/json") -> str:
+    loc = parse_s3(uri)
+    client = _s3_call(uri, "write", s3_client)
+    _s3_call(uri, "write", client.put_object, Bucket=loc.bucket, Key=loc.key, Body=data, ContentType=content_type)
+    return uri
+
+
+def check_s3_access(uri: str) -> None:
+    """Fail early (before any weight is loaded) when the bucket of `uri` cannot be reached."""
+    loc = parse_s3(uri)
+    client = _s3_call(uri, "reach", s3_client)
+    _s3_call(uri, "reach", client.head_bucket, Bucket=loc.bucket)
+
+
+# ------------------------------------------------------------------------------------ any location
+
+
+def fetch_file(uri: str, cache_dir: Path) -> Path:
+    """A local path holding the file at `uri` (downloaded into `cache_dir` when it lives in S3)."""
+    if is_s3(uri):
+        loc = parse_s3(uri)
+        return s3_download_file(uri, cache_dir / loc.bucket / loc.key)
+    path = local_path(uri)
+    if not path.is_file():
+        raise StorageError(f"{uri}: no such file" if not path.exists() else f"{uri}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise StorageError(f"{uri}: not readable")
+    return path
+
+
+def read_bytes(uri: str, cache_dir: Path) -> bytes:
+    return fetch_file(uri, cache_dir).read_bytes()
+
+
+def fetch_tree(uri: str, cache_dir: Path) -> Path:
+    """A local folder holding everything under `uri`; an S3 prefix is downloaded once and reused."""
+    if not is_s3(uri):
+        path = local_path(uri)
+        if not path.is_dir():
+            raise StorageError(f"{uri}: no such folder")
+        return path
+    loc = parse_s3(uri)
+    dest = cache_dir / loc.bucket / loc.key
+    done = dest / ".v2w-complete"
+    if done.exists():
+        return dest
+    keys = s3_list(uri)
+    if not keys:
+        raise StorageError(f"{uri}: no objects under this prefix")
+    for rel in keys:
+        if _has_dot_dot(rel):
+            raise StorageError(f"{uri}: object key {rel!r} climbs out of the prefix")
+        s3_download_file(loc.child(rel).uri, dest / rel)
+    done.write_text("downloaded\n")
+    return dest
+
+
+def put_file(path: Path, uri: str, content_type: str | None = None) -> str:
+    """Copy a finished local file to `uri` (S3 upload or local copy); returns the URI."""
+    if is_s3(uri):
+        return s3_upload_file(path, uri, content_type)
+    dest = local_path(uri)
+    if dest.resolve() != path.resolve():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(dest.name + ".partial")
+        shutil.copyfile(path, partial)
+        partial.replace(dest)
+    return str(dest)
+
+
+def join(base: str, name: str) -> str:
+    """`name` (a relative path without '..') under the folder or prefix `base`."""
+    if _has_dot_dot(name) or name.startswith("/"):
+        raise StorageError(f"{name!r} must be a relative path inside {base}")
+    if is_s3(base):
+        return parse_s3(base).child(name).uri
+    return str(PurePosixPath(str(base)) / name)
+
+
+__all__ = [
+    "S3Location",
+    "StorageError",
+    "check_s3_access",
+    "fetch_file",
+    "fetch_tree",
+    "is_s3",
+    "join",
+    "local_path",
+    "parse_s3",
+    "put_file",
+    "read_bytes",
+    "reset_client",
+    "s3_client",
+    "s3_put_bytes",
+]

@@ -1,0 +1,30 @@
+"""`python -m v2w_runtime.tiny --out DIR [--seed N]`: write a tiny random Video2World checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m v2w_runtime.tiny",
+        description=(
+            "Write a small random checkpoint of the Cosmos-Predict2 Video2World architectures (diffusers "
+            "format: transformer, vae, text_encoder, tokenizer, scheduler) for demos and tests. Offline; "
+            "the same seed writes the same weights."
+        ),
+    )
+    parser.add_argument("--out", required=True, help="Folder to write the checkpoint into (created).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights (default: 0).")
+    args = parser.parse_args(argv)
+
+    from . import write_checkpoint
+
+    path = write_checkpoint(args.out, seed=args.seed)
+    print(f"tiny Video2World checkpoint written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
