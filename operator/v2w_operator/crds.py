@@ -29,8 +29,9 @@ _DROPPED_KEYS = {"title", "$schema", "discriminator"}
 MUTABLE_WHILE_RUNNING = {"suspend"}
 IMMUTABLE_PHASES = ("Running", "Succeeded", "Failed")
 
-# Names of the job become the PyTorchJob's name and its pods' (`<name>-worker-<i>`), which are DNS labels.
-MAX_NAME_LENGTH = 50
+# A job name becomes its PyTorchJob's (`v2w-<name>`) and that one's replica Services (`…-worker-<i>`), which are
+# DNS labels of at most 63 characters.
+MAX_NAME_LENGTH = 48
 
 
 class SchemaError(ValueError):

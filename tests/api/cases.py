@@ -119,5 +119,5 @@ INVALID = [
     Case("critic-trials-too-many", BEST, _set("spec.bestOfN.critic.numTrials", 1000), "spec.bestOfN.critic.numTrials"),
     Case("skip-generation-without-videos", BEST, _set("spec.bestOfN.skipGeneration", True), "spec.bestOfN.videosUri"),
     Case("bestofn-without-input", BEST, _delete("spec.input"), "spec.input"),
-    Case("name-too-long", SINGLE, _set("metadata.name", "a" * 60), "metadata.name", api_only=True),
+    Case("name-too-long", SINGLE, _set("metadata.name", "a" * 49), "metadata.name", api_only=True),
 ]

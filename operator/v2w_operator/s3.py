@@ -1,0 +1,112 @@
+"""The operator's S3 access: reading a job's progress.json / result.json and storing its batch.json.
+
+The operator uses the job's own credentials (the Secret the job names, in the job's namespace), so it
+can read and write exactly where the job's owner can and nowhere else. Nothing read here is logged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .api.manifest import PROGRESS_FILE, RESULT_FILE, ProgressManifest, ResultManifest
+
+# Handlers must not hang on a dead endpoint: fail fast and let the timer come back.
+_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+
+
+class StorageError(RuntimeError):
+    """S3 could not be reached or refused the request; the message names the URI, never a credential."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+    def __repr__(self) -> str:  # never print the values, even by accident
+        return "Credentials(***)"
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key
+
+
+def join(prefix: str, name: str) -> str:
+    return f"{prefix.rstrip('/')}/{name}"
+
+
+class JobStorage:
+    """S3 under one job's prefix."""
+
+    def __init__(self, prefix: str, endpoint: str | None, region: str | None, credentials: Credentials | None):
+        self.prefix = prefix.rstrip("/")
+        kwargs: dict[str, Any] = {"config": _CLIENT_CONFIG}
+        if endpoint:
+            kwargs["endpoint_url"] = endpoint
+        if region:
+            kwargs["region_name"] = region
+        if credentials:
+            kwargs["aws_access_key_id"] = credentials.access_key_id
+            kwargs["aws_secret_access_key"] = credentials.secret_access_key
+        self._client = boto3.client("s3", **kwargs)
+
+    def uri(self, name: str) -> str:
+        return join(self.prefix, name)
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        """The parsed object, or None when it does not exist (yet)."""
+        bucket, key = split_uri(self.uri(name))
+        try:
+            body = self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise StorageError(f"reading {self.uri(name)}: {exc.response.get('Error', {}).get('Code', 'error')}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"reading {self.uri(name)}: {type(exc).__name__}") from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise StorageError(f"{self.uri(name)} is not valid JSON") from None
+
+    def write_json(self, name: str, doc: Any) -> str:
+        bucket, key = split_uri(self.uri(name))
+        try:
+            self._client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=2).encode(),
+                                    ContentType="application/json")
+        except ClientError as exc:
+            raise StorageError(f"writing {self.uri(name)}: {exc.response.get('Error', {}).get('Code', 'error')}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"writing {self.uri(name)}: {type(exc).__name__}") from None
+        return self.uri(name)
+
+    def delete_all(self) -> int:
+        """Deletes every object under the prefix (cleanupPolicy: Delete); returns how many."""
+        bucket, key = split_uri(self.prefix + "/")
+        deleted = 0
+        try:
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if objects:
+                    self._client.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+                    deleted += len(objects)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"deleting under {self.prefix}/: {type(exc).__name__}") from None
+        return deleted
+
+    def progress(self) -> ProgressManifest | None:
+        doc = self.read_json(PROGRESS_FILE)
+        return None if doc is None else ProgressManifest.model_validate(doc)
+
+    def result(self) -> ResultManifest | None:
+        doc = self.read_json(RESULT_FILE)
+        return None if doc is None else ResultManifest.model_validate(doc)

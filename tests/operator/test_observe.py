@@ -1,0 +1,97 @@
+"""Status derivation: every PyTorchJob state and runtime file maps to the phase, conditions and
+fields a user reads."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from v2w_operator.api.manifest import ProgressManifest, ResultManifest, VideoResult
+from v2w_operator.observe import Observation, derive_status
+
+
+def pj(*conds: tuple[str, str, str], **status):
+    return {"status": {"conditions": [{"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conds],
+                       **status}}
+
+
+def result(ok=True, **kw) -> ResultManifest:
+    videos = kw.pop("videos", [VideoResult(name="a.mp4", status="succeeded", uri="s3://b/p/a.mp4", seed=1)])
+    return ResultManifest(mode=kw.pop("mode", "video2world"), succeeded=ok, started_at=datetime.now(timezone.utc),
+                          videos=videos, **kw)
+
+
+def conds(status):
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_created_is_pending():
+    s = derive_status({}, Observation(3, pj(("Created", "PyTorchJobCreated", ""))), "Video2WorldJob")
+    assert s["phase"] == "Pending" and s["observedGeneration"] == 3
+
+
+def test_running_carries_progress_summary():
+    progress = ProgressManifest(stage="sampling", videos_done=1, videos_total=3, step=12, total_steps=35)
+    s = derive_status({}, Observation(1, pj(("Running", "PyTorchJobRunning", ""), startTime="2026-01-01T00:00:00Z"),
+                                      progress=progress), "Video2WorldJob")
+    assert s["phase"] == "Running" and conds(s)["Running"] == ("True", "PodsRunning")
+    assert s["progress"]["summary"] == "1/3 videos, step 12/35" and s["startTime"] == "2026-01-01T00:00:00Z"
+
+
+def test_succeeded_needs_result_json():
+    waiting = derive_status({}, Observation(1, pj(("Succeeded", "PyTorchJobSucceeded", ""))), "Video2WorldJob")
+    assert waiting["phase"] == "Running" and "result.json" in waiting["message"]
+    done = derive_status({}, Observation(1, pj(("Succeeded", "PyTorchJobSucceeded", "")), result=result(),
+                                         result_uri="s3://b/p/result.json"), "Video2WorldJob")
+    assert done["phase"] == "Succeeded" and conds(done)["Succeeded"] == ("True", "Completed")
+    assert done["outputs"] == [{"name": "a.mp4", "verdict": "Passed", "uri": "s3://b/p/a.mp4", "seed": 1}]
+    assert done["resultUri"] == "s3://b/p/result.json" and done["completionTime"]
+
+
+def test_best_of_n_best_and_index():
+    videos = [VideoResult(name="g0_033.mp4", status="succeeded", uri="s3://b/g0.mp4", score=33, seed=0),
+              VideoResult(name="g1_100.mp4", status="succeeded", uri="s3://b/g1.mp4", score=100, seed=1,
+                          report_uri="s3://b/g1.html")]
+    r = result(mode="bestofn", videos=videos, best="g1_100.mp4", index_uri="s3://b/index.html")
+    s = derive_status({}, Observation(1, pj(("Succeeded", "", "")), result=r), "BestOfNJob")
+    assert s["best"] == {"name": "g1_100.mp4", "uri": "s3://b/g1.mp4", "score": 100, "seed": 1,
+                         "reportUri": "s3://b/g1.html"}
+    assert s["indexUri"] == "s3://b/index.html" and [o["score"] for o in s["outputs"]] == [33, 100]
+
+
+def test_guardrail_block_is_a_verdict_not_a_failure():
+    videos = [VideoResult(name="a.mp4", status="succeeded", uri="s3://b/a.mp4"),
+              VideoResult(name="b.mp4", status="blocked", reason="prompt blocked by blocklist")]
+    s = derive_status({}, Observation(1, pj(("Succeeded", "", "")), result=result(videos=videos)), "Video2WorldJob")
+    assert s["phase"] == "Succeeded"
+    assert s["outputs"][1] == {"name": "b.mp4", "verdict": "Blocked", "reason": "prompt blocked by blocklist"}
+    assert "1 blocked" in s["message"]
+
+
+def test_failures_carry_reason_and_runtime_message():
+    failed = pj(("Failed", "PyTorchJobFailed", "Job v2w-x has failed because it has reached the specified backoff limit"))
+    r = result(ok=False, videos=[], message="input s3://b/missing.jpg: not found")
+    s = derive_status({}, Observation(1, failed, result=r), "Video2WorldJob")
+    assert s["phase"] == "Failed" and conds(s)["Failed"] == ("True", "BackoffLimitExceeded")
+    assert "backoff limit" in s["message"] and "s3://b/missing.jpg" in s["message"]
+    deadline = pj(("Failed", "PyTorchJobFailed", "Job x has failed because it was active longer than specified deadline"))
+    assert conds(derive_status({}, Observation(1, deadline), "Video2WorldJob"))["Failed"][1] == "DeadlineExceeded"
+
+
+def test_suspend_and_resume_conditions():
+    s = derive_status({}, Observation(1, pj(("Suspended", "PyTorchJobSuspended", ""))), "Video2WorldJob")
+    assert s["phase"] == "Suspended" and conds(s)["Suspended"] == ("True", "Suspended")
+    resumed = derive_status(s, Observation(2, pj(("Running", "", ""))), "Video2WorldJob")
+    assert resumed["phase"] == "Running" and conds(resumed)["Suspended"] == ("False", "Resumed")
+
+
+def test_deleted_pytorchjob_fails_the_job():
+    s = derive_status({"phase": "Running", "pytorchJobName": "v2w-x"},
+                      Observation(1, None, pytorchjob_was_created=True), "Video2WorldJob")
+    assert s["phase"] == "Failed" and conds(s)["Failed"] == ("True", "PyTorchJobDeleted")
+
+
+def test_transition_time_moves_only_on_change():
+    first = derive_status({}, Observation(1, pj(("Running", "", ""))), "Video2WorldJob")
+    t0 = next(c for c in first["conditions"] if c["type"] == "Running")["lastTransitionTime"]
+    again = derive_status(first, Observation(1, pj(("Running", "", ""))), "Video2WorldJob")
+    assert next(c for c in again["conditions"] if c["type"] == "Running")["lastTransitionTime"] == t0
