@@ -1,0 +1,90 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "v2w.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's full name; the release name alone when it already contains the chart name. */}}
+{{- define "v2w.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "v2w.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "v2w.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "v2w.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "v2w.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: video2world
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "v2w.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "v2w.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "v2w.operatorImage" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "v2w.runtimeImage" -}}
+{{- printf "%s:%s" .Values.runtime.image.repository (default .Chart.AppVersion .Values.runtime.image.tag) -}}
+{{- end -}}
+
+{{/* "true" when the operator watches every namespace (no watchNamespaces given). */}}
+{{- define "v2w.clusterMode" -}}
+{{- if not .Values.watchNamespaces -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The rules the operator needs inside a namespace it watches (a ClusterRole in cluster mode, a Role per
+namespace otherwise). Keep in step with the operator's API calls and with tests/chart/test_rbac.py.
+*/}}
+{{- define "v2w.namespacedRules" -}}
+- apiGroups: [video2world.io]
+  resources: [video2worldjobs, bestofnjobs]
+  verbs: [get, list, watch, patch]
+- apiGroups: [video2world.io]
+  resources: [video2worldjobs/status, bestofnjobs/status]
+  verbs: [get, patch]
+- apiGroups: [kubeflow.org]
+  resources: [pytorchjobs]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- with .Values.rbac.secretNames }}
+  resourceNames:
+  {{- range (concat . (compact (list $.Values.s3.credentialsSecret)) | uniq) }}
+  - {{ . | quote }}
+  {{- end }}
+{{- end }}
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{/* kopf scans and watches CRDs cluster-wide; the operator also reports a missing PyTorchJob CRD. */}}
+{{- define "v2w.crdRules" -}}
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [get, list, watch]
+{{- end -}}
