@@ -1,0 +1,270 @@
+"""The generation API: load once, then `generate(input, prompt, seed)` as often as needed.
+
+One call runs guardrail(text) -> refiner -> guardrail(text) -> sampling -> decode -> guardrail(video)
+-> face pixelation, and returns the frames with a record of what happened. A guardrail block is an
+answer (status "blocked", no frames); a GuardrailError propagates (fail closed). The CLI, batch mode and
+best-of-N all go through `Video2WorldGenerator`.
+
+With several ranks making one video (context/CFG parallelism) every rank of the group calls
+`generate` with the same arguments; only the group leader runs the guardrail and the refiner and
+shares their answers, and only the leader gets frames back.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from v2w_operator.api import DEFAULT_NEGATIVE_PROMPT, Stage
+
+from . import storage
+from .checkpoints import cache_dir, load_components
+from .conditioning import load_conditioning, output_size
+from .interfaces import Guardrail, GuardrailError, Layout, PromptRefiner, Verdict
+from .pipeline import Video2WorldPipeline
+
+StageCallback = Callable[[Stage], None]
+StepCallback = Callable[[int, int], None]
+
+
+class GenerationSettings(BaseModel):
+    """Everything that shapes a video besides the input, the prompt and the seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: Literal["480", "720"] = "720"
+    aspect_ratio: Literal["16:9", "4:3", "1:1", "3:4", "9:16"] = "16:9"
+    num_conditional_frames: Literal[1, 5] = 1
+    num_frames: int = Field(93, ge=1, description="Frames per video; 93 is what the models are trained on.")
+    num_steps: int = Field(35, ge=1)
+    guidance: float = Field(7.0, ge=0.0)
+    fps: int = Field(16, ge=1, le=120)
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    height: int | None = Field(None, description="Test/debug override of the output height (multiple of 16).")
+    width: int | None = Field(None, description="Test/debug override of the output width (multiple of 16).")
+
+    def size(self) -> tuple[int, int]:
+        height, width = output_size(self.resolution, self.aspect_ratio)
+        return self.height or height, self.width or width
+
+
+@dataclass
+class Generation:
+    """One generate() call's outcome. `frames` is set when status is "succeeded" (on the group leader)."""
+
+    status: Literal["succeeded", "blocked"]
+    seed: int
+    prompt: str
+    refined_prompt: str | None = None
+    negative_prompt: str = ""
+    frames: np.ndarray | None = None  # (T, H, W, 3) uint8, faces pixelated
+    reason: str | None = None
+    verdicts: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def record(self) -> dict:
+        """The JSON-ready part of the run record that is about this video."""
+        return {
+            "status": self.status,
+            "seed": self.seed,
+            "prompt": self.prompt,
+            "refined_prompt": self.refined_prompt,
+            "negative_prompt": self.negative_prompt,
+            "reason": self.reason,
+            "guardrail": self.verdicts,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "warnings": self.warnings,
+        }
+
+
+def verdict_dict(where: str, verdict: Verdict) -> dict:
+    return {"stage": where, "allowed": verdict.allowed, "check": verdict.check, "reason": verdict.reason}
+
+
+class Video2WorldGenerator:
+    """A loaded Video2World model plus its guardrail and refiner."""
+
+    def __init__(
+        self,
+        pipeline: Video2WorldPipeline,
+        settings: GenerationSettings | None = None,
+        guardrail: Guardrail | None = None,
+        refiner: PromptRefiner | None = None,
+        model_info: dict | None = None,
+        ctx=None,
+    ) -> None:
+        from .parallel import ParallelContext
+
+        self.pipeline = pipeline
+        self.settings = settings or GenerationSettings()
+        self.guardrail = guardrail
+        self.refiner = refiner
+        self.model_info = model_info or {}
+        self.ctx = ctx or ParallelContext.single(pipeline.device)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: str,
+        settings: GenerationSettings | None = None,
+        *,
+        dit_path: str | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        guardrail: Guardrail | None = None,
+        refiner: PromptRefiner | None = None,
+        ctx=None,
+    ) -> "Video2WorldGenerator":
+        """Load the model from a diffusers-format folder (local, pvc:// or s3://) once."""
+        if device is None:
+            device = ctx.device if ctx is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+        loaded = load_components(checkpoint, dtype=dtype, device=device, dit_path=dit_path)
+        pipeline = Video2WorldPipeline(**loaded.components)
+        if ctx is not None and ctx.layout.group_size > 1:
+            from .parallel import parallelize
+
+            pipeline.transformer = parallelize(pipeline.transformer, ctx)
+        return cls(pipeline, settings, guardrail, refiner, loaded.info, ctx)
+
+    @property
+    def layout(self) -> Layout:
+        return self.ctx.layout
+
+    def conditioning_frames(self, input: str | Path | np.ndarray) -> np.ndarray:
+        """Frames (T, H, W, 3) uint8 at the output size from a URI, a local path or frames."""
+        height, width = self.settings.size()
+        if isinstance(input, np.ndarray):
+            from .conditioning import fit_frames
+
+            return fit_frames(input, height, width)
+        name = str(input)
+        path = storage.fetch_file(name, cache_dir() / "inputs")
+        return load_conditioning(path, self.settings.num_conditional_frames, height, width, name=name)
+
+    def generate(
+        self,
+        input: str | Path | np.ndarray,
+        prompt: str,
+        seed: int,
+        *,
+        negative_prompt: str | None = None,
+        on_stage: StageCallback | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Generation:
+        """One video from `input` (image/video URI or path, or frames) and `prompt`, seeded by `seed`.
+
+        Raises ConditioningError / StorageError for a bad input, GuardrailError when the guardrail
+        cannot run. A guardrail block returns status "blocked".
+        """
+        s = self.settings
+        neg = s.negative_prompt if negative_prompt is None else negative_prompt
+        gen = Generation(status="succeeded", seed=seed, prompt=prompt, negative_prompt=neg)
+        leader = self.layout.is_group_leader
+        stage = on_stage or (lambda _stage: None)
+
+        with _timed(gen, "load_input"):
+            frames = self.conditioning_frames(input)
+
+        # 1. Text guardrail, refiner, text guardrail again (group leader only; shared with the group)
+        answer = None
+        if leader:
+            answer = self._check_and_refine(gen, frames, stage)
+        answer = self.ctx.share(answer)
+        gen.refined_prompt, gen.verdicts, gen.warnings, blocked = (
+            answer["refined"], answer["verdicts"], answer["warnings"], answer["blocked"]
+        )
+        if blocked:
+            gen.status, gen.reason = "blocked", blocked
+            return gen
+
+        # 2. Sampling
+        stage(Stage.SAMPLING)
+        height, width = s.size()
+        generator = torch.Generator("cpu").manual_seed(seed)  # CPU noise: the same video on any device
+        with _timed(gen, "sampling"):
+            latents = self.pipeline(
+                frames,
+                gen.refined_prompt or prompt,
+                neg,
+                height=height,
+                width=width,
+                num_frames=s.num_frames,
+                num_steps=s.num_steps,
+                guidance=s.guidance,
+                fps=s.fps,
+                generator=generator,
+                callback=on_step,
+                decode=False,
+            )
+        if not leader:
+            return gen
+
+        # 3. Decode, video guardrail, face pixelation
+        stage(Stage.DECODING)
+        with _timed(gen, "decoding"):
+            video = self.pipeline.decode(latents)
+        if self.guardrail is not None:
+            stage(Stage.GUARDRAIL)
+            with _timed(gen, "guardrail_video"):
+                verdict = self.guardrail.check_video(video)
+                gen.verdicts.append(verdict_dict("video", verdict))
+                if not verdict.allowed:
+                    gen.status, gen.reason = "blocked", _block_reason("video", verdict)
+                    return gen
+                video = self.guardrail.postprocess(video)
+        gen.frames = video
+        return gen
+
+    def _check_and_refine(self, gen: Generation, frames: np.ndarray, stage: StageCallback) -> dict:
+        verdicts: list[dict] = []
+        warnings: list[str] = []
+        answer = {"refined": None, "verdicts": verdicts, "warnings": warnings, "blocked": None}
+        if self.guardrail is not None:
+            stage(Stage.GUARDRAIL)
+            with _timed(gen, "guardrail_prompt"):
+                verdict = self.guardrail.check_text(gen.prompt)
+            verdicts.append(verdict_dict("prompt", verdict))
+            if not verdict.allowed:
+                answer["blocked"] = _block_reason("prompt", verdict)
+                return answer
+        if self.refiner is not None:
+            stage(Stage.REFINING)
+            with _timed(gen, "refining"):
+                refined = self.refiner.refine(gen.prompt, frames)
+                self.refiner.offload()
+            answer["refined"] = refined.refined
+            warnings.extend(refined.warnings)
+            if self.guardrail is not None and refined.refined != gen.prompt:
+                stage(Stage.GUARDRAIL)
+                with _timed(gen, "guardrail_refined_prompt"):
+                    verdict = self.guardrail.check_text(refined.refined)
+                verdicts.append(verdict_dict("refined_prompt", verdict))
+                if not verdict.allowed:
+                    answer["blocked"] = _block_reason("refined prompt", verdict)
+        return answer
+
+
+def _block_reason(where: str, verdict: Verdict) -> str:
+    return f"guardrail blocked the {where} ({verdict.check}{': ' + verdict.reason if verdict.reason else ''})"
+
+
+@contextmanager
+def _timed(gen: Generation, name: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        gen.timings[name] = gen.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+__all__ = ["Generation", "GenerationSettings", "GuardrailError", "Video2WorldGenerator"]

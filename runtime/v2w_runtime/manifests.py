@@ -1,0 +1,105 @@
+"""progress.json and result.json: the runtime's side of the contract with the operator.
+
+Only the global leader (rank 0) writes them. progress.json is rewritten at every stage change and every
+few sampler steps (or at most every few seconds); result.json is written once, last.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from v2w_operator.api.manifest import (
+    PROGRESS_FILE,
+    RESULT_FILE,
+    ProgressManifest,
+    ResultManifest,
+    Stage,
+    VideoResult,
+    utcnow,
+)
+
+from . import storage
+from .outputs import OutputTarget, write_text
+
+# Rewrite progress.json at most this often during sampling (seconds), and at least every 1/10 of the steps.
+STEP_INTERVAL_S = 5.0
+
+
+class ProgressReporter:
+    """Keeps progress.json current; does nothing on ranks that are not the global leader."""
+
+    def __init__(self, target: OutputTarget, videos_total: int, total_steps: int, enabled: bool = True) -> None:
+        self.target = target
+        self.enabled = enabled
+        self.state = ProgressManifest(stage=Stage.STARTING, videos_total=videos_total, total_steps=total_steps)
+        self._last_step_write = 0.0
+        self.write()
+
+    def write(self) -> None:
+        if not self.enabled:
+            return
+        self.state.updated_at = utcnow()
+        path = self.target.path(PROGRESS_FILE)
+        write_text(path, self.state.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
+        if self.target.uri:
+            storage.s3_put_bytes(path.read_bytes(), self.target.uri_of(PROGRESS_FILE))
+
+    def stage(self, stage: Stage, current: str | None = None, message: str | None = None) -> None:
+        self.state.stage = stage
+        if current is not None:
+            self.state.current = current
+        self.state.message = message
+        if stage != Stage.SAMPLING:
+            self.state.step = 0
+        self.write()
+
+    def step(self, step: int, total: int) -> None:
+        self.state.step, self.state.total_steps = step, total
+        now = time.monotonic()
+        every = max(1, total // 10)
+        if step == total or step % every == 0 or now - self._last_step_write >= STEP_INTERVAL_S:
+            self._last_step_write = now
+            self.write()
+
+    def video_done(self) -> None:
+        self.state.videos_done += 1
+        self.write()
+
+
+def build_result(
+    videos: list[VideoResult],
+    started_at: datetime,
+    settings: dict,
+    versions: dict[str, str],
+    message: str | None = None,
+    failed: bool = False,
+) -> ResultManifest:
+    """The run's result: succeeded unless a video failed (blocked videos count as handled) or `failed`."""
+    ok = not failed and all(v.status in ("succeeded", "blocked") for v in videos)
+    if message is None:
+        counts: dict[str, int] = {}
+        for v in videos:
+            counts[v.status] = counts.get(v.status, 0) + 1
+        message = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no videos"
+    return ResultManifest(
+        mode="video2world",
+        succeeded=ok,
+        message=message,
+        started_at=started_at,
+        videos=videos,
+        settings=settings,
+        versions=versions,
+    )
+
+
+def write_result(target: OutputTarget, result: ResultManifest) -> str:
+    """Write result.json locally and upload it (last of all files); returns its URI or path."""
+    path = target.path(RESULT_FILE)
+    write_text(path, result.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
+    if target.uri:
+        return storage.s3_put_bytes(path.read_bytes(), target.uri_of(RESULT_FILE))
+    return str(path)
+
+
+__all__ = ["ProgressReporter", "build_result", "write_result"]

@@ -1,0 +1,151 @@
+"""What a run leaves behind: H.264 MP4s, their side files, and where they are published.
+
+Every file is written under a temporary name and renamed when complete, so nothing half-written is
+ever presented as done. With an S3 output prefix, files are staged locally and uploaded as they finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from . import storage
+
+
+class OutputPathError(ValueError):
+    """An output name would leave the output folder or prefix."""
+
+
+@dataclass
+class OutputTarget:
+    """The output folder (local) and, optionally, the S3 prefix it is published to."""
+
+    root: Path
+    uri: str | None = None  # s3://bucket/prefix when uploading
+
+    def path(self, name: str) -> Path:
+        return self.root / safe_name(name, str(self.uri or self.root))
+
+    def uri_of(self, name: str) -> str:
+        name = safe_name(name, str(self.uri or self.root))
+        return storage.join(self.uri, name) if self.uri else str(self.root / name)
+
+    def publish(self, path: Path, content_type: str | None = None) -> str:
+        """Upload a finished file under the prefix (no-op locally); returns where it now is."""
+        name = path.resolve().relative_to(self.root.resolve()).as_posix()
+        if not self.uri:
+            return str(path)
+        return storage.put_file(path, storage.join(self.uri, name), content_type)
+
+
+def safe_name(name: str, where: str) -> str:
+    """`name` as a relative POSIX path that stays inside the output folder/prefix, or OutputPathError."""
+    text = str(name).replace("\\", "/")
+    pure = PurePosixPath(text)
+    if not text or pure.is_absolute() or "://" in text or ".." in pure.parts or pure.name in ("", "."):
+        raise OutputPathError(f"output {name!r} must be a relative file name inside {where} (no '..', not absolute)")
+    return pure.as_posix()
+
+
+def resolve_output(name: str, root: Path) -> str:
+    """A batch entry's `output_video` as a name under `root`.
+
+    Accepts the seed's form (`output/x.mp4`, relative to the working directory and inside `root`)
+    and bare names (`x.mp4`, taken under `root`); `.mp4` is added when missing. Anything that would
+    end outside `root` is refused.
+    """
+    text = str(name).replace("\\", "/")
+    if "://" in text:
+        raise OutputPathError(f"output {name!r}: give a file name; use --output_uri to write to S3")
+    root_abs = Path(os.path.abspath(root))
+    if PurePosixPath(text).is_absolute():
+        candidate = Path(os.path.abspath(text))
+    else:
+        from_cwd = Path(os.path.abspath(text))  # the seed's form: relative to the working directory
+        candidate = from_cwd if _inside(from_cwd, root_abs) else Path(os.path.abspath(root_abs / text))
+    if not _inside(candidate, root_abs) or candidate == root_abs:
+        raise OutputPathError(f"output {name!r} escapes the output folder {root}")
+    rel = candidate.relative_to(root_abs).as_posix()
+    return rel if rel.lower().endswith(".mp4") else rel + ".mp4"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def write_mp4(frames: np.ndarray, path: Path, fps: int) -> Path:
+    """Encode (T, H, W, 3) uint8 frames as H.264 (yuv420p) at `fps`; atomic rename when done."""
+    import imageio_ffmpeg
+
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (T, H, W, 3) uint8, not {frames.shape} {frames.dtype}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    height, width = frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(
+        str(partial),
+        (width, height),
+        fps=fps,
+        codec="libx264",
+        quality=8,
+        macro_block_size=16,
+        output_params=["-f", "mp4", "-movflags", "+faststart"],
+    )
+    writer.send(None)
+    try:
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        writer.close()
+    partial.replace(path)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def write_json(path: Path, data) -> Path:
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def prompt_text(prompt: str, refined: str | None, negative: str | None) -> str:
+    """The side file of prompts: the one the model saw first, then the original and the negative."""
+    used = refined or prompt
+    parts = [used]
+    if refined and refined != prompt:
+        parts += ["", "# Original prompt", prompt]
+    if negative:
+        parts += ["", "# Negative prompt", negative]
+    return "\n".join(parts) + "\n"
+
+
+def side_file_names(video_name: str) -> dict[str, str]:
+    """Names of the side files next to a video: `<stem>.txt` (prompts) and `<stem>.json` (run record)."""
+    stem = video_name[: -len(".mp4")] if video_name.lower().endswith(".mp4") else video_name
+    return {"prompt": f"{stem}.txt", "record": f"{stem}.json"}
+
+
+__all__ = [
+    "OutputPathError",
+    "OutputTarget",
+    "prompt_text",
+    "resolve_output",
+    "safe_name",
+    "side_file_names",
+    "write_json",
+    "write_mp4",
+    "write_text",
+]
