@@ -22,7 +22,7 @@ CUSTOM_CATEGORY = "custom"
 _ALLOW_SECTION = "allow"
 
 # Characters that stand for letters inside a word ("sch00l", "$uicide", "b0mb"). Only applied to
-# tokens that also hold a letter, so plain numbers ("87D" keeps its 8, "2024") stay numbers.
+# tokens that are mostly letters, so numbers and codes ("2024", "87D", "3D", "4K") stay as they are.
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "9": "g",
                        "@": "a", "$": "s", "!": "i", "|": "i", "+": "t"})
 # A token: word characters, with leet symbols allowed inside or in front ("$uicide", "b@mb").
@@ -40,13 +40,19 @@ def _fold(text: str) -> str:
 
 
 def _leet(token: str) -> str:
-    if any(ch.isalpha() for ch in token):
+    letters = sum(ch.isalpha() for ch in token)
+    if letters > len(token) - letters:
         return token.translate(_LEET)
     return token
 
 
 def normalize_words(text: str) -> list[str]:
     """The words of `text` as the blocklist compares them."""
+    return [word for word, _ in _words_and_runs(text)]
+
+
+def _words_and_runs(text: str) -> list[tuple[str, bool]]:
+    """Normalised words, each flagged True when it was spelled out one letter at a time."""
     words: list[str] = []
     for raw in _TOKEN.findall(_fold(text)):
         # A word split by a separator keeps its halves ("child-porn" -> child, porn); leet symbols were
@@ -58,21 +64,23 @@ def normalize_words(text: str) -> list[str]:
     return _join_spelled_out(words)
 
 
-def _join_spelled_out(words: list[str]) -> list[str]:
-    """Runs of three or more one-letter words are one word spelled out ("s h o o t i n g")."""
-    out: list[str] = []
+def _join_spelled_out(words: list[str]) -> list[tuple[str, bool]]:
+    """Runs of three or more one-letter words are one word spelled out ("s h o o t i n g"). Where
+    such a run spells several words, or starts with an article ("a s h o o t i n g"), the term is found
+    inside it (see `_find_term`)."""
+    out: list[tuple[str, bool]] = []
     run: list[str] = []
     for word in words + [""]:
         if len(word) == 1 and word.isalpha():
             run.append(word)
             continue
         if len(run) >= 3:
-            out.append("".join(run))
+            out.append(("".join(run), True))
         else:
-            out.extend(run)
+            out.extend((letter, False) for letter in run)
         run = []
         if word:
-            out.append(word)
+            out.append((word, False))
     return out
 
 
@@ -182,16 +190,18 @@ class Blocklist:
         return None
 
     def find(self, text: str) -> Match | None:
-        tokens = normalize_words(text)
-        if not tokens:
+        words = _words_and_runs(text)
+        if not words:
             return None
+        tokens = [word for word, _ in words]
+        spelled = [word for word, run in words if run]
         for term in self.terms:
-            match = self._find_term(term, tokens)
+            match = self._find_term(term, tokens, spelled)
             if match is not None:
                 return match
         return None
 
-    def _find_term(self, term: Term, tokens: list[str]) -> Match | None:
+    def _find_term(self, term: Term, tokens: list[str], spelled: list[str]) -> Match | None:
         k = len(term.words)
         # 1. Word by word, each word exact or within its edit budget.
         for start in range(len(tokens) - k + 1):
@@ -203,9 +213,14 @@ class Blocklist:
                 fuzzy |= result
             else:
                 return Match(term, " ".join(tokens[start : start + k]), fuzzy)
-        # 2. Glued or split differently: adjacent words that spell the term without spaces. Exact only:
-        # fuzzy matching across word boundaries finds innocent pairs of words.
         compact = term.compact
+        # 2. Inside letters spelled out one by one, which carry no word boundaries at all.
+        if len(compact) >= 6:
+            for run in spelled:
+                if compact in run:
+                    return Match(term, run, True)
+        # 3. Glued or split differently: adjacent words that spell the term without spaces. Exact only:
+        # fuzzy matching across word boundaries finds innocent pairs of words.
         if len(compact) < 6 and term.exact_only:
             return None
         for start in range(len(tokens)):
