@@ -176,7 +176,6 @@ class Critique(BaseModel):
 
     kind: Literal["Critique"] = "Critique"
     video: str = Field(..., description="Base name of the video (without score and extension).")
-    video_file: str = Field(..., description="File name of the scored video next to this file.")
     source_uri: str | None = Field(None, description="Where the video came from.")
     seed: int | None = Field(None, description="Generation seed (best-of-N generations).")
     prompt: str | None = None
@@ -186,11 +185,36 @@ class Critique(BaseModel):
     score: int = Field(..., ge=0, le=100)
     settings: dict = Field(default_factory=dict, description="Critic settings: trials, fps, sampling, checkpoint.")
     warnings: list[str] = Field(default_factory=list)
+    poster: str | None = Field(None, description="A small JPEG still of the video as a data: URI.")
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
     @property
     def label(self) -> str:
         return score_label(self.score)
+
+    @property
+    def stem(self) -> str:
+        return scored_stem(self.video, self.score)
+
+    @property
+    def video_file(self) -> str:
+        return self.stem + ".mp4"
+
+    @property
+    def critique_file(self) -> str:
+        return self.stem + ".json"
+
+    @property
+    def report_file(self) -> str:
+        return self.stem + ".html"
+
+
+SCORED = re.compile(r"^(?P<base>.+)_score(?P<score>\d{3})$")
+
+
+def scored_stem(base: str, value: int) -> str:
+    """`<base>_score<NNN>`: the name every file about a scored video starts with."""
+    return f"{base}_score{score_label(value)}"
 
 
 class Critic:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,32 +53,21 @@ GREEDY = Sampling()
 
 
 def local_checkpoint(source: str | os.PathLike) -> Path:
-    """A local folder holding the checkpoint at `source` (a folder, `pvc://` or an `s3://` prefix).
+    """A local folder holding the Qwen2.5-VL checkpoint at `source` (a folder, `pvc://` or `s3://`).
 
-    Remote checkpoints are copied once into a cache folder (`V2W_CACHE_DIR`, default the system temp
-    folder) named after the URI, and reused on the next load.
+    An S3 prefix is downloaded once into the runtime's checkpoint cache and reused.
     """
+    from . import storage
+    from .checkpoints import cache_dir
+
     text = str(source)
-    if text.startswith("s3://"):
-        from . import storage
-
-        cache_root = Path(os.environ.get("V2W_CACHE_DIR") or tempfile.gettempdir()) / "v2w-checkpoints"
-        target = cache_root / re.sub(r"[^A-Za-z0-9._-]+", "_", text[len("s3://") :].strip("/"))
-        if not (target / ".complete").exists():
-            storage.download_prefix(text, target)
-            (target / ".complete").write_text(text)
-        folder = target
-    elif text.startswith("pvc://"):
-        from . import storage
-
-        folder = Path(storage.local_path(text))
-    else:
-        folder = Path(text)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Qwen2.5-VL checkpoint {text!r}: no such folder")
+    try:
+        folder = storage.fetch_tree(text, cache_dir())
+    except storage.StorageError as exc:
+        raise FileNotFoundError(f"Qwen2.5-VL checkpoint {text}: {exc}") from None
     missing = [name for name in _REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"Qwen2.5-VL checkpoint {text!r} lacks {', '.join(missing)}")
+        raise FileNotFoundError(f"Qwen2.5-VL checkpoint {text} lacks {', '.join(missing)}")
     return folder
 
 
