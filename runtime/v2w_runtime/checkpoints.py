@@ -109,8 +109,8 @@ def load_components(
         except storage.StorageError as exc:
             raise CheckpointError(f"--dit_path {dit_path}: {exc}") from None
     try:
-        transformer = CosmosTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
-        vae = AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=dtype)
+        transformer = CosmosTransformer3DModel.from_pretrained(path / "transformer", dtype=dtype)
+        vae = AutoencoderKLWan.from_pretrained(path / "vae", dtype=dtype)
         text_dtype = torch.float32 if dtype == torch.float16 else dtype
         text_encoder = T5EncoderModel.from_pretrained(path / "text_encoder", dtype=text_dtype)
         tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")

@@ -17,12 +17,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="Folder to write the checkpoint into (created).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights (default: 0).")
+    parser.add_argument(
+        "--example_inputs",
+        default=None,
+        metavar="DIR",
+        help="Also write synthetic conditioning inputs there (input0-2.jpg, input3.mp4) for the examples.",
+    )
     args = parser.parse_args(argv)
 
     from . import write_checkpoint
 
     path = write_checkpoint(args.out, seed=args.seed)
     print(f"tiny Video2World checkpoint written to {path}")
+    if args.example_inputs:
+        from .inputs import write_example_inputs
+
+        for written in write_example_inputs(args.example_inputs):
+            print(f"example input written to {written}")
     return 0
 
 
