@@ -30,11 +30,60 @@ def tiny_transformer(seed: int = 0, learnable_pos: bool = True) -> CosmosTransfo
         concat_padding_mask=True,
         extra_pos_embed_type="learnable" if learnable_pos else None,
     )
+    return randomize(model, seed).eval()
+
+
+def randomize(model: torch.nn.Module, seed: int, std: float = 0.2) -> torch.nn.Module:
+    """Every parameter from one seeded generator (the stock init leaves some at zero)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-    return model.eval()
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def tiny_pipeline(seed: int = 0):
+    """The runtime's Video2World sampler on the tiny components, its DiT widened to 4 heads of 16.
+
+    (The tiny checkpoint's DiT has 2 heads; Ulysses over 4 ranks needs 4.)
+    """
+    from v2w_runtime import tiny
+    from v2w_runtime.pipeline import Video2WorldPipeline
+
+    config = dict(tiny.build_transformer(seed * 10 + 1).config)
+    config.update(num_attention_heads=HEADS, attention_head_dim=16)
+    transformer = randomize(CosmosTransformer3DModel.from_config(config), seed * 10 + 1, std=0.05).eval()
+    tokenizer = tiny.build_tokenizer()
+    return Video2WorldPipeline(
+        text_encoder=tiny.build_text_encoder(seed * 10 + 3, vocab_size=len(tokenizer)),
+        tokenizer=tokenizer,
+        transformer=transformer,
+        vae=tiny.build_vae(seed * 10 + 2),
+        scheduler=tiny.build_scheduler(),
+    )
+
+
+@dataclass(frozen=True)
+class Video:
+    """One sampler call: 9 frames of 32x48 (latent 3 x 4 x 6: 18 tokens, uneven over 4 ranks)."""
+
+    name: str
+    guidance: float = 7.0
+    conditional_frames: int = 1
+    seed: int = 0
+
+    def frames(self):
+        import numpy as np
+
+        return np.random.default_rng(self.seed).integers(0, 256, (self.conditional_frames, 32, 48, 3), dtype=np.uint8)
+
+    def kwargs(self) -> dict:
+        return dict(prompt="a red car moves slowly on a street at night", negative_prompt="blurry static",
+                    height=32, width=48, num_frames=9, num_steps=3, guidance=self.guidance,
+                    generator=torch.Generator().manual_seed(self.seed))
+
+
+VIDEOS = [Video("guidance on, 1 conditioning frame"), Video("guidance off, 5 conditioning frames", 1.0, 5, 1)]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from .launch import (
     make_context,
     world_from_env,
 )
+from .sampler import parallelize_pipeline
 from .transformer import ParallelCosmosTransformer, check_parallelizable, parallelize
 from .ulysses import SequenceSplit, UlyssesAttnProcessor
 
@@ -24,5 +25,6 @@ __all__ = [
     "init_parallel",
     "make_context",
     "parallelize",
+    "parallelize_pipeline",
     "world_from_env",
 ]

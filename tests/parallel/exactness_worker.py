@@ -1,9 +1,10 @@
 """Run under torchrun (gloo, CPU): every layout that fits the world against the single-process output.
 
-`torchrun --standalone --nproc_per_node N tests/parallel/transformer_worker.py OUT_DIR` writes
+`torchrun --standalone --nproc_per_node N tests/parallel/exactness_worker.py OUT_DIR` writes
 OUT_DIR/rank<r>.json: for each layout and case, the max abs difference between the parallel output on
-this rank and the stock model's output computed by this same process, plus checks of the collectives
-the program uses (share, gather_to_leader). The pytest side asserts on those files.
+this rank and the stock model's output computed by this same process; for each layout and video, whether
+the sampler's frames equal the unsplit sampler's; and checks of the collectives the program uses
+(share, gather_to_leader). The pytest side asserts on those files.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
-from tests.parallel.models import CASES, HEADS, tiny_transformer  # noqa: E402
+from tests.parallel.models import CASES, HEADS, VIDEOS, tiny_pipeline, tiny_transformer  # noqa: E402
 from v2w_runtime.interfaces import Layout  # noqa: E402
-from v2w_runtime.parallel import init_parallel, make_context, parallelize  # noqa: E402
+from v2w_runtime.parallel import init_parallel, make_context, parallelize, parallelize_pipeline  # noqa: E402
 
 
 def layouts(world: int, rank: int) -> list[Layout]:
@@ -73,9 +74,39 @@ def main(out_dir: str) -> None:
                 "max_abs_diff": max((out - reference).abs().max().item(), (out2 - reference).abs().max().item()),
                 "bitwise": bool(torch.equal(out, reference) and torch.equal(out2, reference)),
             })
+    report["videos"] = check_videos(world, rank)
     first.barrier()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report, indent=1))
     first.close()
+
+
+def check_videos(world: int, rank: int) -> list[dict]:
+    """The whole sampler (text encoder, VAE, DiT, scheduler) per layout against the same sampler unsplit."""
+    results = []
+    for video in VIDEOS:
+        base = tiny_pipeline()
+        with torch.no_grad():
+            expected = base(video.frames(), **video.kwargs())
+        for layout in layouts(world, rank):
+            if layout.cfg_parallel and video.guidance <= 1.0:
+                continue  # the CLI refuses --cfg_parallel without guidance
+            pipe = tiny_pipeline()
+            calls = []
+            pipe.text_encoder.register_forward_hook(lambda *_: calls.append(1))
+            parallelize_pipeline(pipe, make_context(layout, torch.device("cpu"), "gloo"))
+            with torch.no_grad():
+                got = pipe(video.frames(), **video.kwargs())
+            results.append({
+                "video": video.name,
+                "cp": layout.cp_size,
+                "cfg": layout.cfg_parallel,
+                "groups": layout.num_groups,
+                "leader": layout.is_group_leader,
+                "text_encoder_calls": len(calls),
+                "frames_equal": bool((got.frames == expected.frames).all()),
+                "frames_max_diff": int(abs(got.frames.astype(int) - expected.frames.astype(int)).max()),
+            })
+    return results
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""The parallel transformer on 4 CPU processes (gloo) equals the stock model in one process.
+"""Parallel sampling on 4 CPU processes (gloo) equals one process: the transformer and whole videos.
 
 One torchrun launch of 4 ranks checks, for every case in models.CASES (even and uneven token counts,
 per-frame and per-sample timesteps, text mask, batch 1 and 2): Ulysses 4; CFG x Ulysses 2 (4 ranks);
 Ulysses 2 in two data-parallel groups; CFG parallel 2 in two groups. (Groups of 2 are the 2-GPU
 layouts: each group of a 4-rank world runs exactly what a 2-process world runs.)
+The same launch runs the runtime's whole sampler (text encoder, VAE, DiT, scheduler, decode) per
+layout, with guidance on and off, against the same sampler unsplit: the uint8 frames must be equal.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ WORLD = 4
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("parallel_transformer")
-    torchrun(WORLD, Path(__file__).with_name("transformer_worker.py"), str(out))
+    torchrun(WORLD, Path(__file__).with_name("exactness_worker.py"), str(out))
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 
@@ -49,3 +51,18 @@ def test_ulysses_is_bit_exact(reports):
 def test_group_leader_shares_and_rank0_gathers(reports):
     assert all(r["share_ok"] for r in reports)
     assert all(r["gather_ok"] for r in reports)
+
+
+def test_videos_equal_single_process_in_every_layout(reports):
+    for r in reports:
+        layouts = {(v["cp"], v["cfg"], v["groups"]) for v in r["videos"] if v["video"].startswith("guidance on")}
+        assert layouts == {(4, False, 1), (2, True, 1), (2, False, 2), (1, True, 2)}
+        assert len(r["videos"]) == 6  # no CFG split without guidance
+        for v in r["videos"]:
+            assert v["frames_equal"], (r["rank"], v)
+
+
+def test_text_encoder_runs_once_per_group(reports):
+    for r in reports:
+        for v in r["videos"]:
+            assert v["text_encoder_calls"] == (1 if v["leader"] else 0), (r["rank"], v)
