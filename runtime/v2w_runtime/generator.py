@@ -131,9 +131,9 @@ class Video2WorldGenerator:
         loaded = load_components(checkpoint, dtype=dtype, device=device, dit_path=dit_path)
         pipeline = Video2WorldPipeline(**loaded.components)
         if ctx is not None and ctx.layout.group_size > 1:
-            from .parallel import parallelize
+            from .parallel import parallelize_pipeline
 
-            pipeline.transformer = parallelize(pipeline.transformer, ctx)
+            parallelize_pipeline(pipeline, ctx)  # DiT split over the group, prompts encoded once per group
         return cls(pipeline, settings, guardrail, refiner, loaded.info, ctx)
 
     @property
