@@ -134,12 +134,12 @@ def apply_dit_weights(transformer: torch.nn.Module, file: Path, name: str) -> di
     Keys may carry a leading `net.` or `model.` (as post-training tools save them). Returns a summary
     for the run record.
     """
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         state = load_file(str(file))
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"--dit_path {name}: not a readable safetensors file ({exc})") from None
     for prefix in ("net.", "model."):
         if state and all(k.startswith(prefix) for k in state):
