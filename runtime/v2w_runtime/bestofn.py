@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from v2w_operator.api.manifest import RESULT_FILE, PROGRESS_FILE, ResultManifest, Stage, VideoResult, utcnow
 
 from . import storage
+from .interfaces import GuardrailError
 from .critic import SCORED, Critic, Critique, count_trials, score
 from .outputs import OutputTarget, prompt_text, write_json, write_mp4, write_text
 from .reports import data_uri, rank, render_index, render_report
@@ -500,3 +501,208 @@ def _free_accelerator() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_GUARDRAIL = 0, 1, 2, 3
+
+
+def build_parser():
+    """Every flag of `python -m v2w_runtime.video2world`, plus the best-of-N and critic flags."""
+    from .video2world import build_parser as video2world_parser
+
+    p = video2world_parser()
+    p.prog = "python -m v2w_runtime.bestofn"
+    p.description = (
+        "Best-of-N rejection sampling: generate N videos from one input and prompt with N seeds, let the "
+        "Cosmos-Reason1 critic look for anomalies in each K times, and rank them (score 000-100 in the file "
+        "names, HTML reports, index.html, best.mp4, result.json). Re-running the same command resumes."
+    )
+    for action in p._actions:
+        if action.dest == "save_path":
+            action.default = DEFAULT_SAVE_PATH
+            action.help = "Folder or s3:// prefix for the videos, critiques, reports, index.html and result.json."
+        elif action.dest == "seed":
+            action.help = "Seed of the first generation; generation i uses seed + i."
+        elif action.dest == "batch_input_json":
+            action.help = "Not supported by best-of-N (one input and prompt per run)."
+    bon = p.add_argument_group("best-of-N")
+    bon.add_argument("--num_generations", type=int, default=5, help="Videos to generate from the input.")
+    bon.add_argument("--num_critic_trials", type=int, default=3, help="Times the critic looks at each video.")
+    bon.add_argument("--skip_generation", action="store_true",
+                     help="Score the MP4s already in --save_path instead of generating.")
+    bon.add_argument("--refiner_max_new_tokens", type=int, default=512,
+                     help="Length bound of the refined prompt (greedy decoding).")
+    critic = p.add_argument_group("critic (Cosmos-Reason1)")
+    critic.add_argument("--critic_checkpoint", default=None,
+                        help="Cosmos-Reason1 checkpoint of the critic (default: --refiner_checkpoint; loaded once "
+                             "when both are the same).")
+    critic.add_argument("--critic_fps", type=float, default=16.0, help="Frame rate the critic watches the video at.")
+    critic.add_argument("--critic_max_pixels", type=int, default=None,
+                        help="Pixels per frame the critic sees at most (default: the checkpoint's processor).")
+    critic.add_argument("--critic_max_new_tokens", type=int, default=1024, help="Length bound of each critic answer.")
+    critic.add_argument("--critic_seed", type=int, default=0, help="Sampling seed of the first critic trial.")
+    return p
+
+
+def check_args(args) -> None:
+    from .video2world import check_usage
+
+    if args.batch_input_json:
+        raise BestOfNError("--batch_input_json is not supported by best-of-N: give --input_path and --prompt")
+    for flag in ("num_generations", "num_critic_trials", "critic_max_new_tokens", "refiner_max_new_tokens"):
+        if getattr(args, flag) < 1:
+            raise BestOfNError(f"--{flag} must be at least 1, not {getattr(args, flag)}")
+    if args.critic_fps <= 0:
+        raise BestOfNError(f"--critic_fps must be positive, not {args.critic_fps}")
+    if args.seed < 0:
+        raise BestOfNError(f"--seed must not be negative, not {args.seed}")
+    if not args.skip_generation:
+        if not args.prompt:
+            raise BestOfNError("--prompt is required (or give --skip_generation)")
+        check_usage(args)
+
+
+def save_path(args) -> str:
+    if args.output_uri and args.save_path != DEFAULT_SAVE_PATH:
+        raise BestOfNError("give either --save_path or --output_uri, not both")
+    path = args.output_uri or args.save_path
+    if storage.is_s3(path):
+        storage.parse_s3(path)
+    else:
+        storage.local_path(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .video2world import settings_record
+
+    logging.basicConfig(level=os.environ.get("V2W_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    started = utcnow()
+    target_path = None
+    try:
+        check_args(args)
+        target_path = save_path(args)
+        if storage.is_s3(target_path):
+            storage.check_s3_access(target_path)
+        return _run_cli(args, target_path)
+    except GuardrailError as exc:
+        return _fail(target_path, started, args, f"guardrail error, nothing generated: {exc}", EXIT_GUARDRAIL)
+    except Exception as exc:
+        if not _is_bad_input(exc):
+            raise
+        return _fail(target_path, started, args, str(exc), EXIT_BAD_INPUT)
+
+
+def _is_bad_input(exc: Exception) -> bool:
+    from .checkpoints import CheckpointError
+    from .conditioning import ConditioningError
+    from .outputs import OutputPathError
+    from .video2world import RefinerError, UsageError
+
+    return isinstance(exc, (BestOfNError, UsageError, CheckpointError, ConditioningError, storage.StorageError,
+                            OutputPathError, RefinerError, FileNotFoundError, ValueError))
+
+
+def _fail(target_path: str | None, started, args, message: str, code: int) -> int:
+    from .video2world import settings_record, versions
+
+    print(f"error: {message}", file=sys.stderr)
+    if target_path is not None and os.environ.get("RANK", "0") == "0":
+        from .manifests import write_result
+
+        try:
+            folder = Folder(target_path)
+            result = ResultManifest(mode="bestofn", succeeded=False, message=message, started_at=started,
+                                    settings=settings_record(args), versions=versions())
+            write_result(folder.target, result)
+        except (OSError, storage.StorageError) as exc:
+            print(f"error: could not write result.json: {exc}", file=sys.stderr)
+    return code
+
+
+def _run_cli(args, target_path: str) -> int:
+    import torch
+
+    from .checkpoints import default_checkpoint, resolve_checkpoint
+    from .generator import GenerationSettings, Video2WorldGenerator
+    from .parallel import init_parallel
+    from .qwen import QwenVL, Sampling
+    from .refiner import CachedRefiner, CosmosReasonRefiner
+    from .video2world import build_guardrail, settings_record, versions
+
+    settings = GenerationSettings(
+        resolution=args.resolution, aspect_ratio=args.aspect_ratio, num_conditional_frames=args.num_conditional_frames,
+        num_frames=args.num_frames, num_steps=args.num_steps, guidance=args.guidance, fps=args.fps,
+        negative_prompt=args.negative_prompt, height=args.height, width=args.width,
+    )
+    critic_checkpoint = args.critic_checkpoint or args.refiner_checkpoint
+    checkpoint = None if args.skip_generation else (args.checkpoint_dir or default_checkpoint(args.model_size))
+
+    # 1. Checkpoints located and the rank layout chosen before any weight is read
+    if checkpoint:
+        local_ckpt = resolve_checkpoint(checkpoint)
+        heads = json.loads((local_ckpt / "transformer" / "config.json").read_text())["num_attention_heads"]
+        ctx = init_parallel(args.num_gpus, num_heads=heads, guidance=args.guidance > 1.0,
+                            num_videos=args.num_generations, context_parallel_size=args.context_parallel_size,
+                            cfg_parallel=args.cfg_parallel, device=args.device)
+    else:
+        ctx = init_parallel(args.num_gpus, num_heads=1, guidance=False, num_videos=args.num_gpus, device=args.device)
+    device = str(ctx.device)
+    layout = ctx.layout
+    qwen_cache: dict[str, QwenVL] = {}
+
+    def qwen(source: str) -> QwenVL:
+        # One Cosmos-Reason1 in memory when the refiner and the critic are the same checkpoint.
+        if source not in qwen_cache:
+            qwen_cache[source] = QwenVL.load(source, device=device)
+        return qwen_cache[source]
+
+    def make_generator():
+        guardrail = build_guardrail(args, device) if layout.is_group_leader else None
+        refiner = None
+        if layout.is_group_leader and not args.disable_prompt_refiner:
+            refiner = CachedRefiner(CosmosReasonRefiner(qwen(args.refiner_checkpoint), offload_to_cpu=True,
+                                                        max_new_tokens=args.refiner_max_new_tokens))
+        dtype = getattr(torch, args.dtype) if args.dtype else None
+        generator = Video2WorldGenerator.from_checkpoint(str(local_ckpt), settings, dit_path=args.dit_path,
+                                                         dtype=dtype, device=ctx.device, guardrail=guardrail,
+                                                         refiner=refiner, ctx=ctx)
+        generator.model_info.update(checkpoint=checkpoint, model_size=args.model_size, dit_path=args.dit_path)
+        return generator
+
+    def make_critic() -> Critic:
+        model = qwen(critic_checkpoint)
+        model.to(device)
+        sampling = Sampling(max_new_tokens=args.critic_max_new_tokens, do_sample=True, temperature=0.6, top_p=0.95,
+                            top_k=50, repetition_penalty=1.05)
+        return Critic(model, num_trials=args.num_critic_trials, fps=args.critic_fps,
+                      max_pixels=args.critic_max_pixels, sampling=sampling, seed=args.critic_seed)
+
+    options = BestOfNOptions(
+        save_path=target_path, input_path=None if args.skip_generation else args.input_path,
+        prompt=None if args.skip_generation else args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
+        num_generations=args.num_generations, num_critic_trials=args.num_critic_trials,
+        skip_generation=args.skip_generation, fps=args.fps,
+        generation_settings=settings.model_dump() | {"checkpoint": checkpoint, "dit_path": args.dit_path,
+                                                     "refiner": not args.disable_prompt_refiner},
+    )
+    try:
+        result = run(options, make_generator=make_generator, make_critic=make_critic, ctx=ctx,
+                     settings_record=settings_record(args) | {"critic_checkpoint": critic_checkpoint},
+                     versions=versions())
+    finally:
+        ctx.close()
+    if result is None:
+        return EXIT_OK
+    print(result.message)
+    for video in result.videos:
+        print(f"  {video.score if video.score is not None else '---':>3}  {video.name}  {video.status}")
+    print(f"index: {result.index_uri}")
+    return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

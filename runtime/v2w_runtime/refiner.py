@@ -143,3 +143,25 @@ def load_refiner(
     qwen = QwenVL.load(checkpoint_dir_or_uri, device=device)
     return CosmosReasonRefiner(qwen, offload_to_cpu=offload_to_cpu, max_new_tokens=max_new_tokens,
                                max_pixels=max_pixels)
+
+
+class CachedRefiner:
+    """Refines each distinct (prompt, frames) once: best-of-N asks N times for the same input, and
+    greedy decoding would answer the same every time."""
+
+    def __init__(self, refiner: PromptRefiner) -> None:
+        self.refiner = refiner
+        self._answers: dict[tuple[str, str], RefinedPrompt] = {}
+
+    def refine(self, prompt: str, frames: np.ndarray) -> RefinedPrompt:
+        import hashlib
+
+        array = np.ascontiguousarray(frames)
+        key = (prompt, hashlib.sha256(array.tobytes() + str(array.shape).encode()).hexdigest())
+        if key not in self._answers:
+            self._answers[key] = self.refiner.refine(prompt, frames)
+        cached = self._answers[key]
+        return RefinedPrompt(cached.original, cached.refined, list(cached.warnings))
+
+    def offload(self) -> None:
+        self.refiner.offload()

@@ -1,0 +1,65 @@
+"""Tiny real models for the best-of-N tests: a Video2World checkpoint and a Cosmos-Reason1 (Qwen2.5-VL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+INJECTED = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+PROMPT = "A red bus leaves the station at night. " + INJECTED
+SMALL = ["--height", "32", "--width", "48", "--num_frames", "9", "--num_steps", "2", "--fps", "8"]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from v2w_runtime.qwen_tiny import write_tiny_qwen
+    from v2w_runtime.tiny import write_checkpoint
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("models")
+    image = root / "input.png"
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(image)
+    return {
+        "video2world": write_checkpoint(root / "video2world", seed=0),
+        "reason": write_tiny_qwen(root / "cosmos-reason1", seed=0),
+        "input": image,
+    }
+
+
+def cli_args(models: dict[str, Path], save_path: str, *extra: str) -> list[str]:
+    return [
+        "--checkpoint_dir", str(models["video2world"]),
+        "--refiner_checkpoint", str(models["reason"]),
+        "--input_path", str(models["input"]),
+        "--prompt", PROMPT,
+        "--disable_guardrail",
+        "--device", "cpu",
+        "--critic_max_new_tokens", "12",
+        "--refiner_max_new_tokens", "16",
+        "--save_path", save_path,
+        *SMALL,
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def bestofn_run(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One whole best-of-N run (3 generations, 2 critic trials) on CPU, shared by several tests."""
+    from v2w_runtime.bestofn import main
+
+    out = tmp_path_factory.mktemp("bestofn") / "run"
+    code = main(cli_args(tiny_models, str(out), "--num_generations", "3", "--num_critic_trials", "2", "--seed", "7"))
+    assert code == 0
+    return out
+
+
+def write_video(path: Path, seed: int, frames: int = 9, fps: int = 8) -> Path:
+    from v2w_runtime.outputs import write_mp4
+
+    rng = np.random.default_rng(seed)
+    return write_mp4(rng.integers(0, 256, (frames, 32, 48, 3), dtype=np.uint8), path, fps)
