@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from v2w_operator.api import DEFAULT_NEGATIVE_PROMPT
 from v2w_operator.api.manifest import Stage, VideoResult, utcnow
 
@@ -186,6 +188,7 @@ class Job:
     seed: int
     negative_prompt: str | None = None
     error: str | None = None  # known bad before anything loads
+    frames: "np.ndarray | None" = None  # conditioning frames read ahead (single mode)
 
 
 def output_target(args: argparse.Namespace) -> tuple[OutputTarget, Path, str]:
@@ -289,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         if target.uri:
             storage.check_s3_access(target.uri)
         jobs = plan_jobs(args, logical_root, single_name)
-        return run(args, jobs, target, started)
+        settings = generation_settings(args)
+        if not args.batch_input_json:
+            jobs[0].frames = read_input(jobs[0].input, settings)  # a bad input fails before any weight loads
+        return run(args, settings, jobs, target, started)
     except (UsageError, BatchError, CheckpointError, ConditioningError, storage.StorageError, OutputPathError,
             RefinerError, ValueError) as exc:
         return fail(target, started, args, f"{exc}", EXIT_BAD_INPUT)
@@ -314,14 +320,10 @@ def _is_global_leader() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def run(args: argparse.Namespace, jobs: list[Job], target: OutputTarget, started) -> int:
-    from .generator import GenerationSettings, Video2WorldGenerator
-    from .manifests import ProgressReporter, build_result, write_result
-    from .parallel import init_parallel
+def generation_settings(args: argparse.Namespace):
+    from .generator import GenerationSettings
 
-    import torch
-
-    settings = GenerationSettings(
+    return GenerationSettings(
         resolution=args.resolution,
         aspect_ratio=args.aspect_ratio,
         num_conditional_frames=args.num_conditional_frames,
@@ -333,6 +335,24 @@ def run(args: argparse.Namespace, jobs: list[Job], target: OutputTarget, started
         height=args.height,
         width=args.width,
     )
+
+
+def read_input(uri: str, settings) -> np.ndarray:
+    """The conditioning frames of `uri` at the output size; ConditioningError/StorageError name it."""
+    from .conditioning import load_conditioning
+
+    height, width = settings.size()
+    path = storage.fetch_file(uri, cache_dir() / "inputs")
+    return load_conditioning(path, settings.num_conditional_frames, height, width, name=uri)
+
+
+def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarget, started) -> int:
+    from .generator import Video2WorldGenerator
+    from .manifests import ProgressReporter, build_result, write_result
+    from .parallel import init_parallel
+
+    import torch
+
     checkpoint = args.checkpoint_dir or default_checkpoint(args.model_size)
     # 1. The checkpoint (downloaded once) and the rank layout, before any weight is read
     local_ckpt = resolve_checkpoint(checkpoint)
@@ -396,7 +416,7 @@ def make_video(generator, job: Job, target: OutputTarget, reporter, args, run_ve
     reporter.stage(Stage.ENCODING, current=video.name, message=f"input {job.input}")
     try:
         outcome = generator.generate(
-            job.input, job.prompt, job.seed, negative_prompt=job.negative_prompt,
+            job.frames if job.frames is not None else job.input, job.prompt, job.seed, negative_prompt=job.negative_prompt,
             on_stage=lambda stage: reporter.stage(stage, current=video.name),
             on_step=reporter.step,
         )
