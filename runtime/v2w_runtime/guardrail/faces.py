@@ -91,7 +91,7 @@ class CascadeFaceDetector:
         ]
 
 
-def pixelate(frame: np.ndarray, boxes: list[Box], cells: int = 8, margin: float = 0.15) -> np.ndarray:
+def pixelate(frame: np.ndarray, boxes: list[Box], cells: int = 8, margin: float = 0.2) -> np.ndarray:
     """A copy of `frame` with each box (grown by `margin`) replaced by `cells` blocks across its
     longer side, each block the mean colour of the pixels it covers."""
     out = frame.copy()
@@ -115,7 +115,7 @@ class FacePixelator:
     """Detects faces in every frame and pixelates them, also in `temporal_window` frames either side."""
 
     def __init__(self, detector: FaceDetector | None = None, temporal_window: int = 2, cells: int = 8,
-                 margin: float = 0.15) -> None:
+                 margin: float = 0.2) -> None:
         self.detector = detector if detector is not None else CascadeFaceDetector()
         self.temporal_window = temporal_window
         self.cells = cells
