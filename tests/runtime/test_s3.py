@@ -1,0 +1,132 @@
+"""S3 in and out: checkpoint, inputs and batch file from MinIO, every output uploaded back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from v2w_operator.api.manifest import ProgressManifest, ResultManifest
+
+from .conftest import FAST, read_video
+
+AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_SESSION_TOKEN",
+            "AWS_PROFILE", "AWS_DEFAULT_REGION")
+
+
+def upload_tree(client, bucket: str, folder: Path, prefix: str) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+def keys(client, bucket: str, prefix: str) -> set[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+    return {item["Key"][len(prefix) + 1 :] for page in pages for item in page.get("Contents", [])}
+
+
+@pytest.fixture
+def s3_env(minio, monkeypatch):
+    for name, value in minio.env().items():
+        monkeypatch.setenv(name, value)
+    return minio
+
+
+@pytest.fixture
+def bucket(minio, tiny_checkpoint, media):
+    name = minio.make_bucket("v2w")
+    client = minio.client()
+    upload_tree(client, name, tiny_checkpoint, "models/tiny")
+    client.upload_file(str(media["image"]), name, "inputs/still.png")
+    client.upload_file(str(media["video"]), name, "inputs/clip.mp4")
+    return name
+
+
+@pytest.mark.s3
+def test_batch_from_s3_to_s3(cli, s3_env, bucket, tmp_path):
+    client = s3_env.client()
+    batch = [
+        {"input_video": f"s3://{bucket}/inputs/still.png", "prompt": "a bus", "output_video": "output/first.mp4"},
+        {"input_video": f"s3://{bucket}/inputs/clip.mp4", "prompt": "a tram", "output_video": "second.mp4"},
+        {"input_video": f"s3://{bucket}/inputs/absent.png", "prompt": "a car", "output_video": "third.mp4"},
+    ]
+    client.put_object(Bucket=bucket, Key="jobs/batch.json", Body=json.dumps(batch).encode())
+    prefix = "runs/default/demo"
+    run = cli("--batch_input_json", f"s3://{bucket}/jobs/batch.json", "--output_uri", f"s3://{bucket}/{prefix}",
+              checkpoint=f"s3://{bucket}/models/tiny")
+    assert run.code == 1, run.err  # the third input does not exist
+    assert keys(client, bucket, prefix) == {
+        "first.mp4", "first.txt", "first.json", "second.mp4", "second.txt", "second.json", "progress.json",
+        "result.json",
+    }
+    client.download_file(bucket, f"{prefix}/second.mp4", str(tmp_path / "second.mp4"))
+    frames, meta = read_video(tmp_path / "second.mp4")
+    assert frames.shape == (9, 64, 96, 3) and meta["fps"] == 16
+
+    body = client.get_object(Bucket=bucket, Key=f"{prefix}/result.json")["Body"].read().decode()
+    assert s3_env.secret_key not in body
+    result = ResultManifest.model_validate_json(body)
+    assert [v.status for v in result.videos] == ["succeeded", "succeeded", "failed"]
+    assert result.videos[0].uri == f"s3://{bucket}/{prefix}/first.mp4"
+    assert result.videos[0].files == {"prompt": f"s3://{bucket}/{prefix}/first.txt",
+                                      "record": f"s3://{bucket}/{prefix}/first.json"}
+    assert "absent.png" in result.videos[2].reason
+    progress = ProgressManifest.model_validate_json(
+        client.get_object(Bucket=bucket, Key=f"{prefix}/progress.json")["Body"].read())
+    assert progress.videos_done == progress.videos_total == 3
+    record = json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/first.json")["Body"].read())
+    assert s3_env.secret_key not in json.dumps(record) and record["input"] == f"s3://{bucket}/inputs/still.png"
+    # the checkpoint was downloaded once into the cache and is reused
+    assert (Path(os.environ["V2W_CACHE_DIR"]) / bucket / "models" / "tiny" / ".v2w-complete").is_file()
+
+
+@pytest.mark.s3
+def test_console_entry_point_with_s3_save_path(s3_env, bucket, tmp_path):
+    """The real program in its own process, as torchrun starts it, saving straight to S3."""
+    env = {**os.environ, **s3_env.env(), "OMP_NUM_THREADS": "1", "V2W_CACHE_DIR": str(tmp_path / "cache")}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(var, None)
+    argv = [sys.executable, "-m", "v2w_runtime.video2world", "--checkpoint_dir", f"s3://{bucket}/models/tiny",
+            "--input_path", f"s3://{bucket}/inputs/clip.mp4", "--num_conditional_frames", "5",
+            "--prompt", "traffic at a crossing", "--save_path", f"s3://{bucket}/single/five.mp4", *FAST]
+    proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = s3_env.client()
+    assert {"five.mp4", "five.txt", "five.json", "progress.json", "result.json"} <= keys(client, bucket, "single")
+    assert f"s3://{bucket}/single/five.mp4" in proc.stdout
+
+
+def _no_aws(monkeypatch, tmp_path):
+    for var in AWS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def test_s3_without_credentials(cli, monkeypatch, tmp_path):
+    _no_aws(monkeypatch, tmp_path)
+    run = cli("--input_path", "s3://some-bucket/inputs/still.png", "--prompt", "a bus")
+    assert run.code == 2
+    assert "s3://some-bucket/inputs/still.png" in run.err and "no S3 credentials" in run.err
+    run = cli("--input_path", "whatever.png", "--prompt", "a bus", "--output_uri", "s3://some-bucket/out")
+    assert run.code == 2 and "s3://some-bucket/out" in run.err and "no S3 credentials" in run.err
+
+
+def test_s3_endpoint_unreachable(cli, monkeypatch, tmp_path):
+    _no_aws(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-user")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret-value")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("V2W_S3_MAX_ATTEMPTS", "1")
+    run = cli("--input_path", "s3://some-bucket/inputs/still.png", "--prompt", "a bus")
+    assert run.code == 2
+    assert "s3://some-bucket/inputs/still.png" in run.err and "unreachable" in run.err
+    assert "not-a-real-secret-value" not in run.err
+    run = cli("--batch_input_json", "s3://some-bucket/batch.json", "--output_uri", "s3://some-bucket/out")
+    assert run.code == 2 and "s3://some-bucket/out" in run.err and "unreachable" in run.err
