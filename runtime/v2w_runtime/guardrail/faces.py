@@ -125,7 +125,12 @@ class FacePixelator:
         return [self.detector.detect(frame) for frame in frames]
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        found = self.detect(frames)
+        return self.pixelate_found(frames, self.detect(frames))
+
+    def pixelate_found(self, frames: np.ndarray, found: list[list[Box]]) -> np.ndarray:
+        """Pixelate the faces `detect` found (a list of boxes per frame)."""
+        if len(found) != len(frames):
+            raise ValueError(f"{len(found)} detection lists for {len(frames)} frames")
         out = np.empty_like(frames)
         for t in range(len(frames)):
             lo, hi = max(0, t - self.temporal_window), min(len(frames), t + self.temporal_window + 1)
