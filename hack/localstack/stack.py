@@ -313,6 +313,46 @@ class ControlPlane:
                 server.stop()
 
 
+def pytorchjob_crd() -> Path:
+    """The published PyTorchJob CRD of training-operator 1.9, fetched by build.sh."""
+    cache = Path(os.environ.get("V2W_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "video2world")
+    return cache / "localstack" / "crds" / "kubeflow.org_pytorchjobs.yaml"
+
+
+def install_crds(plane: ControlPlane, repo: Path) -> None:
+    """The PyTorchJob CRD (about 600 KB: server-side apply) and ours, waited for until Established."""
+    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(pytorchjob_crd()))
+    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(repo / "crds"))
+    for crd in ("pytorchjobs.kubeflow.org", "video2worldjobs.video2world.io", "bestofnjobs.video2world.io"):
+        plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+def service_account_kubeconfig(plane: ControlPlane, namespace: str, name: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount through a real TokenRequest."""
+    token = plane.kubectl("create", "token", name, "-n", namespace, "--duration=24h").stdout.strip()
+    return plane.write_kubeconfig(path, {"token": token}, name=f"{namespace}-{name}")
+
+
+def start_executor(plane: ControlPlane, workdir: Path, pvc_root: Path) -> Server:
+    """The stand-in for training-operator + kubelet (hack/localstack/executor.py)."""
+    server = Server("executor", [sys.executable, str(HERE / "executor.py"), "--kubeconfig", str(plane.kubeconfig),
+                                 "--workdir", str(workdir), "--pvc-root", str(pvc_root)],
+                    workdir / "logs" / "executor.log")
+    server.start()
+    return server
+
+
+def start_operator(kubeconfig: Path, env: dict[str, str], log: Path, namespaces: list[str] | None = None) -> Server:
+    """The operator, run exactly as the chart runs it: `kopf run --standalone -m v2w_operator.handlers`."""
+    scope = [f"--namespace={ns}" for ns in namespaces] if namespaces else ["--all-namespaces"]
+    full_env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig)}
+    server = Server("operator", [sys.executable, "-m", "kopf", "run", "--standalone", "--liveness",
+                                 f"http://127.0.0.1:{env.get('V2W_LIVENESS_PORT', free_port())}/healthz",
+                                 "-m", "v2w_operator.handlers", *scope], log, full_env)
+    server.start()
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Start the local stack (etcd, kube-apiserver, kube-controller-manager, MinIO).")
     sub = parser.add_subparsers(dest="cmd", required=True)

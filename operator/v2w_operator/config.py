@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 from pydantic import BaseModel, Field
 
@@ -24,6 +25,11 @@ class OperatorConfig(BaseModel):
     pvc_mount_root: str = Field("/mnt/pvc", description="Where pvc://<claim>/ volumes are mounted in runtime pods.")
     poll_interval_seconds: float = Field(10.0, gt=0, description="How often progress.json is read while a job runs.")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port; 0 turns it off.")
+    runtime_extra_args: list[str] = Field(
+        default_factory=list,
+        description="Flags the platform team appends to every runtime command (a shell-quoted string in the "
+        "environment), e.g. the runtime's debug knobs on a test cluster.",
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "OperatorConfig":
@@ -32,7 +38,7 @@ class OperatorConfig(BaseModel):
         for name in cls.model_fields:
             key = f"V2W_{name.upper()}"
             if env.get(key) not in (None, ""):
-                values[name] = env[key]
+                values[name] = shlex.split(env[key]) if name == "runtime_extra_args" else env[key]
         return cls.model_validate(values)
 
     def default_checkpoint(self, size: str) -> str | None:

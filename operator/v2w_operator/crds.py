@@ -66,6 +66,12 @@ def _resolve(node: Any, defs: dict[str, Any], path: str) -> Any:
                 node.setdefault(k, v)
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    if "propertyNames" in node:
+        # Kubernetes has no propertyNames: bound the map keys with a CEL rule instead.
+        names = node.pop("propertyNames")
+        if "maxLength" in names:
+            node.setdefault("x-kubernetes-validations", []).append(
+                cel(f"self.all(k, size(k) <= {names['maxLength']})", f"keys must be at most {names['maxLength']} characters"))
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROPPED_KEYS or key == "$defs":
@@ -97,10 +103,10 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _apply_group_defaults(schema: dict[str, Any], model: type[BaseModel]) -> None:
-    """Give every nested group that pydantic fills by default a CRD default of `{}`.
+    """Give every nested group that pydantic fills by default the same CRD default.
 
-    Kubernetes applies a property's defaults only when its parent object exists; `default: {}` on the
-    group makes the API server create it and then fill its fields, as pydantic does.
+    Kubernetes applies a property's defaults only when its parent object exists, and validates a
+    default with the group's CEL rules as it stands, so the default is the group's full default value.
     """
     props = schema.get("properties", {})
     for name, field in model.model_fields.items():
@@ -110,7 +116,7 @@ def _apply_group_defaults(schema: dict[str, Any], model: type[BaseModel]) -> Non
             continue
         factory = field.default_factory
         if isinstance(factory, type) and issubclass(factory, BaseModel):
-            props[key]["default"] = {}
+            props[key]["default"] = factory().model_dump(mode="json", by_alias=True, exclude_none=True)
         _apply_group_defaults(props[key], sub_model)
 
 
@@ -165,7 +171,6 @@ def openapi_schema(resource: type[BaseModel]) -> dict[str, Any]:
         cel(
             f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
             f"metadata.name must be at most {MAX_NAME_LENGTH} characters: it names the PyTorchJob and its pods",
-            ".metadata.name",
         ),
         _immutability_rule(props["spec"]),
     ]

@@ -70,14 +70,14 @@ def runtime_args(kind: str, spec: Video2WorldJobSpec | BestOfNJobSpec, config: O
     if par.cfg_parallel:
         args.append("--cfg_parallel")
     if spec.prompt_refiner.enabled:
-        _flag(args, "prompt_refiner_dir", spec.prompt_refiner.checkpoint or config.refiner_checkpoint)
+        _flag(args, "refiner_checkpoint", spec.prompt_refiner.checkpoint or config.refiner_checkpoint)
         _flag(args, "prompt_refiner_max_new_tokens", spec.prompt_refiner.max_new_tokens)
         if not spec.prompt_refiner.offload_to_cpu:
             args.append("--no_offload_prompt_refiner")
     else:
         args.append("--disable_prompt_refiner")
     if spec.guardrail.enabled:
-        _flag(args, "guardrail_dir", spec.guardrail.checkpoint or config.guardrail_checkpoint)
+        _flag(args, "guardrail_checkpoint", spec.guardrail.checkpoint or config.guardrail_checkpoint)
         for word in spec.guardrail.blocklist:
             _flag(args, "guardrail_blocklist", word)
         if not spec.guardrail.pixelate_faces:
@@ -103,7 +103,7 @@ def runtime_args(kind: str, spec: Video2WorldJobSpec | BestOfNJobSpec, config: O
         if bon.skip_generation:
             args.append("--skip_generation")
             _flag(args, "videos_uri", bon.videos_uri)
-    return args
+    return args + list(config.runtime_extra_args)
 
 
 def batch_json(spec: Video2WorldJobSpec) -> list[dict[str, Any]]:

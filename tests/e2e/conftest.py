@@ -1,0 +1,150 @@
+"""The end-to-end stack: real kube-apiserver + etcd + kube-controller-manager, MinIO, the published
+PyTorchJob CRD, the executor (training-operator + kubelet stand-in) and the operator run with
+`kopf run` under its own ServiceAccount with the Helm chart's RBAC."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+import stack  # hack/localstack/stack.py (on sys.path via tests/conftest.py)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "video2world-operator"
+OPERATOR_NS = "v2w-system"
+OPERATOR_SA = "v2w-operator"
+# The runtime's debug knobs make a CPU video take seconds: 9 frames of 64x96 with the tiny models.
+RUNTIME_DEBUG_ARGS = "--height 64 --width 96 --num_frames 9 --device cpu --dtype float32"
+
+
+def upload_tree(client, folder: Path, bucket: str, prefix: str) -> str:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+    return f"s3://{bucket}/{prefix}"
+
+
+def jpeg(seed: int, size=(96, 64)) -> bytes:
+    rng = np.random.default_rng(seed)
+    gradient = np.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3)
+    image = (0.7 * gradient + 0.3 * rng.integers(0, 255, (size[1], size[0], 3))).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def chart_rbac(kube, release: str = "v2w") -> str:
+    """The chart's ServiceAccount and RBAC for cluster mode, as `helm template` renders them."""
+    out = subprocess.run(
+        [str(kube.bin_dir / "helm"), "template", release, str(CHART), "--namespace", OPERATOR_NS,
+         "--set", f"serviceAccount.name={OPERATOR_SA}",
+         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
+        check=True, capture_output=True, text=True)
+    return out.stdout
+
+
+@dataclass
+class Stack:
+    kube: stack.ControlPlane
+    minio: stack.MinioServer
+    bucket: str
+    models: dict[str, str]
+    operator: stack.Server
+    executor: stack.Server
+    operator_env: dict[str, str]
+    operator_kubeconfig: Path
+    workdir: Path
+
+    def kubectl(self, *args: str, **kw):
+        return self.kube.kubectl(*args, **kw)
+
+    def namespace(self) -> str:
+        """A fresh namespace with the S3 credentials Secret the example jobs name."""
+        name = f"e2e-{uuid.uuid4().hex[:6]}"
+        self.kubectl("create", "namespace", name)
+        self.secret(name)
+        return name
+
+    def secret(self, namespace: str, name: str = "v2w-s3") -> None:
+        self.kubectl("create", "secret", "generic", name, "-n", namespace,
+                     f"--from-literal=AWS_ACCESS_KEY_ID={self.minio.access_key}",
+                     f"--from-literal=AWS_SECRET_ACCESS_KEY={self.minio.secret_key}")
+
+    def apply(self, namespace: str, doc: dict) -> None:
+        self.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+
+    def get(self, namespace: str, kind: str, name: str) -> dict | None:
+        out = self.kubectl("get", "-n", namespace, kind, name, "-o", "json", check=False)
+        return json.loads(out.stdout) if out.returncode == 0 else None
+
+    def wait_for(self, namespace: str, kind: str, name: str, predicate, timeout: float = 240, what: str = ""):
+        deadline = time.monotonic() + timeout
+        seen = []
+        obj = None
+        while time.monotonic() < deadline:
+            obj = self.get(namespace, kind, name)
+            status = (obj or {}).get("status") or {}
+            if status.get("phase") and (not seen or seen[-1] != status["phase"]):
+                seen.append(status["phase"])
+            if obj is not None and predicate(obj):
+                return obj, seen
+            time.sleep(0.5)
+        raise AssertionError(f"{kind}/{name}: {what} not reached in {timeout}s; phases {seen}; status "
+                             f"{json.dumps((obj or {}).get('status'), indent=1)[:3000]}\n"
+                             f"operator log:\n{self.operator.log_tail(30)}\nexecutor log:\n{self.executor.log_tail(15)}")
+
+    def job(self, kind: str, name: str, spec: dict) -> dict:
+        base = {"output": {"uri": f"s3://{self.bucket}/results", "credentialsSecret": {"name": "v2w-s3"}},
+                "generation": {"numSteps": 2, "guidance": 3.0}}
+        for key, value in spec.items():
+            base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) and key in base else value
+        return {"apiVersion": "video2world.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": base}
+
+    def restart_operator(self, kill_signal: int = 9) -> None:
+        self.operator.stop(sig=kill_signal)
+        self.operator = stack.start_operator(self.operator_kubeconfig, self.operator_env, self.operator.log)
+
+
+@pytest.fixture(scope="session")
+def e2e(kube, minio, tmp_path_factory) -> Stack:
+    workdir = tmp_path_factory.mktemp("e2e")
+    stack.install_crds(kube, ROOT)
+    bucket = minio.make_bucket("e2e")
+    client = minio.client()
+
+    models_dir = workdir / "models"
+    subprocess.run([sys.executable, "-m", "v2w_runtime.tiny", "--out", str(models_dir / "video2world")], check=True,
+                   capture_output=True)
+    models = {"video2world": upload_tree(client, models_dir / "video2world", bucket, "models/video2world")}
+    for i in range(3):
+        client.put_object(Bucket=bucket, Key=f"inputs/input{i}.jpg", Body=jpeg(i))
+
+    kube.kubectl("create", "namespace", OPERATOR_NS)
+    kube.kubectl("apply", "-f", "-", input=chart_rbac(kube))
+    kubeconfig = stack.service_account_kubeconfig(kube, OPERATOR_NS, OPERATOR_SA, workdir / "operator.kubeconfig")
+
+    executor = stack.start_executor(kube, workdir / "executor", workdir / "pvcs")
+    env = {
+        "V2W_POLL_INTERVAL_SECONDS": "1",
+        "V2W_METRICS_PORT": str(stack.free_port()),
+        "V2W_CHECKPOINT_2B": models["video2world"],
+        "V2W_S3_ENDPOINT": minio.endpoint,
+        "V2W_S3_REGION": minio.region,
+        "V2W_RUNTIME_EXTRA_ARGS": RUNTIME_DEBUG_ARGS,
+    }
+    operator = stack.start_operator(kubeconfig, env, workdir / "logs" / "operator.log")
+    s = Stack(kube, minio, bucket, models, operator, executor, env, kubeconfig, workdir)
+    yield s
+    operator.stop()
+    executor.stop()
