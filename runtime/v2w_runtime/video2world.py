@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     safety.add_argument("--disable_prompt_refiner", action="store_true", help="Use the prompt as given.")
     safety.add_argument("--refiner_checkpoint", default=DEFAULT_REFINER_CHECKPOINT,
                         help="Cosmos-Reason1 checkpoint of the prompt refiner.")
+    safety.add_argument("--refiner_max_new_tokens", type=int, default=512,
+                        help="Upper bound on the refined prompt's length in tokens.")
 
     par = p.add_argument_group("parallelism (launch with torchrun --nproc_per_node=N ... --num_gpus N)")
     add_parallel_arguments(par)
@@ -166,7 +168,7 @@ def build_refiner(args: argparse.Namespace, device: str | None = None) -> Prompt
     try:
         from .refiner import load_refiner
 
-        return load_refiner(args.refiner_checkpoint, device=device)
+        return load_refiner(args.refiner_checkpoint, device=device, max_new_tokens=args.refiner_max_new_tokens)
     except Exception as exc:
         raise RefinerError(
             f"cannot load the prompt refiner from {args.refiner_checkpoint}: {type(exc).__name__}: {exc} "
