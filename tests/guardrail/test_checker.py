@@ -193,3 +193,25 @@ def test_s3_checkpoint(tiny_guardrails, minio, monkeypatch, tmp_path):
     guard = load_guardrail(f"s3://{bucket}/guard", pixelate_faces=False)
     assert not guard.check_text("a red bus").allowed  # the unsafe tiny LLM, downloaded from S3
     storage.reset_client()
+
+
+def test_tiny_command_writes_a_loadable_seeded_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from v2w_runtime.guardrail.tiny import write_tiny_guardrail
+
+    out = tmp_path / "guard"
+    proc = subprocess.run([sys.executable, "-m", "v2w_runtime.guardrail.tiny", "--out", str(out), "--seed", "1",
+                           "--text-verdict", "unsafe"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    guard = load_guardrail(out, pixelate_faces=False)
+    assert not guard.check_text("a red bus").allowed
+    assert guard.check_video(FRAMES).allowed
+    # The same seed writes the same weights.
+    again = write_tiny_guardrail(tmp_path / "again", seed=1, text_verdict="unsafe")
+    for rel in ("llm_guard/model.safetensors", "video_classifier/encoder/model.safetensors", "video_classifier/head.safetensors"):
+        wa, wb = load_file(str(out / rel)), load_file(str(again / rel))
+        assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)

@@ -123,3 +123,26 @@ def write_tiny_guardrail(out_dir: str | Path, seed: int = 0, text_verdict: Liter
     )
     save_head(out / VIDEO_CLASSIFIER, head, head_config)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m v2w_runtime.guardrail.tiny",
+        description="Write a tiny random guardrail checkpoint (LLM guard + SigLIP video classifier). Offline.",
+    )
+    parser.add_argument("--out", required=True, help="Folder to write the checkpoint into (created).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights (default: 0).")
+    parser.add_argument("--text-verdict", choices=["safe", "unsafe"], default="safe",
+                        help="What the LLM guard answers for every prompt (default: safe).")
+    parser.add_argument("--video-verdict", choices=["safe", "unsafe"], default="safe",
+                        help="What the video classifier says of every frame (default: safe).")
+    args = parser.parse_args(argv)
+    path = write_tiny_guardrail(args.out, args.seed, args.text_verdict, args.video_verdict)
+    print(f"tiny guardrail checkpoint written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
