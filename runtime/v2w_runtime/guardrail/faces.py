@@ -14,6 +14,9 @@ pixels, a one-frame miss shows a face.
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +52,7 @@ class CascadeFaceDetector:
 
     Frames are scaled down so that their longer side is at most `max_side` before detection (the cost
     grows with the pixel count); faces smaller than `min_face_fraction` of the shorter side are ignored.
+    Safe to call from several threads: each thread gets its own cascades (OpenCV's are not shareable).
     """
 
     CASCADES = ("haarcascade_frontalface_alt2.xml", "haarcascade_profileface.xml")
@@ -58,11 +62,17 @@ class CascadeFaceDetector:
         import cv2
 
         self._cv2 = cv2
-        self.frontal, self.profile = (self._load(name) for name in self.CASCADES)
+        self._local = threading.local()
+        self._cascades()  # fail now, not in the first frame, when the cascades cannot be read
         self.max_side = max_side
         self.min_face_fraction = min_face_fraction
         self.min_neighbors = min_neighbors
         self.scale_factor = scale_factor
+
+    def _cascades(self):
+        if not hasattr(self._local, "cascades"):
+            self._local.cascades = tuple(self._load(name) for name in self.CASCADES)
+        return self._local.cascades
 
     def _load(self, name: str):
         path = self._cv2.data.haarcascades + name
@@ -73,6 +83,7 @@ class CascadeFaceDetector:
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         cv2 = self._cv2
+        frontal, profile = self._cascades()
         height, width = frame.shape[:2]
         scale = min(1.0, self.max_side / max(height, width))
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
@@ -82,9 +93,9 @@ class CascadeFaceDetector:
         small_w = gray.shape[1]
         side = max(20, int(min(gray.shape) * self.min_face_fraction))
         kwargs = dict(scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side))
-        found = [tuple(r) for r in self.frontal.detectMultiScale(gray, **kwargs)]
-        found += [tuple(r) for r in self.profile.detectMultiScale(gray, **kwargs)]
-        found += [(small_w - x - w, y, w, h) for x, y, w, h in self.profile.detectMultiScale(cv2.flip(gray, 1), **kwargs)]
+        found = [tuple(r) for r in frontal.detectMultiScale(gray, **kwargs)]
+        found += [tuple(r) for r in profile.detectMultiScale(gray, **kwargs)]
+        found += [(small_w - x - w, y, w, h) for x, y, w, h in profile.detectMultiScale(cv2.flip(gray, 1), **kwargs)]
         return [
             Box(int(x / scale), int(y / scale), min(width, math.ceil((x + w) / scale)), min(height, math.ceil((y + h) / scale)))
             for x, y, w, h in found
@@ -112,17 +123,22 @@ def pixelate(frame: np.ndarray, boxes: list[Box], cells: int = 8, margin: float 
 
 
 class FacePixelator:
-    """Detects faces in every frame and pixelates them, also in `temporal_window` frames either side."""
+    """Detects faces in every frame and pixelates them, also in `temporal_window` frames either side.
+    Frames are searched by `workers` threads (OpenCV releases the GIL while it searches)."""
 
     def __init__(self, detector: FaceDetector | None = None, temporal_window: int = 2, cells: int = 8,
-                 margin: float = 0.2) -> None:
+                 margin: float = 0.2, workers: int | None = None) -> None:
         self.detector = detector if detector is not None else CascadeFaceDetector()
         self.temporal_window = temporal_window
         self.cells = cells
         self.margin = margin
+        self.workers = workers if workers is not None else min(8, os.cpu_count() or 1)
 
     def detect(self, frames: np.ndarray) -> list[list[Box]]:
-        return [self.detector.detect(frame) for frame in frames]
+        if self.workers <= 1 or len(frames) <= 1:
+            return [self.detector.detect(frame) for frame in frames]
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="faces") as pool:
+            return list(pool.map(self.detector.detect, frames))
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return self.pixelate_found(frames, self.detect(frames))
