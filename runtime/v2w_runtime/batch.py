@@ -1,6 +1,7 @@
 """Batch input: the seed's JSON list of `{input_video, prompt, output_video}` entries.
 
-Each entry may also set `negative_prompt` and `seed`. The file may be local, on a PVC or in S3. A file
+Each entry may also set `negative_prompt` and `seed`. The file may be local, on a PVC or in S3.
+The API's spelling of an entry (`input`, `output`, `negativePrompt`) is accepted as well. A file
 that is not such a list is refused as a whole, with the entry and field named; a bad input inside one
 entry is that entry's failure only (decided later, when it is generated).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from . import storage
 
@@ -22,10 +23,17 @@ class BatchError(ValueError):
 class BatchItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input_video: str = Field(..., min_length=1, description="Conditioning image or video (path, pvc:// or s3://).")
+    # The seed's keys; the API's BatchEntry spelling (`input`, `output`, `negativePrompt`) is accepted too.
+    input_video: str = Field(
+        ..., min_length=1, validation_alias=AliasChoices("input_video", "input"),
+        description="Conditioning image or video (path, pvc://, s3:// or https://).",
+    )
     prompt: str = Field(..., min_length=1)
-    output_video: str = Field(..., min_length=1, description="Output file, inside the output folder.")
-    negative_prompt: str | None = None
+    output_video: str = Field(
+        ..., min_length=1, validation_alias=AliasChoices("output_video", "output"),
+        description="Output file, inside the output folder.",
+    )
+    negative_prompt: str | None = Field(None, validation_alias=AliasChoices("negative_prompt", "negativePrompt"))
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 

@@ -69,7 +69,7 @@ def local_path(uri: str | os.PathLike) -> Path:
             raise StorageError(f"{text!r} must not contain a '..' path segment")
         return Path(os.environ.get(PVC_ROOT_ENV, DEFAULT_PVC_ROOT)) / rest
     if "://" in text:
-        raise StorageError(f"{text!r}: unsupported URI scheme (use a local path, pvc:// or s3://)")
+        raise StorageError(f"{text!r}: unsupported URI scheme (use a local path, pvc://, s3:// or, for inputs, https://)")
     return Path(text).expanduser()
 
 
@@ -205,11 +205,39 @@ def check_s3_access(uri: str) -> None:
 # ------------------------------------------------------------------------------------ any location
 
 
+def is_http(uri: str | os.PathLike) -> bool:
+    return str(uri).startswith(("http://", "https://"))
+
+
+def http_download_file(uri: str, dest: Path, timeout: float = 60.0) -> Path:
+    """Download an http(s) URL (inputs only; nothing is ever sent but the request)."""
+    import urllib.error
+    import urllib.request
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    try:
+        with urllib.request.urlopen(uri, timeout=timeout) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out, length=1024 * 1024)
+    except urllib.error.HTTPError as exc:
+        raise StorageError(f"cannot read {uri}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {uri}: unreachable ({getattr(exc, 'reason', exc)})") from None
+    partial.replace(dest)
+    return dest
+
+
 def fetch_file(uri: str, cache_dir: Path) -> Path:
-    """A local path holding the file at `uri` (downloaded into `cache_dir` when it lives in S3)."""
+    """A local path holding the file at `uri` (downloaded into `cache_dir` from S3 or http(s))."""
     if is_s3(uri):
         loc = parse_s3(uri)
         return s3_download_file(uri, cache_dir / loc.bucket / loc.key)
+    if is_http(uri):
+        import hashlib
+
+        url_path = PurePosixPath(uri.split("?", 1)[0].split("://", 1)[1])
+        folder = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        return http_download_file(uri, cache_dir / "http" / folder / (url_path.name or "download"))
     path = local_path(uri)
     if not path.is_file():
         raise StorageError(f"{uri}: no such file" if not path.exists() else f"{uri}: not a regular file")

@@ -189,3 +189,30 @@ def test_guardrail_enabled_but_unavailable_fails_closed(cli, media, tmp_path):
     assert run.code == 3, run.err
     assert "guardrail" in run.err
     assert not Path("output/v.mp4").exists()
+
+
+def test_http_input_and_api_spelled_batch(cli, media):
+    """An https(s) input, as the API allows, in a batch written with the API's key names."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(media["image"].parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        batch = [
+            {"input": f"{base}/{media['image'].name}", "prompt": "a bus", "output": "web"},
+            {"input": f"{base}/absent.png", "prompt": "a bus", "output": "gone", "negativePrompt": "fog"},
+        ]
+        Path("batch.json").write_text(json.dumps(batch))
+        run = cli("--batch_input_json", "batch.json")
+    finally:
+        server.shutdown()
+    assert run.code == 1
+    assert read_video(Path("output/web.mp4"))[0].shape == (9, 64, 96, 3)
+    result = read_json("output/result.json")
+    assert [v["status"] for v in result["videos"]] == ["succeeded", "failed"]
+    assert "absent.png" in result["videos"][1]["reason"] and "404" in result["videos"][1]["reason"]
