@@ -353,6 +353,58 @@ def start_operator(kubeconfig: Path, env: dict[str, str], log: Path, namespaces:
     return server
 
 
+def chart_rbac(plane: ControlPlane, chart: Path, namespace: str, service_account: str, release: str = "v2w") -> str:
+    """The chart's ServiceAccount and RBAC (cluster mode), exactly as `helm template` renders them."""
+    out = subprocess.run(
+        [str(plane.bin_dir / "helm"), "template", release, str(chart), "--namespace", namespace,
+         "--set", f"serviceAccount.name={service_account}",
+         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
+        check=True, capture_output=True, text=True)
+    return out.stdout
+
+
+def install_operator_identity(plane: ControlPlane, chart: Path, namespace: str, service_account: str,
+                              kubeconfig: Path) -> Path:
+    """Namespace, ServiceAccount and RBAC from the chart; returns a kubeconfig that acts as that account."""
+    if plane.kubectl("get", "namespace", namespace, check=False).returncode != 0:
+        plane.kubectl("create", "namespace", namespace)
+    plane.kubectl("apply", "-f", "-", input=chart_rbac(plane, chart, namespace, service_account))
+    return service_account_kubeconfig(plane, namespace, service_account, kubeconfig)
+
+
+def upload_tree(s3, folder: Path, bucket: str, prefix: str) -> str:
+    """Uploads a folder to s3://bucket/prefix/ and returns that URI."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+    return f"s3://{bucket}/{prefix}"
+
+
+def sample_image(seed: int, size: tuple[int, int] = (160, 96)) -> bytes:
+    """A small JPEG scene (sky, ground, a few blocks) that the demo and tests condition on."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    image = Image.new("RGB", size)
+    draw = ImageDraw.Draw(image)
+    sky = tuple(int(v) for v in rng.integers(60, 200, 3))
+    for y in range(height):
+        t = y / height
+        draw.line([(0, y), (width, y)], fill=tuple(int(c * (1 - 0.5 * t)) for c in sky))
+    draw.rectangle([0, int(height * 0.65), width, height], fill=tuple(int(v) for v in rng.integers(20, 90, 3)))
+    for _ in range(4):
+        x0, w, h = int(rng.integers(0, width - 30)), int(rng.integers(12, 40)), int(rng.integers(15, 50))
+        y1 = int(height * 0.7)
+        draw.rectangle([x0, y1 - h, x0 + w, y1], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Start the local stack (etcd, kube-apiserver, kube-controller-manager, MinIO).")
     sub = parser.add_subparsers(dest="cmd", required=True)

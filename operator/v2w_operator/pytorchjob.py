@@ -67,13 +67,10 @@ def runtime_args(kind: str, spec: Video2WorldJobSpec | BestOfNJobSpec, config: O
     par = spec.parallelism
     _flag(args, "num_gpus", par.gpus)
     _flag(args, "context_parallel_size", par.context_parallel_size)
-    if par.cfg_parallel:
-        args.append("--cfg_parallel")
+    if par.cfg_parallel is not None:
+        args.append("--cfg_parallel" if par.cfg_parallel else "--no-cfg_parallel")
     if spec.prompt_refiner.enabled:
         _flag(args, "refiner_checkpoint", spec.prompt_refiner.checkpoint or config.refiner_checkpoint)
-        _flag(args, "prompt_refiner_max_new_tokens", spec.prompt_refiner.max_new_tokens)
-        if not spec.prompt_refiner.offload_to_cpu:
-            args.append("--no_offload_prompt_refiner")
     else:
         args.append("--disable_prompt_refiner")
     if spec.guardrail.enabled:
@@ -99,7 +96,7 @@ def runtime_args(kind: str, spec: Video2WorldJobSpec | BestOfNJobSpec, config: O
             _flag(args, "prompt", spec.input.prompt)
         _flag(args, "num_generations", bon.num_generations)
         _flag(args, "num_critic_trials", bon.critic.num_trials)
-        _flag(args, "critic_dir", bon.critic.checkpoint or spec.prompt_refiner.checkpoint or config.refiner_checkpoint)
+        _flag(args, "critic_checkpoint", bon.critic.checkpoint or spec.prompt_refiner.checkpoint or config.refiner_checkpoint)
         if bon.skip_generation:
             args.append("--skip_generation")
             _flag(args, "videos_uri", bon.videos_uri)

@@ -87,7 +87,7 @@ INVALID = [
          "spec.parallelism.contextParallelSize"),
     Case("cfg-parallel-odd-gpus", SINGLE,
          _all(_set("spec.parallelism.gpus", 3), _set("spec.parallelism.cfgParallel", True)),
-         "spec.parallelism.contextParallelSize"),
+         "spec.parallelism.cfgParallel"),
     Case("cp-size-enum", SINGLE, _set("spec.parallelism.contextParallelSize", 3), "spec.parallelism.contextParallelSize"),
     Case("gpus-per-node-not-dividing", SINGLE,
          _all(_set("spec.parallelism.gpus", 8), _set("spec.parallelism.gpusPerNode", 3)),

@@ -4,7 +4,6 @@ PyTorchJob CRD, the executor (training-operator + kubelet stand-in) and the oper
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -13,10 +12,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 import stack  # hack/localstack/stack.py (on sys.path via tests/conftest.py)
 
@@ -26,32 +23,6 @@ OPERATOR_NS = "v2w-system"
 OPERATOR_SA = "v2w-operator"
 # The runtime's debug knobs make a CPU video take seconds: 9 frames of 64x96 with the tiny models.
 RUNTIME_DEBUG_ARGS = "--height 64 --width 96 --num_frames 9 --device cpu --dtype float32"
-
-
-def upload_tree(client, folder: Path, bucket: str, prefix: str) -> str:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
-    return f"s3://{bucket}/{prefix}"
-
-
-def jpeg(seed: int, size=(96, 64)) -> bytes:
-    rng = np.random.default_rng(seed)
-    gradient = np.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3)
-    image = (0.7 * gradient + 0.3 * rng.integers(0, 255, (size[1], size[0], 3))).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, format="JPEG")
-    return out.getvalue()
-
-
-def chart_rbac(kube, release: str = "v2w") -> str:
-    """The chart's ServiceAccount and RBAC for cluster mode, as `helm template` renders them."""
-    out = subprocess.run(
-        [str(kube.bin_dir / "helm"), "template", release, str(CHART), "--namespace", OPERATOR_NS,
-         "--set", f"serviceAccount.name={OPERATOR_SA}",
-         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
-        check=True, capture_output=True, text=True)
-    return out.stdout
 
 
 @dataclass
@@ -126,13 +97,11 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
     models_dir = workdir / "models"
     subprocess.run([sys.executable, "-m", "v2w_runtime.tiny", "--out", str(models_dir / "video2world")], check=True,
                    capture_output=True)
-    models = {"video2world": upload_tree(client, models_dir / "video2world", bucket, "models/video2world")}
+    models = {"video2world": stack.upload_tree(client, models_dir / "video2world", bucket, "models/video2world")}
     for i in range(3):
-        client.put_object(Bucket=bucket, Key=f"inputs/input{i}.jpg", Body=jpeg(i))
+        client.put_object(Bucket=bucket, Key=f"inputs/input{i}.jpg", Body=stack.sample_image(i, (96, 64)))
 
-    kube.kubectl("create", "namespace", OPERATOR_NS)
-    kube.kubectl("apply", "-f", "-", input=chart_rbac(kube))
-    kubeconfig = stack.service_account_kubeconfig(kube, OPERATOR_NS, OPERATOR_SA, workdir / "operator.kubeconfig")
+    kubeconfig = stack.install_operator_identity(kube, CHART, OPERATOR_NS, OPERATOR_SA, workdir / "operator.kubeconfig")
 
     executor = stack.start_executor(kube, workdir / "executor", workdir / "pvcs")
     env = {

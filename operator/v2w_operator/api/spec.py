@@ -181,9 +181,15 @@ class ParallelismSpec(APIModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel(
-                    "self.gpus % (self.contextParallelSize * (self.cfgParallel ? 2 : 1)) == 0",
+                    "!has(self.contextParallelSize) || self.gpus % (self.contextParallelSize * "
+                    "(has(self.cfgParallel) && self.cfgParallel ? 2 : 1)) == 0",
                     "gpus must be a multiple of contextParallelSize (times 2 with cfgParallel)",
                     ".contextParallelSize",
+                ),
+                cel(
+                    "!has(self.cfgParallel) || !self.cfgParallel || self.gpus % 2 == 0",
+                    "cfgParallel needs an even number of gpus",
+                    ".cfgParallel",
                 ),
                 cel(
                     "!has(self.gpusPerNode) || self.gpus % self.gpusPerNode == 0",
@@ -203,17 +209,25 @@ class ParallelismSpec(APIModel):
     gpus_per_node: int | None = Field(
         None, ge=1, le=16, description="GPUs per pod (torchrun's nproc_per_node); defaults to min(gpus, 8)."
     )
-    context_parallel_size: ContextParallelSize = Field(
-        1, description="GPUs that share one video's latent sequence (Ulysses); 1, 2, 4 or 8."
+    context_parallel_size: ContextParallelSize | None = Field(
+        None,
+        description=(
+            "GPUs that share one video's latent sequence (Ulysses): 1, 2, 4 or 8. Unset: the runtime picks "
+            "it from the GPUs, the model's attention heads and the number of videos."
+        ),
     )
-    cfg_parallel: bool = Field(
-        False, description="Run the conditional and unconditional passes on two GPU groups at once."
+    cfg_parallel: bool | None = Field(
+        None,
+        description=(
+            "Run the conditional and unconditional passes on two halves of each GPU group at once. Unset: "
+            "the runtime turns it on when the GPUs allow."
+        ),
     )
 
     @property
     def group_size(self) -> int:
-        """GPUs that make one video together."""
-        return self.context_parallel_size * (2 if self.cfg_parallel else 1)
+        """GPUs that make one video together, as far as the spec fixes it."""
+        return (self.context_parallel_size or 1) * (2 if self.cfg_parallel else 1)
 
     @property
     def effective_gpus_per_node(self) -> int:
@@ -227,7 +241,7 @@ class ParallelismSpec(APIModel):
     def _check_layout(self) -> "ParallelismSpec":
         if self.gpus % self.group_size:
             raise ValueError(
-                f"gpus ({self.gpus}) must be a multiple of contextParallelSize ({self.context_parallel_size})"
+                f"gpus ({self.gpus}) must be a multiple of contextParallelSize ({self.context_parallel_size or 1})"
                 + (" times 2 with cfgParallel" if self.cfg_parallel else "")
             )
         if self.gpus_per_node is not None and self.gpus % self.gpus_per_node:
