@@ -9,11 +9,15 @@ K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.4          # the etcd that Kubernetes 1.34 pins
 HELM_VERSION=v3.19.5         # built against client-go v0.34
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+TRAINING_OPERATOR_VERSION=v1.9.3  # only its published PyTorchJob CRD is used
 
 cache=${V2W_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/video2world}
 bin=$cache/localstack/bin
 stamps=$cache/localstack/stamps
 mkdir -p "$bin" "$stamps"
+# Several test runs may start at once: the first builds, the others wait for it.
+exec 9>"$cache/localstack/.build.lock"
+flock 9
 export GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false"
 export CGO_ENABLED=0
 
@@ -54,6 +58,15 @@ if ! built minio "$MINIO_VERSION"; then
   log "building minio $MINIO_VERSION"
   GOBIN=$bin go install -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
   stamp minio "$MINIO_VERSION"
+fi
+
+crd=$cache/localstack/crds/kubeflow.org_pytorchjobs.yaml
+if [[ ! -f $crd ]]; then
+  log "fetching the PyTorchJob CRD of training-operator $TRAINING_OPERATOR_VERSION"
+  dir=$(cd "$here/kube" && go mod download -json "github.com/kubeflow/training-operator@$TRAINING_OPERATOR_VERSION" |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$(dirname "$crd")"
+  cp "$dir/manifests/base/crds/kubeflow.org_pytorchjobs.yaml" "$crd.tmp" && chmod 644 "$crd.tmp" && mv "$crd.tmp" "$crd"
 fi
 
 echo "$bin"

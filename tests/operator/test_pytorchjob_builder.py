@@ -54,7 +54,7 @@ def test_single_job_names_owner_and_flags():
     assert f["input_path"] == "s3://v2w-inputs/video2world/input0.jpg"
     assert f["output_uri"] == "s3://v2w-results/jobs/team-a/job-a"
     assert (f["num_steps"], f["guidance"], f["resolution"], f["num_gpus"]) == ("35", "7.0", "720", "1")
-    assert f["prompt_refiner_dir"] == "s3://models/reason1" and f["guardrail_dir"] == "s3://models/guard"
+    assert f["refiner_checkpoint"] == "s3://models/reason1" and f["guardrail_checkpoint"] == "s3://models/guard"
     assert "disable_guardrail" not in f and "disable_prompt_refiner" not in f
     assert pj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default-queue"
 
@@ -116,7 +116,7 @@ def test_batch_goes_by_uri_and_disabled_models_by_flag():
     f = flags(pj)
     assert f["batch_input_json"] == "s3://x/batch.json"
     assert f["disable_guardrail"] is True and f["disable_prompt_refiner"] is True
-    assert "guardrail_dir" not in f and "prompt_refiner_dir" not in f
+    assert "guardrail_checkpoint" not in f and "refiner_checkpoint" not in f
 
 
 def test_batch_json_is_the_seed_format():
