@@ -55,6 +55,17 @@ class RefinerError(RuntimeError):
 # ------------------------------------------------------------------------------------------ parser
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where it says something: not for off switches, unset values or long texts."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        text = action.help or ""
+        if "default" in text.lower() or default in (None, False, "", []) or (isinstance(default, str) and len(default) > 60):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .parallel import add_parallel_arguments
 
@@ -65,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(NVIDIA Cosmos-Predict2 Video2World on diffusers). Paths may be local, pvc://<claim>/<path> "
             "or s3://<bucket>/<key> (S3 settings from the AWS_* environment variables)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         epilog=(
             "exit codes: 0 all videos succeeded or were blocked by the guardrail; 1 some failed; "
             "2 bad arguments, input or checkpoint; 3 guardrail enabled but unable to run (fail closed)"
@@ -85,9 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", choices=["cuda", "cpu"], default=None, help="Device (default: cuda when available).")
 
     inputs = p.add_argument_group("input")
-    inputs.add_argument("--prompt", default="", help="Text prompt describing the video to generate.")
+    inputs.add_argument("--prompt", default="", help="Text prompt describing the video to generate (required "
+                        "without --batch_input_json).")
     inputs.add_argument("--negative_prompt", default=DEFAULT_NEGATIVE_PROMPT,
-                        help="What the video should avoid (used when guidance > 1).")
+                        help="What the video should avoid (used when guidance > 1). Default: a built-in "
+                        "description of blurry, jittery, distorted, low-quality footage.")
     inputs.add_argument("--input_path", default="assets/video2world/input0.jpg",
                         help="Conditioning image or video.")
     inputs.add_argument("--num_conditional_frames", type=int, choices=[1, 5], default=1,

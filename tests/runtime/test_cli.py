@@ -98,14 +98,14 @@ def test_batch_of_three_with_one_bad_entry(cli, media, tmp_path):
 def test_batch_output_may_not_escape_the_output_folder(cli, media, tmp_path):
     batch = [
         {"input_video": str(media["image"]), "prompt": "a bus", "output_video": "../escaped.mp4"},
-        {"input_video": str(media["image"]), "prompt": "a bus", "output_video": "/tmp/abs-escape.mp4"},
+        {"input_video": str(media["image"]), "prompt": "a bus", "output_video": str(Path.cwd().parent / "abs-escape.mp4")},
         {"input_video": str(media["image"]), "prompt": "a bus", "output_video": "output/fine.mp4"},
     ]
     Path("batch.json").write_text(json.dumps(batch))
     run = cli("--batch_input_json", "batch.json")
     assert run.code == 1
     assert not Path("../escaped.mp4").exists() and not Path("escaped.mp4").exists()
-    assert not Path("/tmp/abs-escape.mp4").exists()
+    assert not (Path.cwd().parent / "abs-escape.mp4").exists()
     result = read_json("output/result.json")
     assert [v["status"] for v in result["videos"]] == ["failed", "failed", "succeeded"]
     assert "escapes the output folder" in result["videos"][0]["reason"]
