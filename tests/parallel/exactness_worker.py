@@ -1,10 +1,11 @@
 """Run under torchrun (gloo, CPU): every layout that fits the world against the single-process output.
 
-`torchrun --standalone --nproc_per_node N tests/parallel/exactness_worker.py OUT_DIR` writes
+`torchrun --standalone --nproc_per_node N tests/parallel/exactness_worker.py OUT_DIR [-- PROGRAM ARGS]` writes
 OUT_DIR/rank<r>.json: for each layout and case, the max abs difference between the parallel output on
 this rank and the stock model's output computed by this same process; for each layout and video, whether
 the sampler's frames equal the unsplit sampler's; and checks of the collectives the program uses
-(share, gather_to_leader). The pytest side asserts on those files.
+(share, gather_to_leader). The pytest side asserts on those files. With `-- ARGS`, it then runs the
+video2world program with ARGS in the same process group and exits with its code.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ def main(out_dir: str) -> None:
     report["videos"] = check_videos(world, rank)
     first.barrier()
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report, indent=1))
-    first.close()
 
 
 def check_videos(world: int, rank: int) -> list[dict]:
@@ -111,3 +111,8 @@ def check_videos(world: int, rank: int) -> list[dict]:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    if "--" in sys.argv:
+        from v2w_runtime.video2world import main as program
+
+        sys.exit(program(sys.argv[sys.argv.index("--") + 1 :]))  # reuses the process group, closes it
+    torch.distributed.destroy_process_group()

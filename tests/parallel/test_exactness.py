@@ -10,21 +10,12 @@ layout, with guidance on and off, against the same sampler unsplit: the uint8 fr
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-
-from tests.parallel.launch import torchrun
-
-WORLD = 4
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp("parallel_transformer")
-    torchrun(WORLD, Path(__file__).with_name("exactness_worker.py"), str(out))
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
+def reports(launch) -> list[dict]:
+    return launch.reports  # the 4-rank launch of conftest.py
 
 
 def test_every_rank_reported_every_layout(reports):
