@@ -249,3 +249,13 @@ def test_uninstall_removes_rbac_but_keeps_crds_and_jobs(installed, crds_applied,
     assert not any(review(kube, user, groups, [Ask("list", "video2world.io", "video2worldjobs")]).values())
     for crd in ("video2worldjobs.video2world.io", "bestofnjobs.video2world.io"):
         get_json(kube, f"crd/{crd}")
+
+
+def test_notes_tell_what_to_apply_next(crds_applied, helm: Helm):
+    # `helm template` does not render NOTES.txt; a dry-run of `helm install` prints it.
+    out = helm.run("install", "v2w", str(CHART), "--namespace", "v2w-system", "--dry-run=client",
+                   kubeconfig=crds_applied.kubeconfig).stdout
+    for text in ("rollout status deploy/v2w-video2world-operator", "pytorchjobs.kubeflow.org",
+                 "create secret generic v2w-s3", "kubectl -n <namespace> apply -f", "get v2wjobs",
+                 "every job must name"):
+        assert text in out, f"NOTES lack {text!r}"

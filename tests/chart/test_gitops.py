@@ -21,15 +21,15 @@ def load_all(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def kustomize(localstack_bin: Path, overlay: str) -> list[dict]:
-    out = subprocess.run([str(localstack_bin / "kubectl"), "kustomize", str(GITOPS / "kustomize" / "overlays" / overlay)],
+def kustomize(client_bin: Path, overlay: str) -> list[dict]:
+    out = subprocess.run([str(client_bin / "kubectl"), "kustomize", str(GITOPS / "kustomize" / "overlays" / overlay)],
                          capture_output=True, text=True, check=True, timeout=60).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pipeline_overlay_builds_jobs_the_models_accept(localstack_bin, overlay):
-    docs = kustomize(localstack_bin, overlay)
+def test_pipeline_overlay_builds_jobs_the_models_accept(client_bin, overlay):
+    docs = kustomize(client_bin, overlay)
     assert sorted(d["kind"] for d in docs) == ["BestOfNJob", "Video2WorldJob"]
     for doc in docs:
         assert doc["metadata"]["namespace"] == f"video2world-{overlay}"
@@ -38,9 +38,9 @@ def test_pipeline_overlay_builds_jobs_the_models_accept(localstack_bin, overlay)
         KINDS[doc["kind"]][1].model_validate(doc)
 
 
-def test_overlays_differ_where_they_should(localstack_bin):
-    staging = {d["kind"]: d["spec"] for d in kustomize(localstack_bin, "staging")}
-    production = {d["kind"]: d["spec"] for d in kustomize(localstack_bin, "production")}
+def test_overlays_differ_where_they_should(client_bin):
+    staging = {d["kind"]: d["spec"] for d in kustomize(client_bin, "staging")}
+    production = {d["kind"]: d["spec"] for d in kustomize(client_bin, "production")}
     assert staging["Video2WorldJob"]["model"]["size"] == "2B"
     assert staging["Video2WorldJob"]["generation"]["resolution"] == 480
     assert staging["BestOfNJob"]["output"]["uri"] == "s3://v2w-staging/pipelines"
@@ -52,9 +52,9 @@ def test_overlays_differ_where_they_should(localstack_bin):
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pipeline_passes_the_api_servers_validation(crds_applied, localstack_bin, overlay):
+def test_pipeline_passes_the_api_servers_validation(crds_applied, client_bin, overlay):
     kube = crds_applied
-    docs = kustomize(localstack_bin, overlay)
+    docs = kustomize(client_bin, overlay)
     namespace = docs[0]["metadata"]["namespace"]
     kube.kubectl("create", "namespace", namespace, check=False)
     text = yaml.safe_dump_all(docs)
