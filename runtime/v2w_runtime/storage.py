@@ -152,7 +152,7 @@ def _s3_call(uri: str, action: str, fn, *args, **kwargs):
 def s3_download_file(uri: str, dest: Path) -> Path:
     loc = parse_s3(uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
+    partial = dest.with_name(f"{dest.name}.{os.getpid()}.partial")  # ranks of one node may share the cache
     client = _s3_call(uri, "read", s3_client)
     _s3_call(uri, "read", client.download_file, loc.bucket, loc.key, str(partial), Config=_transfer_config())
     partial.replace(dest)
@@ -215,7 +215,7 @@ def http_download_file(uri: str, dest: Path, timeout: float = 60.0) -> Path:
     import urllib.request
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + ".partial")
+    partial = dest.with_name(f"{dest.name}.{os.getpid()}.partial")  # ranks of one node may share the cache
     try:
         with urllib.request.urlopen(uri, timeout=timeout) as response, open(partial, "wb") as out:
             shutil.copyfileobj(response, out, length=1024 * 1024)
@@ -280,7 +280,7 @@ def put_file(path: Path, uri: str, content_type: str | None = None) -> str:
     dest = local_path(uri)
     if dest.resolve() != path.resolve():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(dest.name + ".partial")
+        partial = dest.with_name(f"{dest.name}.{os.getpid()}.partial")  # ranks of one node may share the cache
         shutil.copyfile(path, partial)
         partial.replace(dest)
     return str(dest)
