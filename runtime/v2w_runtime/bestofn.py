@@ -532,8 +532,6 @@ def build_parser():
     bon.add_argument("--num_critic_trials", type=int, default=3, help="Times the critic looks at each video.")
     bon.add_argument("--skip_generation", action="store_true",
                      help="Score the MP4s already in --save_path instead of generating.")
-    bon.add_argument("--refiner_max_new_tokens", type=int, default=512,
-                     help="Length bound of the refined prompt (greedy decoding).")
     critic = p.add_argument_group("critic (Cosmos-Reason1)")
     critic.add_argument("--critic_checkpoint", default=None,
                         help="Cosmos-Reason1 checkpoint of the critic (default: --refiner_checkpoint; loaded once "

@@ -29,7 +29,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{font-size:1.5rem;margin-bottom:.25rem}
 .score{font-size:2.2rem;font-weight:700}
 .good{color:#16794c}.mid{color:#9a6a00}.bad{color:#b42318}
-video{max-width:100%;background:#000;border-radius:6px}
+video{width:min(100%,720px);background:#000;border-radius:6px}
 table{border-collapse:collapse;width:100%;margin:1rem 0}
 th,td{border-bottom:1px solid #d8dee4;padding:.4rem .6rem;text-align:left;vertical-align:top}
 th{background:#eef1f4}
@@ -57,7 +57,7 @@ def _score_class(score: int) -> str:
 def _page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{e(CSP)}\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{e(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
