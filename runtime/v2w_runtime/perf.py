@@ -1,0 +1,198 @@
+"""Speed switches for the Video2World sampler, applied to a built `Video2WorldPipeline`.
+
+Exact mode (same math, bf16 tolerance):
+* `attention`: the attention kernel the DiT's processors dispatch to (diffusers' backend registry).
+  "auto" picks cuDNN's fused attention on a Hopper-or-newer GPU (measured fastest there, see bench/)
+  and PyTorch's default SDPA choice elsewhere.
+* `compile`: `torch.compile` of each transformer block (all blocks share one compiled graph); the
+  first forward at a new size pays the compile.
+
+Fast mode (opt-in approximation, quality measured in bench/):
+* `step_cache`: reuse the transformer's last output on some middle steps instead of running it.
+  The first `warmup` steps and the last `final` steps always run; in between every `interval`-th
+  step runs and the others reuse. The Euler update still moves with the current noise level, so a
+  reused step is a cheap extrapolation, not a repeat.
+
+Everything is done by wrapping `pipeline.transformer` (the one place where the DiT runs), so the
+sampler, context parallelism and the stock-pipeline equivalence test are untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field, model_validator
+
+AttentionChoice = Literal["auto", "default", "cudnn", "flash", "efficient", "math"]
+
+# Our names -> diffusers' attention backend names ("default" leaves the registry's choice alone).
+_BACKENDS = {"cudnn": "_native_cudnn", "flash": "_native_flash", "efficient": "_native_efficient", "math": "_native_math"}
+
+
+class StepCacheSettings(BaseModel):
+    """Which steps run the transformer: all of the first `warmup` and last `final`, every `interval`-th between."""
+
+    interval: int = Field(2, ge=1, description="1 runs every step (no caching)")
+    warmup: int = Field(4, ge=1)
+    final: int = Field(2, ge=1)
+
+    def runs(self, step: int, total: int) -> bool:
+        if step < self.warmup or step >= total - self.final:
+            return True
+        return (step - self.warmup) % self.interval == 0
+
+    def forwards(self, total: int) -> int:
+        return sum(self.runs(i, total) for i in range(total))
+
+
+class PerfOptions(BaseModel):
+    attention: AttentionChoice = "auto"
+    compile: bool = False
+    step_cache: StepCacheSettings | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "PerfOptions":
+        if self.attention not in ("auto", "default") and self.attention not in _BACKENDS:
+            raise ValueError(f"attention must be one of auto, default, {', '.join(_BACKENDS)}; not {self.attention!r}")
+        return self
+
+    @property
+    def exact(self) -> bool:
+        return self.step_cache is None
+
+
+def resolve_attention(choice: str, device: torch.device | str) -> str | None:
+    """The diffusers backend name for `choice` on `device`, or None for the registry's default."""
+    if choice not in ("auto", "default") and choice not in _BACKENDS:
+        raise ValueError(f"attention backend {choice!r}: expected auto, default, {', '.join(_BACKENDS)}")
+    device = torch.device(device)
+    if choice == "default" or device.type != "cuda":
+        return None if choice in ("auto", "default") else _BACKENDS[choice]
+    if choice == "auto":
+        major, _ = torch.cuda.get_device_capability(device)
+        cudnn_ok = torch.backends.cudnn.is_available() and major >= 9
+        return _BACKENDS["cudnn"] if cudnn_ok else None
+    return _BACKENDS[choice]
+
+
+def attention_context(backend: str | None):
+    """Enter diffusers' attention backend `backend` (None: no change)."""
+    if backend is None:
+        return contextlib.nullcontext()
+    from diffusers.models.attention_dispatch import attention_backend
+
+    return attention_backend(backend)
+
+
+class FastTransformer(torch.nn.Module):
+    """The DiT behind the same forward signature, run under a chosen attention backend, optionally cached.
+
+    `scheduler` is the pipeline's: its step index and timestep count say where in the loop a call is.
+    """
+
+    def __init__(
+        self,
+        inner: torch.nn.Module,
+        backend: str | None = None,
+        step_cache: StepCacheSettings | None = None,
+        scheduler=None,
+    ) -> None:
+        super().__init__()
+        if step_cache is not None and scheduler is None:
+            raise ValueError("step_cache needs the pipeline's scheduler")
+        self.inner = inner
+        self.backend = backend
+        self.step_cache = step_cache
+        self.scheduler = scheduler
+        self.calls = 0  # transformer forwards actually run
+        self.reused = 0
+        self._cached: torch.Tensor | None = None
+        self._cached_shape: tuple | None = None
+
+    @property
+    def config(self):
+        return self.inner.config
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs):
+        if self.step_cache is not None:
+            step = self.scheduler.step_index or 0
+            total = len(self.scheduler.timesteps)
+            if step == 0:
+                self._cached = None
+            key = (tuple(hidden_states.shape), kwargs.get("return_dict", True))
+            if self._cached is not None and self._cached_shape == key and not self.step_cache.runs(step, total):
+                self.reused += 1
+                return self._wrap(self._cached, kwargs)
+        with attention_context(self.backend):
+            out = self.inner(hidden_states=hidden_states, **kwargs)
+        self.calls += 1
+        if self.step_cache is not None:
+            sample = out[0] if isinstance(out, tuple) else out.sample
+            self._cached, self._cached_shape = sample, (tuple(hidden_states.shape), kwargs.get("return_dict", True))
+        return out
+
+    @staticmethod
+    def _wrap(sample: torch.Tensor, kwargs: dict):
+        if kwargs.get("return_dict", True):
+            from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+            return Transformer2DModelOutput(sample=sample)
+        return (sample,)
+
+
+def compile_blocks(transformer: torch.nn.Module, mode: str | None = None) -> int:
+    """Compile each transformer block in place (one graph shared by all); returns how many."""
+    blocks = getattr(transformer, "transformer_blocks", None)
+    if blocks is None:
+        raise ValueError(f"{type(transformer).__name__} has no transformer_blocks to compile")
+    for block in blocks:
+        if getattr(block, "_compiled_call_impl", None) is None:  # already compiled: keep its graph
+            block.compile(dynamic=False, fullgraph=False, mode=mode)
+    return len(blocks)
+
+
+def accelerate(pipeline, options: PerfOptions) -> FastTransformer:
+    """Wrap `pipeline.transformer` according to `options`; returns the wrapper (also set on the pipeline)."""
+    inner = pipeline.transformer
+    if isinstance(inner, FastTransformer):
+        inner = inner.inner
+    if options.compile:
+        compile_blocks(inner)
+    backend = resolve_attention(options.attention, pipeline.device)
+    wrapper = FastTransformer(inner, backend, options.step_cache, pipeline.scheduler)
+    pipeline.transformer = wrapper
+    return wrapper
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The speed flags, as one argument group."""
+    g = parser.add_argument_group("speed")
+    g.add_argument("--attention_backend", choices=["auto", "default", *_BACKENDS], default="auto",
+                   help="Attention kernel of the DiT (auto: cuDNN on Hopper or newer, else PyTorch's choice).")
+    g.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (exact; pays a compile first).")
+    g.add_argument("--fast_mode", choices=["off", "step_cache"], default="off",
+                   help="Opt-in approximation: step_cache reuses the DiT output on some middle steps.")
+    g.add_argument("--step_cache_interval", type=int, default=2,
+                   help="With --fast_mode step_cache: run the DiT on every N-th middle step.")
+
+
+def options_from_args(args: argparse.Namespace) -> PerfOptions:
+    cache = None
+    if getattr(args, "fast_mode", "off") == "step_cache":
+        if args.step_cache_interval < 1:
+            raise ValueError(f"--step_cache_interval must be at least 1, not {args.step_cache_interval}")
+        cache = StepCacheSettings(interval=args.step_cache_interval)
+    return PerfOptions(attention=getattr(args, "attention_backend", "auto"), compile=getattr(args, "compile", False),
+                       step_cache=cache)
+
+
+__all__ = [
+    "FastTransformer", "PerfOptions", "StepCacheSettings", "accelerate", "add_arguments", "attention_context",
+    "compile_blocks", "options_from_args", "resolve_attention",
+]
