@@ -195,16 +195,45 @@ class Blocklist:
             return None
         tokens = [word for word, _ in words]
         spelled = [word for word, run in words if run]
+        index = _WordIndex(tokens)
+        glued = self._glued(tokens)
         for term in self.terms:
-            match = self._find_term(term, tokens, spelled)
+            match = self._find_term(term, index, spelled, glued)
             if match is not None:
                 return match
         return None
 
-    def _find_term(self, term: Term, tokens: list[str], spelled: list[str]) -> Match | None:
+    def _glued(self, tokens: list[str]) -> dict[str, tuple[int, int]]:
+        """Every string that runs of adjacent words spell without spaces, up to the longest term (and up
+        to twice its word count plus two words), mapped to the span of words that spell it."""
+        longest = max((len(t.compact) for t in self.terms), default=0)
+        window = 2 * max((len(t.words) for t in self.terms), default=0) + 2
+        glued: dict[str, tuple[int, int]] = {}
+        for start in range(len(tokens)):
+            text = ""
+            for end in range(start, min(len(tokens), start + window)):
+                text += tokens[end]
+                if len(text) > longest:
+                    break
+                glued.setdefault(text, (start, end + 1))
+        return glued
+
+    def _find_term(self, term: Term, index: "_WordIndex", spelled: list[str], glued: dict[str, tuple[int, int]]) -> Match | None:
+        tokens = index.tokens
         k = len(term.words)
-        # 1. Word by word, each word exact or within its edit budget.
-        for start in range(len(tokens) - k + 1):
+        # 1. Word by word, each word exact or within its edit budget; starts only where the first word
+        # matches (found among the text's distinct words of a fitting length).
+        first = term.words[0]
+        budget = 0 if term.exact_only else max_edits(first)
+        starts = sorted(
+            i
+            for token in index.near(first, budget)
+            if self._word_matches(token, first, term.exact_only) is not None
+            for i in index.positions[token]
+        )
+        for start in starts:
+            if start + k > len(tokens):
+                break
             fuzzy = False
             for offset, word in enumerate(term.words):
                 result = self._word_matches(tokens[start + offset], word, term.exact_only)
@@ -223,14 +252,9 @@ class Blocklist:
         # fuzzy matching across word boundaries finds innocent pairs of words.
         if len(compact) < 6 and term.exact_only:
             return None
-        for start in range(len(tokens)):
-            glued = ""
-            for end in range(start, min(len(tokens), start + 2 * k + 2)):
-                glued += tokens[end]
-                if len(glued) > len(compact):
-                    break
-                if glued == compact:
-                    return Match(term, " ".join(tokens[start : end + 1]), True)
+        if compact in glued:
+            start, end = glued[compact]
+            return Match(term, " ".join(tokens[start:end]), True)
         return None
 
     def check(self, text: str) -> Verdict:
@@ -242,6 +266,23 @@ class Blocklist:
 
     def __len__(self) -> int:
         return len(self.terms)
+
+
+class _WordIndex:
+    """Where each distinct word of a text occurs, and its distinct words by length."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.positions: dict[str, list[int]] = {}
+        for i, token in enumerate(tokens):
+            self.positions.setdefault(token, []).append(i)
+        self.by_length: dict[int, list[str]] = {}
+        for token in self.positions:
+            self.by_length.setdefault(len(token), []).append(token)
+
+    def near(self, word: str, budget: int) -> list[str]:
+        """Distinct words whose length is within `budget` of `word`'s."""
+        return [t for n in range(len(word) - budget, len(word) + budget + 1) for t in self.by_length.get(n, ())]
 
 
 def make_term(line: str, category: str) -> Term:
