@@ -139,7 +139,6 @@ class Blocklist:
     def __init__(self, terms: Iterable[Term], allow: Iterable[str] = ()) -> None:
         self.terms = tuple(t for t in terms if t.words)
         self.allow = frozenset(allow)
-        self._words = {w for t in self.terms for w in t.words}
 
     # -- building -----------------------------------------------------------------------------------
     @classmethod
