@@ -51,6 +51,8 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
+    # kopf logs every successful handler run at INFO; the timer runs every few seconds per job.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     metrics.serve(CONFIG.metrics_port)
     logger.info("video2world operator started (poll every %ss)", CONFIG.poll_interval_seconds)
 
@@ -283,22 +285,23 @@ def _wants_cleanup(spec: kopf.Spec, **_: Any) -> bool:
 def _register(names: KindNames) -> None:
     kind, plural = names.kind, names.plural
 
-    @kopf.on.resume(GROUP, VERSION, plural)
-    @kopf.on.create(GROUP, VERSION, plural)
+    # Explicit ids: kopf stores handler state in annotations named after them.
+    @kopf.on.resume(GROUP, VERSION, plural, id="create-pytorchjob")
+    @kopf.on.create(GROUP, VERSION, plural, id="create-pytorchjob")
     def create_pytorchjob(**kwargs: Any) -> None:
         ensure(kind, **_pick(kwargs, "body", "meta", "status", "name", "namespace", "uid", "patch", "retry", "logger"))
 
-    @kopf.on.field(GROUP, VERSION, plural, field="spec.suspend")
+    @kopf.on.field(GROUP, VERSION, plural, field="spec.suspend", id="suspend")
     def suspend_changed(old: Any, new: Any, **kwargs: Any) -> None:
         if old is None and not new:
             return  # the initial value: the PyTorchJob is created with it
         set_suspend(kind, new=new, **_pick(kwargs, "body", "name", "namespace", "logger"))
 
-    @kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0)
+    @kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0, id="follow")
     def follow(**kwargs: Any) -> None:
         sync(kind, **_pick(kwargs, "body", "meta", "status", "name", "namespace", "patch", "logger"))
 
-    @kopf.on.delete(GROUP, VERSION, plural, when=_wants_cleanup)
+    @kopf.on.delete(GROUP, VERSION, plural, when=_wants_cleanup, id="delete-results")
     def delete_results(**kwargs: Any) -> None:
         cleanup(kind, **_pick(kwargs, "body", "name", "namespace", "retry", "logger"))
 
