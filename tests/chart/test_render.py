@@ -99,9 +99,12 @@ def test_namespaced_mode_runs_kopf_on_the_listed_namespaces_with_roles_there(hel
     assert "--verbose" in args and "--log-format=json" in args
     assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "Role", "RoleBinding",
                            "RoleBinding", "Service", "ServiceAccount"]
-    crd_role = find(docs, "ClusterRole", f"{FULL}-crds")
-    assert crd_role["rules"] == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-                                  "verbs": ["get", "list", "watch"]}]
+    cluster_role = find(docs, "ClusterRole", f"{FULL}-cluster")
+    assert cluster_role["rules"] == [
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    ]
     for ns in ("team-a", "team-b"):
         binding = find(docs, "RoleBinding", FULL, ns)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULL, "namespace": "v2w-system"}]

@@ -88,3 +88,13 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]
 {{- end -}}
+
+{{/*
+Namespaced mode only: kopf lists and watches namespaces to match its --namespace patterns. Without it,
+kopf retries the refused list for about a minute before it serves any job, then falls back.
+*/}}
+{{- define "v2w.namespaceRules" -}}
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end -}}
