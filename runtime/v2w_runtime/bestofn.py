@@ -384,7 +384,7 @@ def run(options: BestOfNOptions, *, make_generator=None, make_critic, ctx=None, 
                     on_step=progress.step if leader else None,
                 )
                 if layout.is_group_leader:
-                    _write_generation(folder, stem, gen, options)
+                    _write_generation(folder, stem, gen, options, group=layout.group_index)
                 if leader:
                     progress.video_done()
             del generator
@@ -452,8 +452,8 @@ def run(options: BestOfNOptions, *, make_generator=None, make_critic, ctx=None, 
     return result
 
 
-def _write_generation(folder: Folder, stem: str, gen, options: BestOfNOptions) -> None:
-    record = gen.record() | {"input": options.input_path, "name": f"{stem}.mp4"}
+def _write_generation(folder: Folder, stem: str, gen, options: BestOfNOptions, group: int = 0) -> None:
+    record = gen.record() | {"input": options.input_path, "name": f"{stem}.mp4", "gpu_group": group}
     if gen.status != "succeeded" or gen.frames is None:
         folder.write_json(f"{stem}.blocked.json", record)
         return
@@ -537,8 +537,10 @@ def build_parser():
                         help="Cosmos-Reason1 checkpoint of the critic (default: --refiner_checkpoint; loaded once "
                              "when both are the same).")
     critic.add_argument("--critic_fps", type=float, default=16.0, help="Frame rate the critic watches the video at.")
-    critic.add_argument("--critic_max_pixels", type=int, default=None,
-                        help="Pixels per frame the critic sees at most (default: the checkpoint's processor).")
+    # About 640x360 a frame: a 93-frame clip at 16 fps is then about 14k vision tokens for the 7B critic,
+    # where the processor's own bound (about 600k pixels) would make about 36k.
+    critic.add_argument("--critic_max_pixels", type=int, default=640 * 360,
+                        help="Pixels per frame the critic sees at most (0: the checkpoint processor's bound).")
     critic.add_argument("--critic_max_new_tokens", type=int, default=1024, help="Length bound of each critic answer.")
     critic.add_argument("--critic_seed", type=int, default=0, help="Sampling seed of the first critic trial.")
     return p
@@ -552,6 +554,8 @@ def check_args(args) -> None:
     for flag in ("num_generations", "num_critic_trials", "critic_max_new_tokens", "refiner_max_new_tokens"):
         if getattr(args, flag) < 1:
             raise BestOfNError(f"--{flag} must be at least 1, not {getattr(args, flag)}")
+    if args.critic_max_pixels < 0:
+        raise BestOfNError(f"--critic_max_pixels must not be negative, not {args.critic_max_pixels}")
     if args.critic_fps <= 0:
         raise BestOfNError(f"--critic_fps must be positive, not {args.critic_fps}")
     if args.seed < 0:
@@ -677,7 +681,7 @@ def _run_cli(args, target_path: str) -> int:
         sampling = Sampling(max_new_tokens=args.critic_max_new_tokens, do_sample=True, temperature=0.6, top_p=0.95,
                             top_k=50, repetition_penalty=1.05)
         return Critic(model, num_trials=args.num_critic_trials, fps=args.critic_fps,
-                      max_pixels=args.critic_max_pixels, sampling=sampling, seed=args.critic_seed)
+                      max_pixels=args.critic_max_pixels or None, sampling=sampling, seed=args.critic_seed)
 
     options = BestOfNOptions(
         save_path=target_path, input_path=None if args.skip_generation else args.input_path,
