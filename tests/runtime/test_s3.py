@@ -130,3 +130,33 @@ def test_s3_endpoint_unreachable(cli, monkeypatch, tmp_path):
     assert "not-a-real-secret-value" not in run.err
     run = cli("--batch_input_json", "s3://some-bucket/batch.json", "--output_uri", "s3://some-bucket/out")
     assert run.code == 2 and "s3://some-bucket/out" in run.err and "unreachable" in run.err
+
+
+@pytest.mark.s3
+def test_large_files_go_up_and_down_in_parts(s3_env, monkeypatch, tmp_path):
+    from v2w_runtime import storage
+
+    monkeypatch.setattr(storage, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    monkeypatch.setattr(storage, "MULTIPART_CHUNK", 5 * 1024 * 1024)
+    bucket = s3_env.make_bucket("v2w-mp")
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * (45 * 1024))  # 11.25 MiB: three parts
+    uri = storage.put_file(big, f"s3://{bucket}/blobs/big.bin", "application/octet-stream")
+    head = s3_env.client().head_object(Bucket=bucket, Key="blobs/big.bin")
+    assert head["ETag"].strip('"').endswith("-3")  # S3's mark of a multipart upload
+    back = storage.fetch_file(uri, tmp_path / "cache")
+    assert back.read_bytes() == big.read_bytes()
+
+
+def test_uri_vocabulary(monkeypatch, tmp_path):
+    from v2w_runtime import storage
+
+    monkeypatch.setenv("V2W_PVC_ROOT", str(tmp_path))
+    assert storage.local_path("pvc://models/cosmos/2b") == tmp_path / "models" / "cosmos" / "2b"
+    assert storage.parse_s3("s3://bucket/a/b/") == storage.S3Location("bucket", "a/b")
+    assert storage.join("s3://bucket/runs/ns/job", "x.mp4") == "s3://bucket/runs/ns/job/x.mp4"
+    for bad in ("pvc://claim/../etc", "s3://bucket/a/../../b", "ftp://host/file"):
+        with pytest.raises(storage.StorageError, match="'\\.\\.'|unsupported"):
+            storage.local_path(bad) if not bad.startswith("s3") else storage.parse_s3(bad)
+    with pytest.raises(storage.StorageError):
+        storage.join("s3://bucket/p", "../x")
