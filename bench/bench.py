@@ -220,7 +220,7 @@ def compiled_forward(rec: Recorder, dit, ceiling: float, res_list=("720", "480")
         perf.compile_blocks(dit)
         backend = perf.resolve_attention("auto", DEV)
         for res in res_list:
-            inputs = dit_inputs(2, res)
+            inputs = dit_inputs(1, res)
             h, w = RESOLUTIONS[res]
             tokens = ((FRAMES - 1) // 4 + 1) * (h // 16) * (w // 16)
             with torch.no_grad(), perf.attention_context(backend):
@@ -229,10 +229,10 @@ def compiled_forward(rec: Recorder, dit, ceiling: float, res_list=("720", "480")
                 torch.cuda.synchronize()
                 first = time.perf_counter() - t0
                 r = sync_time(lambda: dit(**inputs), repeats=2, warmup=0)
-            flops = dit_flops(tokens, dim, cfg.num_layers, 2)
-            r.update(tokens=tokens, batch=2, attention=backend or "default", compile_first_call_s=round(first, 1),
+            flops = dit_flops(tokens, dim, cfg.num_layers, 1)
+            r.update(tokens=tokens, batch=1, attention=backend or "default", compile_first_call_s=round(first, 1),
                      tflops=round(flops / r["seconds"] / 1e12, 1), mfu=round(flops / r["seconds"] / 1e12 / ceiling, 3))
-            rec.put(f"forward/2B/{res}/compiled_{backend}_b2", r)
+            rec.put(f"forward/2B/{res}/compiled_b1", r)
             free()
     except Exception as exc:
         rec.put("forward/2B/compiled_error", {"error": f"{type(exc).__name__}: {exc}"[:800]})
@@ -270,21 +270,7 @@ def phase_forwards(rec: Recorder, args) -> None:
     free()
     dit = build_dit("14B")
     forward_variants(rec, "14B", dit, ceiling, [("stock_b1", 1, "default", 1), ("cudnn_b2", 2, "cudnn", 1)])
-    # The whole 14B pipeline (T5-XXL, Wan VAE, DiT) at 720p for a few steps: does it fit one GPU?
-    ours, _ = build_pipelines(dit)
-    perf.accelerate(ours, perf.PerfOptions(attention="auto"))
-    free()
-    h, w = RESOLUTIONS["720"]
-    frames = scene_frames(1, h, w, seed=4)
-    t0 = time.perf_counter()
-    video = ours(frames, PROMPT, NEGATIVE, h, w, FRAMES, 2, GUIDANCE, 16, torch.Generator().manual_seed(0))
-    torch.cuda.synchronize()
-    rec.put("pipeline/14B/720/ours_2_steps", {
-        "seconds": round(time.perf_counter() - t0, 2), "steps": 2, "frames": list(video.frames.shape),
-        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        "reserved_peak_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
-    })
-    del ours, _, dit
+    del dit
     free()
     if not args.skip_compile:  # last: its compile time is the least predictable part
         compiled_forward(rec, build_dit("2B"), ceiling)
@@ -337,74 +323,122 @@ def diff(a, b) -> dict:
     return {"max_abs": round(float(d.max()), 4), "mean_abs": round(float(d.mean()), 5)}
 
 
+def save_latents(out: Path, name: str, latents: torch.Tensor) -> None:
+    # float16: a 720p video's latents in 11 MB (the device returns files of up to 16 MB)
+    torch.save(latents.to(torch.float16).cpu(), out / f"latents-{name}.pt")
+
+
 def phase_video(rec: Recorder, args, res: str) -> None:
-    """Full 2B videos (93 frames, 35 steps, guidance 7): stock, ours exact, ours fast; same seed."""
+    """Full 2B videos (93 frames, 35 steps, guidance 7) on the same seed.
+
+    runs: "stock", "ours" (exact), "cacheN" (ours with the step cache, interval N). Final latents are
+    saved with --save; --load DIR brings saved latents of an earlier run of the same GPU kind in
+    (decoded here), so a comparison can span two device calls when one call cannot hold every video.
+    """
     h, w = RESOLUTIONS[res]
     steps = args.steps
     dit = build_dit("2B")
     ours, stock = build_pipelines(dit)
     frames = scene_frames(1, h, w, seed=4)
-    # warm-up: CUDA/cuDNN handles and kernels, both pipelines, one step at a small size
-    with torch.no_grad():
-        run_stock(stock, scene_frames(1, *WARM), *WARM, 1, 0)
-        wrapper = perf.accelerate(ours, perf.PerfOptions(attention="auto", compile=args.compile))
+    with torch.no_grad():  # warm-up: CUDA/cuDNN handles and kernels, one step at a small size
+        if "stock" in args.runs:
+            run_stock(stock, scene_frames(1, *WARM), *WARM, 1, 0)
+        perf.accelerate(ours, perf.PerfOptions())
         run_ours(ours, scene_frames(1, *WARM), *WARM, 1, 0)
     free()
     key = f"video/2B/{res}"
-    ref = None
-    if "stock" in args.runs:
-        (s_lat, s_frames), r = timed(lambda: run_stock(stock, frames, h, w, steps, args.seed))
-        r["steps"] = steps
-        rec.put(f"{key}/stock", r)
-        ref = (s_lat, s_frames)
-    free()
-    exact = None
-    if "ours" in args.runs:
-        wrapper.calls = 0
-        if args.compile:  # compile at this size outside the timed run, reported on its own
-            (_, _), c = timed(lambda: run_ours(ours, frames, h, w, 1, args.seed))
-            rec.put(f"{key}/ours_compile_warmup_1_step", c)
-        wrapper.calls = 0
-        (o_lat, o_frames), r = timed(lambda: run_ours(ours, frames, h, w, steps, args.seed))
-        r.update(steps=steps, attention=wrapper.backend or "default", compile=args.compile, forwards=wrapper.calls)
-        rec.put(f"{key}/ours_exact", r)
-        exact = (o_lat, o_frames)
-        if ref is not None:
-            rec.put(f"{key}/correctness_ours_vs_stock", {
-                "latents": diff(o_lat, ref[0]), "frames_0_255": diff(o_frames, ref[1]),
-                "frames_psnr_db": _round(psnr(o_frames, ref[1])),
-            })
-    free()
-    for interval in args.cache_intervals:
-        settings = perf.StepCacheSettings(interval=interval)
-        wrapper = perf.accelerate(ours, perf.PerfOptions(attention="auto", compile=args.compile, step_cache=settings))
-        (f_lat, f_frames), r = timed(lambda: run_ours(ours, frames, h, w, steps, args.seed))
-        r.update(steps=steps, forwards=wrapper.calls, reused=wrapper.reused, settings=settings.model_dump())
-        if exact is not None:
-            r.update(psnr_vs_exact_db=_round(psnr(f_frames, exact[1])), latents_vs_exact=diff(f_lat, exact[0]))
-        if ref is not None:
-            r.update(psnr_vs_stock_db=_round(psnr(f_frames, ref[1])))
-        rec.put(f"{key}/ours_step_cache_{interval}", r)
+    got: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+    for name in args.runs:
+        if name == "stock":
+            (lat, vid), r = timed(lambda: run_stock(stock, frames, h, w, steps, args.seed))
+            r.update(steps=steps, forwards=2 * steps)
+        else:
+            cache = perf.StepCacheSettings(interval=int(name[5:])) if name.startswith("cache") else None
+            wrapper = perf.accelerate(ours, perf.PerfOptions(compile=args.compile, step_cache=cache))
+            (lat, vid), r = timed(lambda: run_ours(ours, frames, h, w, steps, args.seed))
+            r.update(steps=steps, forwards=wrapper.calls * (2 if wrapper.split_batch else 1), split_batch=wrapper.split_batch,
+                     attention=wrapper.backend or "default", compile=args.compile)
+            if cache is not None:
+                r["step_cache"] = cache.model_dump()
+        got[name] = (lat, vid)
+        if args.save:
+            save_latents(rec.path.parent, f"{res}-{name}", lat)
+        rec.put(f"{key}/{name}", r)
         free()
+    if args.load:
+        for f in sorted(Path(args.load).glob(f"latents-{res}-*.pt")):
+            name = f.stem.removeprefix(f"latents-{res}-")
+            if name in got:
+                continue
+            lat = torch.load(f).to(DEV).float()
+            with torch.no_grad():
+                got[name] = (lat, ours.decode(lat).astype(np.float32))
+            rec.put(f"{key}/loaded/{name}", {"from": f.name, "note": "final latents of an earlier call (float16), decoded here"})
+    compare(rec, key, got)
+
+
+def compare(rec: Recorder, key: str, got: dict) -> None:
+    if "ours" in got and "stock" in got:
+        (o_lat, o_vid), (s_lat, s_vid) = got["ours"], got["stock"]
+        rec.put(f"{key}/correctness_ours_vs_stock", {
+            "latents": diff(o_lat, s_lat), "frames_0_255": diff(o_vid, s_vid), "frames_psnr_db": _round(psnr(o_vid, s_vid)),
+            "latent_scale_mean_abs": round(float(s_lat.abs().mean()), 4),
+        })
+    for name, (lat, vid) in got.items():
+        if not name.startswith("cache"):
+            continue
+        r = {}
+        if "ours" in got:
+            r.update(psnr_vs_exact_db=_round(psnr(vid, got["ours"][1])), latents_vs_exact=diff(lat, got["ours"][0]))
+        if "stock" in got:
+            r.update(psnr_vs_stock_db=_round(psnr(vid, got["stock"][1])))
+        rec.put(f"{key}/quality_{name}", r)
+
+
+def phase_pipeline14b(rec: Recorder, args) -> None:
+    """The whole 14B pipeline (T5-XXL, Wan VAE, DiT) at 720p for a few steps, ours: does it fit one GPU?"""
+    dit = build_dit("14B")
+    ours, _ = build_pipelines(dit)
+    wrapper = perf.accelerate(ours, perf.PerfOptions())
+    free()
+    h, w = RESOLUTIONS["720"]
+    frames = scene_frames(1, h, w, seed=4)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        video = ours(frames, PROMPT, NEGATIVE, h, w, FRAMES, args.steps, GUIDANCE, 16, torch.Generator().manual_seed(0))
+    torch.cuda.synchronize()
+    rec.put("pipeline/14B/720/ours", {
+        "seconds": round(time.perf_counter() - t0, 2), "steps": args.steps, "forwards": 2 * wrapper.calls,
+        "frames": list(video.frames.shape), "split_batch": wrapper.split_batch,
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "reserved_peak_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+    })
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--phase", choices=["forwards", "video720", "video480"], required=True)
+    p.add_argument("--phase", choices=["forwards", "video720", "video480", "pipeline14b"], required=True)
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/out")))
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs", nargs="*", default=["stock", "ours"], choices=["stock", "ours"])
-    p.add_argument("--cache_intervals", nargs="*", type=int, default=[])
+    p.add_argument("--runs", nargs="*", default=["stock", "ours"], help="stock, ours, cacheN (step cache interval N)")
+    p.add_argument("--save", action="store_true", help="write each run's final latents (float16) next to the JSON")
+    p.add_argument("--load", default=None, help="folder of latents saved by an earlier call, compared here")
     p.add_argument("--compile", action="store_true", help="compile ours in the video phases")
+    p.add_argument("--tag", default="", help="suffix of the JSON file name")
     p.add_argument("--skip_compile", action="store_true", help="skip the compiled forwards in the forwards phase")
     args = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench.py needs a CUDA GPU")
     args.out.mkdir(parents=True, exist_ok=True)
-    rec = Recorder(args.out, args.phase if args.phase == "forwards" else f"{args.phase}")
+    for name in args.runs:
+        if name not in ("stock", "ours") and not (name.startswith("cache") and name[5:].isdigit() and int(name[5:]) >= 1):
+            p.error(f"--runs: unknown run {name!r} (stock, ours, cacheN)")
+    rec = Recorder(args.out, args.phase + (f"-{args.tag}" if args.tag else ""))
     if args.phase == "forwards":
         phase_forwards(rec, args)
+    elif args.phase == "pipeline14b":
+        phase_pipeline14b(rec, args)
     else:
         phase_video(rec, args, args.phase.removeprefix("video"))
     print("done", flush=True)
