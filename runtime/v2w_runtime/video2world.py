@@ -408,6 +408,7 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
         merged = sorted((item for part in gathered for item in part), key=lambda pair: pair[0])
         videos = [VideoResult.model_validate(data) for _, data in merged]
         result = build_result(videos, started, settings_record(args), run_versions)
+        reporter.state.videos_done = len(videos)  # every group's, not only this one's
         reporter.stage(Stage.DONE if result.succeeded else Stage.FAILED, message=result.message)
         uri = write_result(target, result)
         print_summary(videos, uri)
