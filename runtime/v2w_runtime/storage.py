@@ -135,6 +135,8 @@ def _explain(exc: BaseException, uri: str, action: str) -> StorageError:
             "InvalidAccessKeyId": "the access key is not known to the endpoint",
             "SignatureDoesNotMatch": "the secret key does not match the access key",
         }
+        if action == "reach" and code in ("404", "NoSuchBucket"):
+            return StorageError(f"cannot reach {uri}: no such bucket")
         return StorageError(f"cannot {action} {uri}: {hints.get(code, code)}")
     name = type(exc).__name__
     if "Connect" in name or "Timeout" in name:

@@ -1,0 +1,50 @@
+"""progress.json and result.json as the operator reads them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from v2w_operator.api.manifest import ProgressManifest, ResultManifest, Stage, VideoResult
+from v2w_runtime.manifests import ProgressReporter, build_result, write_result
+from v2w_runtime.outputs import OutputTarget
+
+from .conftest import read_json
+
+
+def test_progress_follows_stages_and_steps(tmp_path, monkeypatch):
+    target = OutputTarget(tmp_path)
+    writes: list[ProgressManifest] = []
+    reporter = ProgressReporter(target, videos_total=2, total_steps=35)
+    original = reporter.write
+
+    def record():
+        original()
+        writes.append(ProgressManifest.model_validate(read_json(tmp_path / "progress.json")))
+
+    monkeypatch.setattr(reporter, "write", record)
+    reporter.stage(Stage.SAMPLING, current="a.mp4")
+    for step in range(1, 36):
+        reporter.step(step, 35)
+    reporter.video_done()
+    steps = [w.step for w in writes if w.stage == Stage.SAMPLING]
+    assert steps[-1] == 35 and 3 in steps and len(steps) <= 15  # every 1/10 of the steps, not every step
+    last = writes[-1]
+    assert (last.videos_done, last.videos_total, last.current) == (1, 2, "a.mp4")
+    assert last.summary() == "1/2 videos, step 35/35"
+
+
+def test_progress_only_on_the_global_leader(tmp_path):
+    ProgressReporter(OutputTarget(tmp_path), videos_total=1, total_steps=3, enabled=False).stage(Stage.LOADING)
+    assert not (tmp_path / "progress.json").exists()
+
+
+def test_result_counts_blocked_as_handled(tmp_path):
+    started = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    videos = [VideoResult(name="a.mp4", status="succeeded"), VideoResult(name="b.mp4", status="blocked", reason="x")]
+    result = build_result(videos, started, {"seed": 0}, {"torch": "x"})
+    assert result.succeeded and result.message == "1 succeeded, 1 blocked"
+    write_result(OutputTarget(tmp_path), result)
+    back = ResultManifest.model_validate(read_json(tmp_path / "result.json"))
+    assert back.counts() == {"succeeded": 1, "blocked": 1, "failed": 0, "skipped": 0}
+    failed = build_result(videos + [VideoResult(name="c.mp4", status="failed")], started, {}, {})
+    assert not failed.succeeded
