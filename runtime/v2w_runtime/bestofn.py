@@ -49,6 +49,10 @@ class BestOfNError(ValueError):
     """The best-of-N run cannot start or go on; the message names the flag or file."""
 
 
+class ForeignFolderError(BestOfNError):
+    """The save path holds another run's videos; its result.json must stay as it is."""
+
+
 def generation_stem(index: int, seed: int) -> str:
     return f"gen{index:02d}_seed{seed}"
 
@@ -362,7 +366,7 @@ def run(options: BestOfNOptions, *, make_generator=None, make_critic, ctx=None, 
             if JOB_FILE in names:
                 previous = JobRecord.model_validate(folder.read_json(JOB_FILE))
                 if previous.fingerprint != record.fingerprint:
-                    raise BestOfNError(
+                    raise ForeignFolderError(
                         f"{options.save_path} holds the videos of another best-of-N run (different input, prompt "
                         f"or settings, see {JOB_FILE}): choose a new --save_path"
                     )
@@ -595,7 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not _is_bad_input(exc):
             raise
-        return _fail(target_path, started, args, str(exc), EXIT_BAD_INPUT)
+        # Never overwrite the result.json of the other run that owns the folder.
+        keep = target_path if not isinstance(exc, ForeignFolderError) else None
+        return _fail(keep, started, args, str(exc), EXIT_BAD_INPUT)
 
 
 def _is_bad_input(exc: Exception) -> bool:

@@ -80,7 +80,7 @@ def build_tokenizer(vocab_size: int = 512):
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=SPECIAL_TOKENS[1:],
-        model_max_length=4096,
+        model_max_length=131072,
     )
 
 

@@ -132,7 +132,9 @@ def test_skip_generation_needs_videos(tiny_models, tmp_path, capsys):
 
 
 def test_refuses_to_mix_two_runs_in_one_folder(tiny_models, bestofn_run, capsys):
+    before = (bestofn_run / "result.json").read_bytes()
     code = main(cli_args(tiny_models, str(bestofn_run), "--num_generations", "3", "--seed", "7") +
                 ["--prompt", "Something else entirely."])
     assert code == 2
     assert "holds the videos of another best-of-N run" in capsys.readouterr().err
+    assert (bestofn_run / "result.json").read_bytes() == before  # the other run's record stays
