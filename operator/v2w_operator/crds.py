@@ -243,11 +243,13 @@ def render(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write (or check) the CRDs generated from the API models.")
     parser.add_argument("--out", type=Path, default=Path("crds"), help="folder for the CRD YAML files (default: crds)")
-    parser.add_argument("--check", action="store_true", help="exit 1 when the folder differs from the models")
+    parser.add_argument("--chart", type=Path, default=Path("charts/video2world-operator/crds"),
+                        help="the Helm chart's copy, kept identical (default: charts/video2world-operator/crds)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a folder differs from the models")
     args = parser.parse_args(argv)
     drift = False
-    for name, doc in all_crds().items():
-        path = args.out / name
+    targets = [(folder / name, doc) for folder in (args.out, args.chart) for name, doc in all_crds().items()]
+    for path, doc in targets:
         text = render(doc)
         if args.check:
             current = path.read_text() if path.exists() else ""
@@ -255,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
                 drift = True
                 sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), text.splitlines(True), str(path), "generated"))
         else:
-            args.out.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
             print(f"wrote {path}")
     if drift:
-        print("crds/ is out of date: run `python -m v2w_operator.crds`", file=sys.stderr)
+        print("the CRDs are out of date: run `python -m v2w_operator.crds`", file=sys.stderr)
         return 1
     return 0
 

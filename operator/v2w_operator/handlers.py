@@ -172,13 +172,17 @@ def ensure(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, nam
     patch.status["pytorchJobName"] = child
     patch.status["outputPrefix"] = pytorchjob.output_prefix(spec, namespace, name) + "/"
     patch.status["observedGeneration"] = generation
-    patch.status["conditions"] = set_condition(status.get("conditions") or [], "Accepted", True,
-                                               Reason.PYTORCHJOB_CREATED.value, message, generation)
+    conditions = set_condition(status.get("conditions") or [], "Accepted", True, Reason.PYTORCHJOB_CREATED.value,
+                               message, generation)
     if not status.get("phase") or status.get("phase") == Phase.PENDING.value:
         phase = Phase.SUSPENDED.value if spec.suspend else Phase.PENDING.value
+        if spec.suspend:
+            message += " suspended; set spec.suspend to false to start it"
+            conditions = set_condition(conditions, "Suspended", True, Reason.SUSPENDED.value, message, generation)
         patch.status["phase"] = phase
         patch.status["message"] = message
         metrics.observe_phase(kind, namespace, name, phase)
+    patch.status["conditions"] = conditions
 
 
 def _retry_later(kind: str, body: kopf.Body, patch: kopf.Patch, status: dict, generation: int | None,
