@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--save_path", default="output/generated_video.mp4",
                      help="Output MP4 (single mode). Its folder is the output folder: batch outputs must "
                      "stay inside it.")
-    out.add_argument("--output_uri", default=None,
+    out.add_argument("--output_uri", "--output-uri", dest="output_uri", default=None,
                      help="s3://bucket/prefix to upload the MP4s, side files, progress.json and result.json to.")
 
     gen = p.add_argument_group("generation")
