@@ -97,7 +97,11 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
     models_dir = workdir / "models"
     subprocess.run([sys.executable, "-m", "v2w_runtime.tiny", "--out", str(models_dir / "video2world")], check=True,
                    capture_output=True)
-    models = {"video2world": stack.upload_tree(client, models_dir / "video2world", bucket, "models/video2world")}
+    from v2w_runtime.qwen_tiny import write_tiny_qwen
+
+    write_tiny_qwen(models_dir / "reason1")
+    models = {name: stack.upload_tree(client, models_dir / name, bucket, f"models/{name}")
+              for name in ("video2world", "reason1")}
     for i in range(3):
         client.put_object(Bucket=bucket, Key=f"inputs/input{i}.jpg", Body=stack.sample_image(i, (96, 64)))
 
@@ -108,6 +112,7 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
         "V2W_POLL_INTERVAL_SECONDS": "1",
         "V2W_METRICS_PORT": str(stack.free_port()),
         "V2W_CHECKPOINT_2B": models["video2world"],
+        "V2W_REFINER_CHECKPOINT": models["reason1"],
         "V2W_S3_ENDPOINT": minio.endpoint,
         "V2W_S3_REGION": minio.region,
         "V2W_RUNTIME_EXTRA_ARGS": RUNTIME_DEBUG_ARGS,

@@ -77,6 +77,29 @@ def test_batch_job_writes_every_entry(e2e):
     assert json.loads(stored["Body"].read())[0]["output_video"] == "scene-0.mp4"
 
 
+def test_best_of_n_job_reports_the_best_video_and_its_score(e2e):
+    ns = e2e.namespace()
+    doc = e2e.job("BestOfNJob", "pick", {
+        "input": {"uri": f"s3://{e2e.bucket}/inputs/input2.jpg", "prompt": "A worker fills bottles."},
+        "bestOfN": {"numGenerations": 2, "critic": {"numTrials": 2}}, **DISABLED})
+    e2e.apply(ns, doc)
+    obj, _ = e2e.wait_for(ns, "bonjob", "pick", phase_is("Succeeded", "Failed"), timeout=400, what="a final phase")
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    result = read_result(e2e, obj)
+    best = result.best_video()
+    assert best is not None and status["best"]["name"] == best.name and status["best"]["score"] == best.score
+    assert sorted(o["score"] for o in status["outputs"]) == sorted(v.score for v in result.videos)
+    assert len({o["seed"] for o in status["outputs"]}) == 2  # distinct, recorded seeds
+    for output in status["outputs"]:
+        assert f"{output['score']:03d}" in output["uri"]  # the score is in the MP4's name
+    bucket, key = s3_key(status["indexUri"])
+    index = e2e.minio.client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    assert best.name.rsplit(".", 1)[0] in index
+    table = e2e.kubectl("get", "bonjobs", "-n", ns).stdout
+    assert str(best.score) in table.splitlines()[1]
+
+
 def test_runtime_failure_becomes_failed_with_the_runtime_message(e2e):
     ns = e2e.namespace()
     doc = e2e.job("Video2WorldJob", "broken", {
