@@ -46,8 +46,8 @@ def _flag(args: list[str], name: str, value: Any) -> None:
         args += [f"--{name}", str(value)]
 
 
-def runtime_args(kind: str, spec: Video2WorldJobSpec | BestOfNJobSpec, config: OperatorConfig, prefix: str,
-                 batch_uri: str | None = None) -> list[str]:
+def runtime_args(kind: str, name: str, spec: Video2WorldJobSpec | BestOfNJobSpec, config: OperatorConfig,
+                 prefix: str, batch_uri: str | None = None) -> list[str]:
     """The runtime CLI's own flags (the seed's, kept compatible) for this spec."""
     args: list[str] = []
     gen = spec.generation
@@ -85,6 +85,7 @@ def runtime_args(kind: str, spec: Video2WorldJobSpec | BestOfNJobSpec, config: O
 
     if isinstance(spec, Video2WorldJobSpec):
         if spec.input is not None:
+            _flag(args, "save_path", f"{name}.mp4")  # a single video is named after its job
             _flag(args, "input_path", spec.input.uri)
             _flag(args, "prompt", spec.input.prompt)
         else:
@@ -213,7 +214,7 @@ def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSp
           config: OperatorConfig, batch_uri: str | None = None) -> dict[str, Any]:
     """The PyTorchJob for a job, owned by it (garbage-collected with it)."""
     prefix = output_prefix(spec, namespace, name)
-    args = runtime_args(kind, spec, config, prefix, batch_uri)
+    args = runtime_args(kind, name, spec, config, prefix, batch_uri)
     template = _pod_template(kind, name, spec, config, args)
     par = spec.parallelism
     replica = {"restartPolicy": "OnFailure", "template": template}

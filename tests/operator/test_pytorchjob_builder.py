@@ -52,7 +52,7 @@ def test_single_job_names_owner_and_flags():
     f = flags(pj)
     assert f["model_size"] == "2B" and f["checkpoint_dir"] == "s3://models/2b"
     assert f["input_path"] == "s3://v2w-inputs/video2world/input0.jpg"
-    assert f["output_uri"] == "s3://v2w-results/jobs/team-a/job-a"
+    assert f["output_uri"] == "s3://v2w-results/jobs/team-a/job-a" and f["save_path"] == "job-a.mp4"
     assert (f["num_steps"], f["guidance"], f["resolution"], f["num_gpus"]) == ("35", "7.0", "720", "1")
     assert f["refiner_checkpoint"] == "s3://models/reason1" and f["guardrail_checkpoint"] == "s3://models/guard"
     assert "disable_guardrail" not in f and "disable_prompt_refiner" not in f
