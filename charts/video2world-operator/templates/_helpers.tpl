@@ -59,12 +59,11 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
 - apiGroups: [video2world.io]
   resources: [video2worldjobs/status, bestofnjobs/status]
   verbs: [get, patch]
+# get (follow), create (once, deterministic name), patch (spec.runPolicy.suspend); deletion is the
+# garbage collector's, through the owner reference.
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
-  verbs: [get, list, watch, create, patch, delete]
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
@@ -74,12 +73,10 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
   - {{ . | quote }}
   {{- end }}
 {{- end }}
+# kopf 1.45 posts core/v1 Events and only creates them.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
 
 {{/* kopf scans and watches CRDs cluster-wide; the operator also reports a missing PyTorchJob CRD. */}}
