@@ -364,6 +364,7 @@ def phase_video(rec: Recorder, args, res: str) -> None:
         if args.save:
             save_latents(rec.path.parent, f"{res}-{name}", lat)
         rec.put(f"{key}/{name}", r)
+        compare(rec, key, got)  # after every run, so a call cut short keeps its comparisons
         free()
     if args.load:
         for f in sorted(Path(args.load).glob(f"latents-{res}-*.pt")):
