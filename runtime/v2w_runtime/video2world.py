@@ -29,7 +29,7 @@ import numpy as np
 from v2w_operator.api import DEFAULT_NEGATIVE_PROMPT
 from v2w_operator.api.manifest import Stage, VideoResult, utcnow
 
-from . import storage
+from . import perf, storage
 from .batch import BatchError, load_batch
 from .checkpoints import CheckpointError, cache_dir, default_checkpoint, resolve_checkpoint
 from .conditioning import ConditioningError, RESOLUTIONS
@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Cosmos-Reason1 checkpoint of the prompt refiner.")
     safety.add_argument("--refiner_max_new_tokens", type=int, default=512,
                         help="Upper bound on the refined prompt's length in tokens.")
+
+    perf.add_arguments(p)
 
     par = p.add_argument_group("parallelism (launch with torchrun --nproc_per_node=N ... --num_gpus N)")
     add_parallel_arguments(par)
@@ -256,6 +258,8 @@ def check_usage(args: argparse.Namespace) -> None:
         raise UsageError(f"--num_steps must be at least 1, not {args.num_steps}")
     if args.fps < 1:
         raise UsageError(f"--fps must be at least 1, not {args.fps}")
+    if args.step_cache_interval < 1:
+        raise UsageError(f"--step_cache_interval must be at least 1, not {args.step_cache_interval}")
     if args.num_frames < 2 or (args.num_frames - 1) % 4:
         raise UsageError(f"--num_frames must be 4k+1 and more than the conditioning frames (e.g. 93), not {args.num_frames}")
     if args.num_frames <= args.num_conditional_frames:
@@ -391,7 +395,12 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
         str(local_ckpt), settings, dit_path=args.dit_path, dtype=dtype, device=ctx.device,
         guardrail=guardrail, refiner=refiner, ctx=ctx,
     )
+    speed = perf.options_from_args(args)
+    if layout.group_size > 1:  # the parallel wrapper splits the batch itself and has no blocks to compile
+        speed = speed.model_copy(update={"split_batch": False, "compile": False})
+    perf.accelerate(generator.pipeline, speed)
     generator.model_info.update(checkpoint=checkpoint, model_size=args.model_size, dit_path=args.dit_path)
+    generator.model_info["speed"] = speed.model_dump()
     run_versions = versions()
 
     # 3. The videos of this rank's group

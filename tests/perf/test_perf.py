@@ -105,3 +105,26 @@ def test_cli_flags_and_bad_values():
         perf.resolve_attention("nope", "cpu")
     with pytest.raises(ValueError, match="scheduler"):
         perf.FastTransformer(torch.nn.Linear(2, 2), step_cache=perf.StepCacheSettings())
+
+
+def test_runtime_cli_runs_fast_mode_and_rejects_a_bad_interval(tmp_path, monkeypatch):
+    """The video2world program takes the speed flags: a step-cache run writes its video and records the mode."""
+    import json
+
+    from v2w_runtime import video2world
+    from v2w_runtime.tiny import write_checkpoint
+    from v2w_runtime.tiny.inputs import write_image
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("V2W_CACHE_DIR", str(tmp_path / "cache"))
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    ckpt = write_checkpoint(tmp_path / "ckpt", seed=0)
+    image = write_image(tmp_path / "still.png", height=64, width=96, seed=1)
+    base = ["--checkpoint_dir", str(ckpt), "--input_path", str(image), "--prompt", "a bus", "--height", "64", "--width", "96",
+            "--num_frames", "9", "--num_steps", "8", "--disable_guardrail", "--disable_prompt_refiner"]
+    assert video2world.main(base + ["--step_cache_interval", "0", "--fast_mode", "step_cache"]) != 0
+    assert video2world.main(base + ["--fast_mode", "step_cache", "--step_cache_interval", "2", "--save_path", "out/v.mp4"]) == 0
+    assert (tmp_path / "out" / "v.mp4").stat().st_size > 0
+    records = [json.loads(p.read_text()) for p in tmp_path.rglob("*.json") if "speed" in p.read_text()]
+    assert records, "the run record names the speed settings"
