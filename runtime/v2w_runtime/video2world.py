@@ -395,10 +395,11 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
         str(local_ckpt), settings, dit_path=args.dit_path, dtype=dtype, device=ctx.device,
         guardrail=guardrail, refiner=refiner, ctx=ctx,
     )
-    speed = perf.options_from_args(args)
+    speed = perf.options_from_args(args)  # recorded as asked: the same run record on any layout
+    applied = speed
     if layout.group_size > 1:  # the parallel wrapper splits the batch itself and has no blocks to compile
-        speed = speed.model_copy(update={"split_batch": False, "compile": False})
-    perf.accelerate(generator.pipeline, speed)
+        applied = speed.model_copy(update={"split_batch": False, "compile": False})
+    perf.accelerate(generator.pipeline, applied)
     generator.model_info.update(checkpoint=checkpoint, model_size=args.model_size, dit_path=args.dit_path)
     generator.model_info["speed"] = speed.model_dump()
     run_versions = versions()
