@@ -69,6 +69,14 @@ def runtime_args(kind: str, name: str, spec: Video2WorldJobSpec | BestOfNJobSpec
     _flag(args, "context_parallel_size", par.context_parallel_size)
     if par.cfg_parallel is not None:
         args.append("--cfg_parallel" if par.cfg_parallel else "--no-cfg_parallel")
+    perf = spec.performance
+    if perf.attention_backend != "auto":
+        _flag(args, "attention_backend", perf.attention_backend)
+    if perf.compile:
+        args.append("--compile")
+    if perf.fast_mode != "off":
+        _flag(args, "fast_mode", perf.fast_mode)
+        _flag(args, "step_cache_interval", perf.step_cache_interval)
     if spec.prompt_refiner.enabled:
         _flag(args, "refiner_checkpoint", spec.prompt_refiner.checkpoint or config.refiner_checkpoint)
     else:

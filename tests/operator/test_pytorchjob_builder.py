@@ -130,3 +130,13 @@ def test_batch_json_is_the_seed_format():
 
 def test_same_spec_same_manifest():
     assert yaml.safe_dump(build("bestofn-job.yaml")) == yaml.safe_dump(build("bestofn-job.yaml"))
+
+
+def test_speed_options_reach_the_runtime_only_when_asked():
+    f = flags(build("video2world-job.yaml"))
+    assert not {"attention_backend", "compile", "fast_mode"} & set(f)
+
+    def fast(spec):
+        spec["performance"] = {"fastMode": "step_cache", "stepCacheInterval": 5, "compile": True}
+    f = flags(build("video2world-job.yaml", fast))
+    assert (f["fast_mode"], f["step_cache_interval"], f["compile"]) == ("step_cache", "5", True)
