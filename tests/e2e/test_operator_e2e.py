@@ -174,3 +174,18 @@ def test_operator_killed_mid_job_resumes_without_duplicates(e2e):
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     pjs = json.loads(e2e.kubectl("get", "pytorchjobs", "-n", ns, "-o", "json").stdout)["items"]
     assert [p["metadata"]["name"] for p in pjs] == ["v2w-survivor"]
+
+
+def test_unreachable_s3_endpoint_is_a_condition_not_a_crash(e2e):
+    ns = e2e.namespace()
+    batch = [{"input": f"s3://{e2e.bucket}/inputs/input0.jpg", "prompt": "A quiet street.", "output": "street"}]
+    doc = e2e.job("Video2WorldJob", "nowhere", {"batch": batch, **DISABLED})
+    doc["spec"]["output"]["endpoint"] = "http://127.0.0.1:9"  # discard port: nothing listens
+    e2e.apply(ns, doc)
+    obj, _ = e2e.wait_for(ns, "v2wjob", "nowhere",
+                          lambda o: (condition(o, "Accepted") or {}).get("reason") == "StorageUnreachable",
+                          timeout=90, what="Accepted=False/StorageUnreachable")
+    accepted = condition(obj, "Accepted")
+    assert accepted["status"] == "False" and "batch.json" in accepted["message"]
+    assert e2e.get(ns, "pytorchjob", "v2w-nowhere") is None
+    assert e2e.operator.alive(), "the operator must retry with backoff, not crash"
