@@ -46,5 +46,5 @@ def crds_applied(kube):
     """Our CRDs, applied from crds/ and established."""
     kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
     for name in ("video2worldjobs.video2world.io", "bestofnjobs.video2world.io"):
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+        stack.wait_established(kube, name)
     return kube

@@ -309,7 +309,8 @@ class ControlPlane:
         argv = [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
         result = subprocess.run(argv, input=input, text=True, capture_output=True, timeout=timeout)
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(result.returncode, argv, result.stdout, result.stderr)
+            raise subprocess.CalledProcessError(result.returncode, argv, result.stdout,
+                                                result.stderr) from RuntimeError(f"kubectl said: {result.stderr.strip()}")
         return result
 
     def stop(self) -> None:
@@ -329,7 +330,18 @@ def install_crds(plane: ControlPlane, repo: Path) -> None:
     plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(pytorchjob_crd()))
     plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(repo / "crds"))
     for crd in ("pytorchjobs.kubeflow.org", "video2worldjobs.video2world.io", "bestofnjobs.video2world.io"):
-        plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        wait_established(plane, crd)
+
+
+def wait_established(plane: ControlPlane, crd: str, timeout: float = 60) -> None:
+    """Waits for a CRD's Established condition. (`kubectl wait` fails at once on a CRD that has no status yet.)"""
+    deadline = time.monotonic() + timeout
+    query = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    while time.monotonic() < deadline:
+        if plane.kubectl("get", "crd", crd, "-o", query, check=False).stdout.strip() == "True":
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"CRD {crd} not Established after {timeout:.0f}s")
 
 
 def service_account_kubeconfig(plane: ControlPlane, namespace: str, name: str, path: Path) -> Path:
