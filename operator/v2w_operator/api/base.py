@@ -14,13 +14,19 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # Patterns are written so that Python's `re`, pydantic's Rust regex and Kubernetes' ECMA-262
 # validation read them the same way (no look-arounds, no backreferences).
-S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$"
-PVC_URI = r"^pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?(/[^\s]*)?$"
-HTTP_URI = r"^https?://[^\s/]+(/[^\s]*)?$"
+# No `\s`: Go's RE2 (the API server) reads it as ASCII space only, pydantic's Rust regex as every Unicode
+# space, so the two disagreed on a URI holding U+00A0 or U+2028. This class spells out controls, space and
+# every Unicode White_Space character in the `\x{...}` form both RE2 and Rust read (Python's `re` does not:
+# see `python_pattern`).
+NOT_SPACE = r"[^\x00-\x20\x7f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/" + NOT_SPACE + r"*)?$"
+PVC_URI = r"^pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?(/" + NOT_SPACE + r"*)?$"
+HTTP_URI = r"^https?://[^/" + NOT_SPACE[2:] + r"+(/" + NOT_SPACE + r"*)?$"
 # A checkpoint or weights file lives on a PVC or in S3.
-STORAGE_URI = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]|pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?)(/[^\s]*)?$"
+STORAGE_URI = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]|pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?)(/" + NOT_SPACE + r"*)?$"
 # An input image or video may also be fetched over HTTP(S).
-INPUT_URI = r"^((s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]|pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?)(/[^\s]*)?|https?://[^\s/]+(/[^\s]*)?)$"
+INPUT_URI = (r"^((s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]|pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?)(/" + NOT_SPACE + r"*)?"
+             r"|https?://[^/" + NOT_SPACE[2:] + r"+(/" + NOT_SPACE + r"*)?)$")
 # A `..` path segment anywhere in a URI: refused so that no URI can climb out of its volume or prefix.
 DOT_DOT_SEGMENT = r"(^|/)\.\.(/|$)"
 # Output names are single path segments: nothing a user writes can leave the job's output prefix.
@@ -30,6 +36,11 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([\-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([\-a-z0-9]*[a-z0-9]
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def python_pattern(pattern: str) -> str:
+    """The same pattern for Python's `re` (which spells `\\x{a0}` as `\\u00a0`)."""
+    return re.sub(r"\\x\{([0-9a-fA-F]+)\}", lambda m: "\\u" + m.group(1).rjust(4, "0"), pattern)
 
 
 def has_dot_dot_segment(uri: str) -> bool:

@@ -15,6 +15,7 @@ from .base import (
     DNS_SUBDOMAIN,
     DOT_DOT_SEGMENT,
     INPUT_URI,
+    NOT_SPACE,
     OUTPUT_NAME,
     S3_URI,
     STORAGE_URI,
@@ -290,7 +291,7 @@ class OutputSpec(APIModel):
         ...,
         description="S3 prefix for the results; the job writes under `<uri>/<namespace>/<name>/`.",
     )
-    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+/?$", max_length=512)] | None = Field(
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^/" + NOT_SPACE[2:] + r"+/?$", max_length=512)] | None = Field(
         None, description="S3 endpoint URL for MinIO and other S3-compatible stores; AWS when unset."
     )
     region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9\-]{1,64}$")] | None = Field(
@@ -391,10 +392,15 @@ class JobSpecCommon(APIModel):
         return _volume_claims_in(self.storage_uris())
 
 
+# A still image by its suffix, read as `is_image_uri` reads it: the path before the first '?'. (A plain
+# suffix match disagreed with the model on `x.jpg?v=1`: the API server took it with 5 frames, pydantic not.)
+CEL_IMAGE_PATH = r"'^[^?]*\\.(jpg|jpeg|png|webp|bmp|tif|tiff)(\\?.*)?$'"
+
+
 def _five_frame_rule(input_path: str) -> dict:
     return cel(
         f"self.generation.numConditionalFrames != 5 || !has(self.{input_path}) || "
-        f"!self.{input_path}.lowerAscii().matches('\\\\.(jpg|jpeg|png|webp|bmp|tif|tiff)$')",
+        f"!self.{input_path}.lowerAscii().matches({CEL_IMAGE_PATH})",
         "numConditionalFrames 5 needs a video input, not a still image",
         ".generation.numConditionalFrames",
     )
@@ -413,7 +419,7 @@ class Video2WorldJobSpec(JobSpecCommon):
                 _five_frame_rule("input.uri"),
                 cel(
                     "self.generation.numConditionalFrames != 5 || !has(self.batch) || self.batch.all(e, "
-                    "!e.input.lowerAscii().matches('\\\\.(jpg|jpeg|png|webp|bmp|tif|tiff)$'))",
+                    f"!e.input.lowerAscii().matches({CEL_IMAGE_PATH}))",
                     "numConditionalFrames 5 needs every batch input to be a video, not a still image",
                     ".generation.numConditionalFrames",
                 ),
