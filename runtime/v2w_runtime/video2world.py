@@ -369,6 +369,7 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
     from .generator import Video2WorldGenerator
     from .manifests import ProgressReporter, build_result, write_result
     from .parallel import init_parallel
+    from .resume import finished_entries, share_from_rank0
 
     import torch
 
@@ -381,9 +382,16 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
         context_parallel_size=args.context_parallel_size, cfg_parallel=args.cfg_parallel, device=args.device,
     )
     layout = ctx.layout
-    mine = layout.shard(jobs)
+    # Entries an earlier attempt finished (a restarted pod) are kept, not made again; rank 0 decides for all.
+    done = finished_entries(target, jobs, settings_record(args)) if layout.is_global_leader else None
+    done = share_from_rank0(ctx, done)
+    mine = layout.shard([job for job in jobs if job.index not in done])
     reporter = ProgressReporter(target, len(jobs), args.num_steps, enabled=layout.is_global_leader)
     results: list[tuple[int, dict]] = []
+    if done:
+        reporter.state.videos_done = len(done)
+        if layout.is_global_leader:
+            results += [(index, video.model_dump(mode="json")) for index, video in done.items()]
 
     # 2. Guardrail and refiner (group leaders only; GuardrailError propagates: fail closed)
     reporter.stage(Stage.LOADING, message="loading models")

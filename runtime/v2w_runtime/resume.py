@@ -1,0 +1,97 @@
+"""Resuming a run: the entries an earlier attempt of the same command already finished.
+
+A restarted pod (or a user re-running a command) starts the same run again. An entry whose MP4 and
+run record are both under the output folder or prefix, and whose record names the same input,
+prompts, seed and settings, was finished and published (the MP4 is published last) and is not made
+again: with the same seed and settings it would come out the same. Anything else is made again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from v2w_operator.api.manifest import VideoResult
+
+from . import storage
+from .outputs import OutputTarget, side_file_names
+
+if TYPE_CHECKING:
+    from .video2world import Job
+
+log = logging.getLogger("v2w_runtime")
+
+
+def existing_names(target: OutputTarget) -> set[str]:
+    """Every file under the output prefix (S3) or folder (local), as names relative to it."""
+    if target.uri:
+        return set(storage.s3_list(target.uri))
+    if not target.root.is_dir():
+        return set()
+    return {p.relative_to(target.root).as_posix() for p in target.root.rglob("*") if p.is_file()}
+
+
+def _read_record(target: OutputTarget, name: str) -> dict | None:
+    try:
+        if target.uri:
+            with tempfile.TemporaryDirectory(prefix="v2w-resume-") as tmp:
+                raw = storage.read_bytes(target.uri_of(name), Path(tmp))
+        else:
+            raw = target.path(name).read_bytes()
+        record = json.loads(raw.decode("utf-8"))
+    except (OSError, storage.StorageError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("cannot read %s, the entry is made again: %s", name, exc)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _same_run(record: dict, job: "Job", settings: dict) -> bool:
+    # The record holds the settings as written to JSON: compare them in that form.
+    as_written = json.loads(json.dumps(settings, default=str))
+    return (
+        record.get("status") == "succeeded"
+        and record.get("video") == job.name
+        and record.get("input") == job.input
+        and record.get("prompt") == job.prompt
+        and record.get("negative_prompt") == job.negative_prompt
+        and record.get("seed") == job.seed
+        and record.get("settings") == as_written
+    )
+
+
+def finished_entries(target: OutputTarget, jobs: list["Job"], settings: dict) -> dict[int, VideoResult]:
+    """The results of the entries already finished by an earlier attempt, by entry index."""
+    names = existing_names(target)
+    done: dict[int, VideoResult] = {}
+    for job in jobs:
+        files = side_file_names(job.name)
+        if job.error or job.name not in names or files["record"] not in names:
+            continue
+        record = _read_record(target, files["record"])
+        if record is None or not _same_run(record, job, settings):
+            continue
+        done[job.index] = VideoResult(
+            name=PurePosixPath(job.name).name, status="succeeded", input=job.input, seed=job.seed, prompt=job.prompt,
+            refined_prompt=record.get("refined_prompt"), uri=target.uri_of(job.name),
+            files={role: target.uri_of(name) for role, name in files.items()},
+            timings=record.get("timings_s") or {}, warnings=record.get("warnings") or [],
+        )
+        log.info("video %s: already made by an earlier attempt, not made again", job.name)
+    return done
+
+
+def share_from_rank0(ctx, obj):
+    """Rank 0's `obj` on every rank, so that every rank plans the same remaining work."""
+    if ctx is None or not ctx.distributed:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+__all__ = ["existing_names", "finished_entries", "share_from_rank0"]
