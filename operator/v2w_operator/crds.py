@@ -25,9 +25,10 @@ from .api.base import cel
 # Keys of pydantic's JSON schema that a structural CRD schema does not take.
 _DROPPED_KEYS = {"title", "$schema", "discriminator"}
 
-# The API server refuses a spec edit while the job runs or after it finished; suspend alone may change.
+# Once a job's PyTorchJob exists the API server refuses spec edits (they could not reach the running
+# pods and the status would describe a spec that never ran); suspend alone may change. Before that, a
+# job waiting for its Secret, say, can still be fixed in place.
 MUTABLE_WHILE_RUNNING = {"suspend"}
-IMMUTABLE_PHASES = ("Running", "Succeeded", "Failed")
 
 # A job name becomes its PyTorchJob's (`v2w-<name>`) and that one's replica Services (`…-worker-<i>`), which are
 # DNS labels of at most 63 characters.
@@ -137,14 +138,13 @@ def _immutability_rule(spec_schema: dict[str, Any]) -> dict[str, Any]:
             f"(has(self.spec.{field}) == has(oldSelf.spec.{field}) && "
             f"(!has(self.spec.{field}) || self.spec.{field} == oldSelf.spec.{field}))"
         )
-    phases = ", ".join(f"'{p}'" for p in IMMUTABLE_PHASES)
     rule = (
-        "!has(oldSelf.status) || !has(oldSelf.status.phase) || "
-        f"!(oldSelf.status.phase in [{phases}]) || ({' && '.join(terms)})"
+        "!has(oldSelf.status) || !has(oldSelf.status.pytorchJobName) || "
+        f"({' && '.join(terms)})"
     )
     return cel(
         rule,
-        "spec is immutable once the job is Running or finished; only spec.suspend may change",
+        "spec is immutable once the job's PyTorchJob exists; only spec.suspend may change",
         ".spec",
     )
 

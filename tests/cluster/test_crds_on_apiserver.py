@@ -77,15 +77,15 @@ def test_invalid_spec_is_refused_at_apply_naming_the_field(crds_applied, namespa
     assert case.field in message, f"{case.id}: {message}"
 
 
-def test_spec_is_frozen_while_running_except_suspend(crds_applied, namespace):
+def test_spec_is_frozen_once_the_pytorchjob_exists_except_suspend(crds_applied, namespace):
     kube = crds_applied
     doc = load_example("video2world-job.yaml")
     apply(kube, namespace, doc)
     name = doc["metadata"]["name"]
-    # Pending: still editable.
+    # Before the PyTorchJob exists (e.g. waiting for its Secret): still editable.
     kube.kubectl("patch", "-n", namespace, "v2wjob", name, "--type=merge", "-p", '{"spec":{"generation":{"seed":7}}}')
     kube.kubectl("patch", "-n", namespace, "v2wjob", name, "--subresource=status", "--type=merge",
-                 "-p", '{"status":{"phase":"Running"}}')
+                 "-p", '{"status":{"phase":"Suspended","pytorchJobName":"v2w-bus-terminal"}}')
     refused = kube.kubectl("patch", "-n", namespace, "v2wjob", name, "--type=merge",
                            "-p", '{"spec":{"generation":{"seed":8}}}', check=False)
     assert refused.returncode != 0 and "spec is immutable" in refused.stderr, refused.stderr
