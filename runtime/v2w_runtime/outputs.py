@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -61,6 +62,9 @@ def resolve_output(name: str, root: Path) -> str:
     text = str(name).replace("\\", "/")
     if "://" in text:
         raise OutputPathError(f"output {name!r}: give a file name; use --output_uri to write to S3")
+    if _CONTROL.search(text):
+        # A NUL would fail deep in the file system calls, other controls make unreadable keys and logs.
+        raise OutputPathError(f"output {name!r} holds a control character")
     root_abs = Path(os.path.abspath(root))
     if PurePosixPath(text).is_absolute():
         candidate = Path(os.path.abspath(text))
@@ -71,6 +75,9 @@ def resolve_output(name: str, root: Path) -> str:
         raise OutputPathError(f"output {name!r} escapes the output folder {root}")
     rel = candidate.relative_to(root_abs).as_posix()
     return rel if rel.lower().endswith(".mp4") else rel + ".mp4"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _inside(path: Path, root: Path) -> bool:
