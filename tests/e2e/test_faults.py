@@ -84,6 +84,47 @@ def test_api_server_restart_mid_job_loses_nothing(e2e):
     assert e2e.operator.alive() and e2e.executor.alive()
 
 
+def replica_processes(e2e, ns: str, name: str) -> list[psutil.Process]:
+    """The processes the executor runs for one PyTorchJob's replicas (torchrun and its workers)."""
+    procs = []
+    for child in psutil.Process(e2e.executor.proc.pid).children():
+        try:
+            if f"/{ns}/{name}" in " ".join(child.cmdline()):
+                procs += [child, *child.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    return procs
+
+
+def test_worker_killed_mid_batch_restarts_and_keeps_finished_entries(e2e):
+    ns = e2e.namespace()
+    names = [f"victim-{i}.mp4" for i in range(3)]
+    e2e.apply(ns, e2e.job("Video2WorldJob", "victim", {"batch": batch_of(e2e, 3, "victim"), **DISABLED}))
+    client = e2e.minio.client()
+    first = wait_for_object(client, e2e.bucket, f"results/{ns}/victim/victim-0.mp4", timeout=180)
+    procs = replica_processes(e2e, ns, "victim")
+    assert procs, "no runtime process found for the job"
+    for proc in procs:  # the whole tree at once, like a node losing the pod
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    assert not client.list_objects_v2(Bucket=e2e.bucket, Prefix=f"results/{ns}/victim/result.json").get("KeyCount")
+
+    obj, _ = e2e.wait_for(ns, "v2wjob", "victim", phase_is("Succeeded", "Failed"), what="a final phase")
+    assert_every_output_is_there(e2e, obj, names)
+    pj = e2e.get(ns, "pytorchjob", "v2w-victim")
+    assert any(c["type"] == "Restarting" for c in pj["status"]["conditions"]), pj["status"]
+    # The finished entry was kept, not made again: same object, and the runtime said so.
+    again = client.head_object(Bucket=e2e.bucket, Key=f"results/{ns}/victim/victim-0.mp4")
+    assert (again["LastModified"], again["ETag"]) == (first["LastModified"], first["ETag"])
+    log = (e2e.workdir / "executor" / "logs" / f"{ns}_v2w-victim_master-0.log").read_text(errors="replace")
+    assert "--- start (restart 1)" in log, log[-3000:]
+    restarted = log.split("--- start (restart 1)", 1)[1]
+    assert "victim-0.mp4: already made by an earlier attempt" in restarted, restarted[-3000:]
+    assert "victim-2.mp4: already made" not in restarted
+
+
 def test_pytorchjob_deleted_by_someone_else_fails_with_advice(e2e):
     ns = e2e.namespace()
     e2e.apply(ns, e2e.job("Video2WorldJob", "orphan", {"batch": batch_of(e2e, 4, "orphan"), **DISABLED}))
