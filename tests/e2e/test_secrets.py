@@ -1,0 +1,106 @@
+"""Secrets stay secret, and batch output names stay inside the job's prefix, end to end.
+
+The marker is the S3 secret access key itself: the `e2e` MinIO draws a random one per run, and the job's
+credentials Secret holds it. After a job has run it must appear in no status, event, PyTorchJob, log
+or object the job wrote."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_operator_e2e import DISABLED, phase_is, s3_key
+
+pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
+
+
+def _objects(client, bucket: str, prefix: str = "") -> dict[str, bytes]:
+    found = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            found[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return found
+
+
+def _files_holding(root: Path, marker: bytes) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and marker in p.read_bytes()]
+
+
+def test_the_s3_secret_appears_in_no_status_event_log_or_output(e2e):
+    secret = e2e.minio.secret_key
+    assert len(secret) >= 16  # random per run: nothing else can hold it by chance
+    marker = secret.encode()
+    ns = e2e.namespace()
+    e2e.apply(ns, e2e.job("Video2WorldJob", "secret-check", {
+        "input": {"uri": f"s3://{e2e.bucket}/inputs/input1.jpg", "prompt": "Snow falls on a quiet street."},
+        **DISABLED}))
+    obj, _ = e2e.wait_for(ns, "v2wjob", "secret-check", phase_is("Succeeded", "Failed"), what="a final phase")
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+
+    seen = {
+        "job": json.dumps(obj),
+        "events": e2e.kubectl("get", "events", "-n", ns, "-o", "json").stdout,
+        "pytorchjob": e2e.kubectl("get", "pytorchjobs.kubeflow.org", "-n", ns, "-o", "json").stdout,
+        "describe": e2e.kubectl("describe", "v2wjob", "-n", ns, "secret-check").stdout,
+    }
+    for where, text in seen.items():
+        assert secret not in text, f"the S3 secret key appears in the {where}"
+    # The PyTorchJob carries a reference to the Secret, never its value.
+    assert "secretKeyRef" in seen["pytorchjob"]
+
+    outputs = _objects(e2e.minio.client(), e2e.bucket, f"results/{ns}/secret-check/")
+    names = {key.rsplit("/", 1)[-1] for key in outputs}
+    assert {"secret-check.mp4", "result.json", "progress.json"} <= names, sorted(outputs)
+    leaked = [key for key, body in outputs.items() if marker in body]
+    assert not leaked, f"the S3 secret key appears in {leaked}"
+
+    # Operator, executor and runtime (pod) logs of the whole session so far.
+    logs = [p for p in e2e.workdir.rglob("*.log")]
+    assert any("secret-check" in p.name for p in logs), [p.name for p in logs]
+    assert _files_holding(e2e.workdir / "logs", marker) == []
+    assert [p for p in logs if marker in p.read_bytes()] == []
+
+
+def test_batch_file_output_names_never_leave_the_jobs_prefix(e2e):
+    ns = e2e.namespace()
+    tag = uuid.uuid4().hex[:8]
+    client = e2e.minio.client()
+    bad = [f"../{tag}-up.mp4", f"../../{tag}-up2.mp4", f"{tempfile.gettempdir()}/{tag}-abs.mp4", f"..\\{tag}-back.mp4",
+           f"\u2024\u2024/{tag}-leader.mp4", f"\uff0e\uff0e/{tag}-fullwidth.mp4", f"s3://{e2e.bucket}/{tag}-uri.mp4",
+           f"sub/../../{tag}-mid.mp4", f"{tag}-nul\x00.mp4"]
+    entries = [{"input_video": f"s3://{e2e.bucket}/inputs/input2.jpg", "prompt": "A worker fills bottles.",
+                "output_video": name} for name in [f"{tag}-ok", *bad]]
+    client.put_object(Bucket=e2e.bucket, Key=f"batches/{tag}.json", Body=json.dumps(entries).encode())
+    before_buckets = {b["Name"] for b in client.list_buckets()["Buckets"]}
+    before = set(_objects(client, e2e.bucket))
+
+    e2e.apply(ns, e2e.job("Video2WorldJob", "escape", {"batchUri": f"s3://{e2e.bucket}/batches/{tag}.json",
+                                                       **DISABLED}))
+    obj, _ = e2e.wait_for(ns, "v2wjob", "escape", phase_is("Succeeded", "Failed"), what="a final phase")
+
+    prefix = f"results/{ns}/escape/"
+    new = set(_objects(client, e2e.bucket)) - before
+    assert new and all(key.startswith(prefix) for key in new), sorted(k for k in new if not k.startswith(prefix))
+    assert {b["Name"] for b in client.list_buckets()["Buckets"]} == before_buckets
+    written = {key[len(prefix):] for key in new}
+    assert f"{tag}-ok.mp4" in written, sorted(written)
+    # Names that stay inside once normalised (the Unicode look-alike dots are ordinary characters) may be
+    # written, but only under the prefix; none of the climbing ones produced a video anywhere.
+    videos = [k for k in written if k.endswith(".mp4")]
+    for name in videos:
+        assert ".." not in name.split("/") and not name.startswith("/"), name
+    # `../x` from the local staging folder (a fresh temporary folder) would land in the temporary root.
+    assert list(Path(tempfile.gettempdir()).glob(f"{tag}*")) == [], "a file was written outside the job"
+
+    # Every refused entry is reported, naming its output.
+    result_uri = obj["status"].get("resultUri")
+    assert result_uri, obj["status"]
+    bucket, key = s3_key(result_uri)
+    result = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    failed = sorted(v["name"] for v in result["videos"] if v["status"] == "failed")
+    # All but the two look-alike-dot names (ordinary sub-folders under the prefix) are refused.
+    assert failed == [f"entry-{i}.mp4" for i in (1, 2, 3, 4, 7, 8, 9)], json.dumps(result["videos"], indent=1)[:3000]
