@@ -301,7 +301,10 @@ def _register(names: KindNames) -> None:
             return  # the initial value: the PyTorchJob is created with it
         set_suspend(kind, new=new, **_pick(kwargs, "body", "name", "namespace", "logger"))
 
-    @kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0, id="follow")
+    # An error here is mostly the API server or S3 being briefly away: try again at the next poll, not
+    # after kopf's default minute, so a restarted API server does not leave statuses a minute behind.
+    @kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0,
+                backoff=CONFIG.poll_interval_seconds, id="follow")
     def follow(**kwargs: Any) -> None:
         sync(kind, **_pick(kwargs, "body", "meta", "status", "name", "namespace", "patch", "logger"))
 
