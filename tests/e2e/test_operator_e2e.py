@@ -8,29 +8,9 @@ import time
 
 import pytest
 
-from v2w_operator.api import ResultManifest
+from tests.e2e.helpers import DISABLED, condition, phase_is, read_result, s3_key
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
-
-DISABLED = {"promptRefiner": {"enabled": False}, "guardrail": {"enabled": False}}
-
-
-def phase_is(*phases):
-    return lambda obj: (obj.get("status") or {}).get("phase") in phases
-
-
-def condition(obj, type_):
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
-
-
-def s3_key(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return bucket, key
-
-
-def read_result(e2e, obj) -> ResultManifest:
-    bucket, key = s3_key(obj["status"]["resultUri"])
-    return ResultManifest.model_validate_json(e2e.minio.client().get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def test_single_video_job_goes_pending_running_succeeded(e2e):

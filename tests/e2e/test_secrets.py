@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_operator_e2e import DISABLED, phase_is, s3_key
+from tests.e2e.helpers import DISABLED, phase_is, s3_key
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
