@@ -193,6 +193,7 @@ class ControlPlane:
     etcd: Server | None = None
     apiserver: Server | None = None
     controller_manager: Server | None = None
+    audit: bool = False  # write every request's metadata to audit.log (load and hot-loop tests read it)
 
     @property
     def server_url(self) -> str:
@@ -281,6 +282,7 @@ class ControlPlane:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--endpoint-reconciler-type=none",
+            *self._audit_flags(),
             "-v=1",
         ], self.workdir / "logs" / "kube-apiserver.log")
         self.apiserver.start()
@@ -288,6 +290,34 @@ class ControlPlane:
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
         wait_until(lambda: urllib.request.urlopen(f"{self.server_url}/readyz", context=ctx, timeout=3).status == 200,
                    "/readyz", self.apiserver, timeout=180)
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "logs" / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        # Metadata only (who, verb, object, when) and one line per request when its response is complete.
+        policy.write_text(json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                      "omitStages": ["RequestReceived"], "rules": [{"level": "Metadata"}]}))
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
+                "--audit-log-mode=blocking", "--audit-log-maxsize=0"]
+
+    def audit_events(self, user: str | None = None) -> list[dict]:
+        """The audit log's events, oldest first; only those of `user` when given."""
+        if not self.audit_log.exists():
+            return []
+        events = []
+        for line in self.audit_log.read_text().splitlines():
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if user is None or (event.get("user") or {}).get("username") == user:
+                events.append(event)
+        return events
 
     def start_controller_manager(self) -> None:
         self.controller_manager = Server("kube-controller-manager", [
