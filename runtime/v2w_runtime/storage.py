@@ -114,10 +114,36 @@ def _transfer_config():
     )
 
 
+# Environment variables whose values must never appear in an error message.
+_CREDENTIAL_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def _scrub(text: str) -> str:
+    """`text` with the configured S3 credential values masked (a last guard for messages we do not build)."""
+    for var in _CREDENTIAL_VARS:
+        value = os.environ.get(var)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
 def _explain(exc: BaseException, uri: str, action: str) -> StorageError:
     """A StorageError that says what went wrong with `uri`, without echoing credentials."""
+    return StorageError(_scrub(str(_describe(exc, uri, action))))
+
+
+def _describe(exc: BaseException, uri: str, action: str) -> StorageError:
+    from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
+    if isinstance(exc, (S3UploadFailedError, S3TransferFailedError)):
+        # boto3's transfer wrappers paste the server's whole message (and the local file's path) into their own;
+        # the ClientError underneath carries just the code.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, (ClientError, EndpointConnectionError, NoCredentialsError)):
+            exc = cause
+        else:
+            return StorageError(f"cannot {action} {uri}: {type(exc).__name__}")
     if isinstance(exc, StorageError):
         return StorageError(f"cannot {action} {uri}: {exc}")
     if isinstance(exc, NoCredentialsError):
