@@ -313,24 +313,6 @@ class BestOfNOptions(BaseModel):
         return [self.seed + i for i in range(self.num_generations)]
 
 
-def _broadcast(ctx, obj):
-    """Rank 0's `obj` on every rank (the whole world, not just one group)."""
-    if ctx is None or not ctx.distributed:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _barrier(ctx) -> None:
-    if ctx is not None and ctx.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def run(options: BestOfNOptions, *, make_generator=None, make_critic, ctx=None, settings_record: dict | None = None,
         versions: dict | None = None) -> ResultManifest | None:
     """Generate (unless skipped), score, rank. Returns the result on rank 0, None elsewhere.
@@ -338,10 +320,11 @@ def run(options: BestOfNOptions, *, make_generator=None, make_critic, ctx=None, 
     make_generator(): a loaded `Video2WorldGenerator` (called only by ranks that have videos to make).
     make_critic(): a `Critic` (called only by group leaders that have videos to score).
     """
-    from .interfaces import Layout
     from .manifests import ProgressReporter
+    from .parallel import ParallelContext
 
-    layout = ctx.layout if ctx is not None else Layout()
+    ctx = ctx if ctx is not None else ParallelContext.single()
+    layout = ctx.layout
     started = utcnow()
     if not options.skip_generation and (not options.input_path or options.prompt is None):
         raise BestOfNError("--input_path and --prompt are required unless --skip_generation is given")
@@ -353,7 +336,7 @@ def run(options: BestOfNOptions, *, make_generator=None, make_critic, ctx=None, 
                                 total_steps=int(options.generation_settings.get("num_steps", 0)), enabled=leader)
 
     # 1. What is already there (rank 0 looks, everyone gets the same answer)
-    names = _broadcast(ctx, folder.names() if leader else None)
+    names = ctx.broadcast(folder.names() if leader else None)
     critiques_by_base = scored_files(names)
 
     # 2. Generation of what is missing, spread over the GPU groups
@@ -393,15 +376,15 @@ def run(options: BestOfNOptions, *, make_generator=None, make_critic, ctx=None, 
                     progress.video_done()
             del generator
             _free_accelerator()
-        _barrier(ctx)
-        names = _broadcast(ctx, folder.names() if leader else None)
+        ctx.barrier()
+        names = ctx.broadcast(folder.names() if leader else None)
         critiques_by_base = scored_files(names)
 
     # 3. The critic on every video without a critique, spread over the group leaders
     if leader:
         progress.stage(Stage.CRITIC, message="scoring videos")
     candidates = _candidates(folder, options, stems, names, critiques_by_base) if leader else None
-    candidates = _broadcast(ctx, candidates)
+    candidates = ctx.broadcast(candidates)
     mine = layout.shard(candidates)
     if mine and layout.is_group_leader:
         critic = make_critic()
@@ -410,7 +393,7 @@ def run(options: BestOfNOptions, *, make_generator=None, make_critic, ctx=None, 
             score_candidate(folder, critic, candidate, names)
         del critic
         _free_accelerator()
-    _barrier(ctx)
+    ctx.barrier()
     if not leader:
         return None
 

@@ -369,7 +369,7 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
     from .generator import Video2WorldGenerator
     from .manifests import ProgressReporter, build_result, write_result
     from .parallel import init_parallel
-    from .resume import finished_entries, share_from_rank0
+    from .resume import finished_entries
 
     import torch
 
@@ -384,7 +384,7 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
     layout = ctx.layout
     # Entries an earlier attempt finished (a restarted pod) are kept, not made again; rank 0 decides for all.
     done = finished_entries(target, jobs, settings_record(args)) if layout.is_global_leader else None
-    done = share_from_rank0(ctx, done)
+    done = ctx.broadcast(done)
     mine = layout.shard([job for job in jobs if job.index not in done])
     reporter = ProgressReporter(target, len(jobs), args.num_steps, enabled=layout.is_global_leader)
     results: list[tuple[int, dict]] = []

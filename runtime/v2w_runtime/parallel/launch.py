@@ -68,6 +68,18 @@ class ParallelContext:
             dist.broadcast(buffer, src=src, group=self.group)
         return _restore_tensors(skeleton, buffers)
 
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's picklable `obj` on every rank of the world (others pass anything, e.g. None).
+
+        For what rank 0 alone looks up and every rank must plan by, such as the files an earlier
+        attempt left, so that all ranks share out the same remaining work.
+        """
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=self._object_device())
+        return box[0]
+
     def gather_to_leader(self, obj: Any) -> list[Any] | None:
         """Every rank's picklable `obj` (no tensors) as a list by global rank on rank 0; None elsewhere."""
         if not self.distributed:
