@@ -1,9 +1,11 @@
 """Resuming a run: the entries an earlier attempt of the same command already finished.
 
-A restarted pod (or a user re-running a command) starts the same run again. An entry whose MP4 and
-run record are both under the output folder or prefix, and whose record names the same input,
-prompts, seed and settings, was finished and published (the MP4 is published last) and is not made
-again: with the same seed and settings it would come out the same. Anything else is made again.
+A restarted pod (or a user re-running a command) starts the same run again. An entry whose run record
+names the same input, prompts, seed and settings was finished by an earlier attempt and is not made
+again: with the same seed and settings it would come out the same. A succeeded entry also needs its MP4
+(published last, after the record); a blocked entry has none, and its record with the guardrail's
+verdict is all there is: it is kept as blocked rather than sent through the guardrail a second time,
+which costs GPU time and could answer differently. Anything else is made again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from .video2world import Job
 
 log = logging.getLogger("v2w_runtime")
+
+FINISHED = ("succeeded", "blocked")  # record statuses of a finished entry; failures write no record
 
 
 def existing_names(target: OutputTarget) -> set[str]:
@@ -52,7 +56,7 @@ def _same_run(record: dict, job: "Job", settings: dict) -> bool:
     # The record holds the settings as written to JSON: compare them in that form.
     as_written = json.loads(json.dumps(settings, default=str))
     return (
-        record.get("status") == "succeeded"
+        record.get("status") in FINISHED
         and record.get("video") == job.name
         and record.get("input") == job.input
         and record.get("prompt") == job.prompt
@@ -68,30 +72,28 @@ def finished_entries(target: OutputTarget, jobs: list["Job"], settings: dict) ->
     done: dict[int, VideoResult] = {}
     for job in jobs:
         files = side_file_names(job.name)
-        if job.error or job.name not in names or files["record"] not in names:
+        if job.error or files["record"] not in names:
             continue
         record = _read_record(target, files["record"])
         if record is None or not _same_run(record, job, settings):
             continue
+        blocked = record["status"] == "blocked"
+        if not blocked and job.name not in names:
+            continue  # the record went up, the MP4 did not: the attempt died in between
         done[job.index] = VideoResult(
-            name=PurePosixPath(job.name).name, status="succeeded", input=job.input, seed=job.seed, prompt=job.prompt,
-            refined_prompt=record.get("refined_prompt"), uri=target.uri_of(job.name),
+            name=PurePosixPath(job.name).name, status=record["status"], input=job.input, seed=job.seed,
+            prompt=job.prompt, refined_prompt=record.get("refined_prompt"),
+            uri=None if blocked else target.uri_of(job.name),
+            reason=record.get("reason") if blocked else None,
             files={role: target.uri_of(name) for role, name in files.items()},
             timings=record.get("timings_s") or {}, warnings=record.get("warnings") or [],
         )
-        log.info("video %s: already made by an earlier attempt, not made again", job.name)
+        if blocked:
+            log.info("video %s: blocked by the guardrail in an earlier attempt, kept as blocked (%s)",
+                     job.name, record.get("reason"))
+        else:
+            log.info("video %s: already made by an earlier attempt, not made again", job.name)
     return done
 
 
-def share_from_rank0(ctx, obj):
-    """Rank 0's `obj` on every rank, so that every rank plans the same remaining work."""
-    if ctx is None or not ctx.distributed:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-__all__ = ["existing_names", "finished_entries", "share_from_rank0"]
+__all__ = ["existing_names", "finished_entries"]
