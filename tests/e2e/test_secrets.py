@@ -2,7 +2,7 @@
 
 The marker is the S3 secret access key itself: the `e2e` MinIO draws a random one per run, and the job's
 credentials Secret holds it. After a job has run it must appear in no status, event, PyTorchJob, log
-or object the job wrote."""
+or object the job wrote. Failed jobs are searched too, with planted wrong credentials as further markers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import DISABLED, phase_is, s3_key
+from tests.e2e.helpers import DISABLED, condition, phase_is, s3_key
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
@@ -104,3 +104,66 @@ def test_batch_file_output_names_never_leave_the_jobs_prefix(e2e):
     failed = sorted(v["name"] for v in result["videos"] if v["status"] == "failed")
     # All but the two look-alike-dot names (ordinary sub-folders under the prefix) are refused.
     assert failed == [f"entry-{i}.mp4" for i in (1, 2, 3, 4, 7, 8, 9)], json.dumps(result["videos"], indent=1)[:3000]
+
+
+def _leaks(e2e, namespaces: list[str], jobs: list[str], markers: dict[str, str]) -> list[str]:
+    """Where any marker appears: job objects, `kubectl describe`, events, PyTorchJobs, every log of the
+    stack (operator, executor, runtime pods) and every object under the namespaces' result prefixes."""
+    texts: dict[str, str] = {}
+    for ns in namespaces:
+        texts[f"{ns} jobs"] = e2e.kubectl("get", "v2wjobs", "-n", ns, "-o", "json").stdout
+        texts[f"{ns} events"] = e2e.kubectl("get", "events", "-n", ns, "-o", "json").stdout
+        texts[f"{ns} pytorchjobs"] = e2e.kubectl("get", "pytorchjobs.kubeflow.org", "-n", ns, "-o", "json").stdout
+        for job in jobs:
+            texts[f"{ns} describe {job}"] = e2e.kubectl("describe", "v2wjob", "-n", ns, job, check=False).stdout
+        for key, body in _objects(e2e.minio.client(), e2e.bucket, f"results/{ns}/").items():
+            texts[f"s3 {key}"] = body.decode(errors="replace")
+    for path in e2e.workdir.rglob("*.log"):
+        texts[f"log {path.name}"] = path.read_text(errors="replace")
+    return [f"{what} in {where}" for where, text in texts.items() for what, marker in markers.items() if marker in text]
+
+
+def test_failed_jobs_leak_no_credential_either(e2e):
+    """A runtime failure (a missing input) and a storage failure (S3 refuses the credentials, both in the
+    runtime and in the operator) put no secret key and no access key id anywhere, and still say why."""
+    tag = uuid.uuid4().hex[:8]
+    planted = {"planted access key id": f"AKIA{uuid.uuid4().hex[:16].upper()}",
+               "planted secret key": f"planted-{uuid.uuid4().hex}"}
+    markers = {"the S3 secret key": e2e.minio.secret_key, **planted}
+    ns = e2e.namespace()
+    e2e.kubectl("create", "secret", "generic", "wrong-s3", "-n", ns,
+                f"--from-literal=AWS_ACCESS_KEY_ID={planted['planted access key id']}",
+                f"--from-literal=AWS_SECRET_ACCESS_KEY={planted['planted secret key']}")
+    wrong = {"credentialsSecret": {"name": "wrong-s3"}}
+    once = {"runPolicy": {"backoffLimit": 0}}
+    e2e.apply(ns, e2e.job("Video2WorldJob", "lost-input", {
+        "input": {"uri": f"s3://{e2e.bucket}/inputs/{tag}-missing.jpg", "prompt": "Nothing to see."}, **once, **DISABLED}))
+    e2e.apply(ns, e2e.job("Video2WorldJob", "wrong-keys", {
+        "input": {"uri": f"s3://{e2e.bucket}/inputs/input0.jpg", "prompt": "A quiet street."}, "output": wrong,
+        **once, **DISABLED}))
+    # An inline batch makes the operator itself write batch.json with the job's credentials.
+    e2e.apply(ns, e2e.job("Video2WorldJob", "wrong-keys-batch", {
+        "batch": [{"input": f"s3://{e2e.bucket}/inputs/input0.jpg", "prompt": "A quiet street.", "output": "street"}],
+        "output": wrong, **DISABLED}))
+
+    obj, _ = e2e.wait_for(ns, "v2wjob", "wrong-keys-batch",
+                          lambda o: (condition(o, "Accepted") or {}).get("reason") == "StorageUnreachable",
+                          timeout=60, what="Accepted=False/StorageUnreachable")
+    assert "batch.json" in obj["status"]["message"] and "InvalidAccessKeyId" in obj["status"]["message"], obj["status"]
+    assert e2e.get(ns, "pytorchjob", "v2w-wrong-keys-batch") is None
+    lost, _ = e2e.wait_for(ns, "v2wjob", "lost-input", phase_is("Succeeded", "Failed"), timeout=120, what="a final phase")
+    assert lost["status"]["phase"] == "Failed" and f"{tag}-missing.jpg" in lost["status"]["message"], lost["status"]
+    keys, _ = e2e.wait_for(ns, "v2wjob", "wrong-keys", phase_is("Succeeded", "Failed"), timeout=120, what="a final phase")
+    assert keys["status"]["phase"] == "Failed", keys["status"]
+    assert condition(keys, "Failed")["status"] == "True"
+
+    # What the runtime wrote: result.json of the failed run (nothing at all with the wrong keys).
+    outputs = _objects(e2e.minio.client(), e2e.bucket, f"results/{ns}/")
+    assert f"results/{ns}/lost-input/result.json" in outputs, sorted(outputs)
+    assert not [k for k in outputs if k.startswith(f"results/{ns}/wrong-keys")], sorted(outputs)
+    # The runtime said why in its log, in our words.
+    pod_log = (e2e.workdir / "executor" / "logs" / f"{ns}_v2w-wrong-keys_master-0.log").read_text()
+    assert f"cannot reach s3://{e2e.bucket}/results/{ns}/wrong-keys: access denied" in pod_log, pod_log[-2000:]
+
+    leaks = _leaks(e2e, [ns], ["lost-input", "wrong-keys", "wrong-keys-batch"], markers)
+    assert not leaks, leaks
