@@ -85,11 +85,18 @@ def _storage(spec: JobSpecCommon, namespace: str, name: str, credentials: Creden
 
 
 def _not_accepted(patch: kopf.Patch, status: dict, generation: int | None, reason: Reason, message: str) -> None:
-    patch.status["phase"] = Phase.PENDING.value
-    patch.status["message"] = message
-    patch.status["observedGeneration"] = generation
-    patch.status["conditions"] = set_condition(status.get("conditions") or [], "Accepted", False, reason.value,
-                                               message, generation)
+    new = {
+        "phase": Phase.PENDING.value,
+        "message": message,
+        "observedGeneration": generation,
+        "conditions": set_condition(status.get("conditions") or [], "Accepted", False, reason.value, message,
+                                    generation),
+    }
+    # Only what changed: a job that waits for its Secret is retried with backoff, and each retry would
+    # otherwise write the same status again.
+    for key, value in new.items():
+        if status.get(key) != value:
+            patch.status[key] = value
 
 
 def _get_pytorchjob(namespace: str, name: str) -> dict[str, Any] | None:
@@ -225,7 +232,8 @@ def sync(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name:
     except ValidationError:
         return  # the create handler reported it
     pj = _get_pytorchjob(namespace, status["pytorchJobName"])
-    obs = Observation(generation=meta.get("generation"), pytorchjob=pj, pytorchjob_was_created=True)
+    obs = Observation(generation=meta.get("generation"), pytorchjob=pj, pytorchjob_was_created=True,
+                      suspend_requested=spec.suspend)
     if pj is not None:
         state, _ = pytorchjob_state(pj)
         if state in ("Running", "Restarting", "Succeeded", "Failed"):

@@ -20,6 +20,7 @@ class Observation:
     result_uri: str | None = None
     storage_error: str | None = None
     pytorchjob_was_created: bool = False  # status.pytorchJobName was set before
+    suspend_requested: bool = False  # the job's spec.suspend
     notes: list[str] = field(default_factory=list)
 
 
@@ -78,6 +79,10 @@ def derive_status(status: dict[str, Any], obs: Observation, kind: str) -> dict[s
         return new
 
     state, pj_cond = pytorchjob_state(obs.pytorchjob)
+    if state == "Created" and obs.suspend_requested:
+        # Created suspended, and no training-operator has said so yet (or none runs): the job is suspended
+        # all the same; "waiting for pods" would undo the Suspended status it got at creation.
+        state = "Suspended"
     pj_status = obs.pytorchjob.get("status") or {}
     pj_message = pj_cond.get("message", "")
     if pj_status.get("startTime") and not status.get("startTime"):

@@ -84,6 +84,20 @@ def test_suspend_and_resume_conditions():
     assert resumed["phase"] == "Running" and conds(resumed)["Suspended"] == ("False", "Resumed")
 
 
+def test_a_job_created_suspended_stays_suspended_before_the_training_operator_answers():
+    # As ensure() leaves it at creation; the PyTorchJob has no condition yet (or no training-operator runs).
+    created = {"phase": "Suspended", "conditions": [{"type": "Suspended", "status": "True", "reason": "Suspended",
+                                                      "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    s = derive_status(created, Observation(1, pj(), suspend_requested=True), "Video2WorldJob")
+    assert s["phase"] == "Suspended" and conds(s)["Suspended"] == ("True", "Suspended")
+    assert derive_status(s, Observation(1, pj(), suspend_requested=True), "Video2WorldJob") == s  # nothing to write
+    resumed = derive_status(s, Observation(2, pj()), "Video2WorldJob")
+    assert resumed["phase"] == "Pending" and conds(resumed)["Suspended"] == ("False", "Resumed")
+    # The PyTorchJob's own conditions win: resumed in the spec but still suspended by the training-operator.
+    still = derive_status(s, Observation(2, pj(("Suspended", "PyTorchJobSuspended", ""))), "Video2WorldJob")
+    assert still["phase"] == "Suspended"
+
+
 def test_deleted_pytorchjob_fails_the_job():
     s = derive_status({"phase": "Running", "pytorchJobName": "v2w-x"},
                       Observation(1, None, pytorchjob_was_created=True), "Video2WorldJob")
