@@ -311,7 +311,9 @@ class ControlPlane:
         if not self.audit_log.exists():
             return []
         events = []
-        for line in self.audit_log.read_text().splitlines():
+        # Newlines only: str.splitlines() also breaks on U+0085, U+2028 and others, which a refused spec's
+        # strings carry into the logged messages unescaped.
+        for line in self.audit_log.read_text().split("\n"):
             if not line.strip():
                 continue
             event = json.loads(line)
