@@ -59,8 +59,11 @@ class Run:
 
 
 class Executor:
-    def __init__(self, workdir: Path, pvc_root: Path, python_bin: Path | None = None):
+    def __init__(self, workdir: Path, pvc_root: Path, python_bin: Path | None = None, slots: int = 0):
         self.workdir = workdir
+        # How many PyTorchJobs may run at once (0: no limit), like a cluster with that many GPU nodes: the
+        # others stay Created, as their pods would stay Pending for want of GPUs.
+        self.slots = slots
         self.pvc_root = pvc_root
         self.python_bin = python_bin
         self.api = client.CustomObjectsApi()
@@ -225,7 +228,7 @@ class Executor:
                              completionTime=now())
             return
         if not run.procs:
-            if time.monotonic() >= run.next_start:
+            if time.monotonic() >= run.next_start and self._free_slot():
                 self._start(job, run)
             return
         codes = [p.poll() for p in run.procs]
@@ -247,6 +250,9 @@ class Executor:
             self._set_status(job, "Succeeded", "Succeeded", f"PyTorchJob {name} is successfully completed.",
                              completionTime=now(), replicaStatuses={"Master": {"succeeded": 1}})
 
+    def _free_slot(self) -> bool:
+        return not self.slots or sum(1 for r in self.runs.values() if r.procs) < self.slots
+
     def shutdown(self) -> None:
         for run in self.runs.values():
             self._kill(run)
@@ -258,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True, help="folder for pod files and logs")
     parser.add_argument("--pvc-root", type=Path, default=None, help="folder whose subfolders play the PVCs")
     parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--slots", type=int, default=0, help="PyTorchJobs allowed to run at once (0: no limit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s executor %(message)s")
     config.load_kube_config(args.kubeconfig)
     pvc_root = args.pvc_root or args.workdir / "pvcs"
-    executor = Executor(args.workdir, pvc_root, Path(sys.executable).parent)
+    executor = Executor(args.workdir, pvc_root, Path(sys.executable).parent, args.slots)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:

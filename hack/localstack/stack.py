@@ -382,10 +382,10 @@ def service_account_kubeconfig(plane: ControlPlane, namespace: str, name: str, p
     return plane.write_kubeconfig(path, {"token": token}, name=f"{namespace}-{name}")
 
 
-def start_executor(plane: ControlPlane, workdir: Path, pvc_root: Path) -> Server:
+def start_executor(plane: ControlPlane, workdir: Path, pvc_root: Path, slots: int = 0) -> Server:
     """The stand-in for training-operator + kubelet (hack/localstack/executor.py)."""
     server = Server("executor", [sys.executable, str(HERE / "executor.py"), "--kubeconfig", str(plane.kubeconfig),
-                                 "--workdir", str(workdir), "--pvc-root", str(pvc_root)],
+                                 "--workdir", str(workdir), "--pvc-root", str(pvc_root), "--slots", str(slots)],
                     workdir / "logs" / "executor.log")
     server.start()
     return server

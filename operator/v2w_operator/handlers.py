@@ -10,6 +10,7 @@ Run as the chart does: `kopf run --standalone -m v2w_operator.handlers --all-nam
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +26,7 @@ from .api.spec import JobSpecCommon, Video2WorldJobSpec
 from .api.status import Phase, Reason
 from .conditions import set_condition
 from .config import OperatorConfig
+from .credentials import CredentialCache
 from .kube import core, custom_objects
 from .observe import Observation, derive_status, pytorchjob_state
 from .s3 import Credentials, JobStorage, StorageError
@@ -63,7 +65,19 @@ def _parse(kind: str, body: kopf.Body) -> JobSpecCommon:
                                  "spec": dict(body["spec"])}).spec
 
 
-def _credentials(spec: JobSpecCommon, namespace: str) -> Credentials | None:
+def _read_credentials(namespace: str, name: str, id_key: str, secret_key: str) -> Credentials:
+    data = core().read_namespaced_secret(name, namespace).data or {}
+    missing = [k for k in (id_key, secret_key) if k not in data]
+    if missing:
+        raise KeyError(f"Secret {name} has no key {', '.join(missing)}")
+    return Credentials(base64.b64decode(data[id_key]).decode(), base64.b64decode(data[secret_key]).decode())
+
+
+# Every running job's poll needs its credentials; one read per Secret and minute instead of one per poll.
+CREDENTIALS = CredentialCache(_read_credentials, ttl_seconds=60.0)
+
+
+def _credentials(spec: JobSpecCommon, namespace: str, fresh: bool = False) -> Credentials | None:
     """The job's S3 credentials from the Secret it names (in its own namespace only)."""
     ref = spec.output.credentials_secret
     name = ref.name if ref else CONFIG.credentials_secret
@@ -71,12 +85,7 @@ def _credentials(spec: JobSpecCommon, namespace: str) -> Credentials | None:
         return None
     id_key = ref.access_key_id_key if ref else "AWS_ACCESS_KEY_ID"
     secret_key = ref.secret_access_key_key if ref else "AWS_SECRET_ACCESS_KEY"
-    secret = core().read_namespaced_secret(name, namespace)
-    data = secret.data or {}
-    missing = [k for k in (id_key, secret_key) if k not in data]
-    if missing:
-        raise KeyError(f"Secret {name} has no key {', '.join(missing)}")
-    return Credentials(base64.b64decode(data[id_key]).decode(), base64.b64decode(data[secret_key]).decode())
+    return CREDENTIALS.get(namespace, name, id_key, secret_key, fresh=fresh)
 
 
 def _storage(spec: JobSpecCommon, namespace: str, name: str, credentials: Credentials | None) -> JobStorage:
@@ -220,8 +229,15 @@ def set_suspend(kind: str, body: kopf.Body, name: str, namespace: str, new: Any,
     kopf.info(body, reason=reason.value, message=f"{'suspended' if new else 'resumed'} PyTorchJob {child}")
 
 
+def _watched_pytorchjob(index: kopf.Index | None, namespace: str, name: str) -> dict[str, Any] | None:
+    """The PyTorchJob as the watch last saw it; a GET when the watch has not seen it (yet, or any more)."""
+    store = index.get((namespace, name)) if index is not None else None
+    found = next(iter(store), None) if store else None
+    return found if found is not None else _get_pytorchjob(namespace, name)
+
+
 def sync(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str,
-         patch: kopf.Patch, logger: logging.Logger) -> None:
+         patch: kopf.Patch, logger: logging.Logger, pytorchjobs: kopf.Index | None = None) -> None:
     """Follow the PyTorchJob and the runtime's files into the status."""
     status = dict(status)
     phase = status.get("phase")
@@ -231,7 +247,7 @@ def sync(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name:
         spec = _parse(kind, body)
     except ValidationError:
         return  # the create handler reported it
-    pj = _get_pytorchjob(namespace, status["pytorchJobName"])
+    pj = _watched_pytorchjob(pytorchjobs, namespace, status["pytorchJobName"])
     obs = Observation(generation=meta.get("generation"), pytorchjob=pj, pytorchjob_was_created=True,
                       suspend_requested=spec.suspend)
     if pj is not None:
@@ -245,6 +261,7 @@ def sync(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name:
                 obs.progress = storage.progress()
             except (StorageError, ApiException, KeyError, ValueError) as exc:
                 obs.storage_error = _safe_error(exc)
+                _forget_credentials(spec, namespace)  # a rotated Secret is read again at the next poll
     new = derive_status(status, obs, kind)
     for key, value in new.items():
         if status.get(key) != value:
@@ -252,6 +269,13 @@ def sync(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name:
     new_phase = new.get("phase", phase)
     if new_phase != phase:
         _announce(kind, body, namespace, name, phase, new_phase, new, status)
+
+
+def _forget_credentials(spec: JobSpecCommon, namespace: str) -> None:
+    ref = spec.output.credentials_secret
+    name = ref.name if ref else CONFIG.credentials_secret
+    if name:
+        CREDENTIALS.forget(namespace, name)
 
 
 def _safe_error(exc: Exception) -> str:
@@ -314,7 +338,7 @@ def _register(names: KindNames) -> None:
     @kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0,
                 backoff=CONFIG.poll_interval_seconds, id="follow")
     def follow(**kwargs: Any) -> None:
-        sync(kind, **_pick(kwargs, "body", "meta", "status", "name", "namespace", "patch", "logger"))
+        sync(kind, **_pick(kwargs, "body", "meta", "status", "name", "namespace", "patch", "logger", "pytorchjobs"))
 
     @kopf.on.delete(GROUP, VERSION, plural, when=_wants_cleanup, id="delete-results")
     def delete_results(**kwargs: Any) -> None:
@@ -323,6 +347,14 @@ def _register(names: KindNames) -> None:
 
 def _pick(kwargs: dict[str, Any], *names: str) -> dict[str, Any]:
     return {n: kwargs[n] for n in names}
+
+
+# One watch on our PyTorchJobs replaces a GET per job and poll: the timers read the PyTorchJob from here.
+@kopf.index(pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, pytorchjob.PYTORCHJOB_PLURAL,
+            labels={pytorchjob.LABEL_MANAGED_BY: pytorchjob.MANAGED_BY}, id="pytorchjobs")
+def pytorchjobs(namespace: str, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): {"metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid")},
+                                "status": copy.deepcopy(dict(status))}}
 
 
 for _names in (VIDEO2WORLD_JOB, BEST_OF_N_JOB):

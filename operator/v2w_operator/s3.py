@@ -7,6 +7,7 @@ can read and write exactly where the job's owner can and nowhere else. Nothing r
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,11 +45,22 @@ def join(prefix: str, name: str) -> str:
     return f"{prefix.rstrip('/')}/{name}"
 
 
-class JobStorage:
-    """S3 under one job's prefix."""
+_CLIENTS: dict[tuple[str | None, str | None, Credentials | None], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+_MAX_CLIENTS = 256
 
-    def __init__(self, prefix: str, endpoint: str | None, region: str | None, credentials: Credentials | None):
-        self.prefix = prefix.rstrip("/")
+
+def _client(endpoint: str | None, region: str | None, credentials: Credentials | None) -> Any:
+    """One S3 client per endpoint, region and credentials, shared by every job that uses them.
+
+    Making a client costs tens of milliseconds of CPU and boto3's default session is not safe to make
+    clients from in several threads at once (kopf runs handlers in a thread pool); clients themselves are.
+    """
+    key = (endpoint, region, credentials)
+    with _CLIENTS_LOCK:
+        found = _CLIENTS.get(key)
+        if found is not None:
+            return found
         kwargs: dict[str, Any] = {"config": _CLIENT_CONFIG}
         if endpoint:
             kwargs["endpoint_url"] = endpoint
@@ -57,7 +69,18 @@ class JobStorage:
         if credentials:
             kwargs["aws_access_key_id"] = credentials.access_key_id
             kwargs["aws_secret_access_key"] = credentials.secret_access_key
-        self._client = boto3.client("s3", **kwargs)
+        if len(_CLIENTS) >= _MAX_CLIENTS:  # rotated credentials leave old entries behind
+            _CLIENTS.pop(next(iter(_CLIENTS)))
+        _CLIENTS[key] = boto3.session.Session().client("s3", **kwargs)
+        return _CLIENTS[key]
+
+
+class JobStorage:
+    """S3 under one job's prefix."""
+
+    def __init__(self, prefix: str, endpoint: str | None, region: str | None, credentials: Credentials | None):
+        self.prefix = prefix.rstrip("/")
+        self._client = _client(endpoint, region, credentials)
 
     def uri(self, name: str) -> str:
         return join(self.prefix, name)

@@ -24,7 +24,7 @@ NAMESPACED_NEEDS: dict[tuple[str, str, str], set[str]] = {
     ("video2world.io", "bestofnjobs", ""): {"get", "list", "watch", "patch"},
     ("video2world.io", "video2worldjobs", "status"): {"get", "patch"},
     ("video2world.io", "bestofnjobs", "status"): {"get", "patch"},
-    ("kubeflow.org", "pytorchjobs", ""): {"get", "create", "patch"},
+    ("kubeflow.org", "pytorchjobs", ""): {"get", "list", "watch", "create", "patch"},
     ("kubeflow.org", "pytorchjobs", "status"): set(),
     ("", "pods", ""): set(),
     ("", "pods", "log"): set(),

@@ -59,11 +59,12 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
 - apiGroups: [video2world.io]
   resources: [video2worldjobs/status, bestofnjobs/status]
   verbs: [get, patch]
-# get (follow), create (once, deterministic name), patch (spec.runPolicy.suspend); deletion is the
-# garbage collector's, through the owner reference.
+# list/watch (one watch follows them all, selected by the managed-by label), get (a job the watch has not
+# seen yet), create (once, deterministic name), patch (spec.runPolicy.suspend); deletion is the garbage
+# collector's, through the owner reference.
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
