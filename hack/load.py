@@ -15,7 +15,8 @@ measured on one clock:
 
     python hack/load.py --jobs 200 --slots 2 --until completed --out result.json
 
-`--until pytorchjobs` stops once every job has its PyTorchJob (the operator's create path only).
+`--until pytorchjobs` stops once every job has its PyTorchJob (the operator's create path); `--slots 0` runs
+no executor, so the PyTorchJobs stay pending.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ class LoadTest:
         plane.kubectl("create", "secret", "generic", "v2w-s3", "-n", NAMESPACE,
                       f"--from-literal=AWS_ACCESS_KEY_ID={minio.access_key}",
                       f"--from-literal=AWS_SECRET_ACCESS_KEY={minio.secret_key}")
-        if self.until == "completed":
+        if self.slots:
             self.servers.append(stack.start_executor(plane, self.workdir / "executor", self.workdir / "pvcs",
                                                      slots=self.slots))
         env = {"V2W_POLL_INTERVAL_SECONDS": str(self.poll_seconds), "V2W_METRICS_PORT": "0",
