@@ -147,4 +147,10 @@ def test_pvc_uris_mount_only_claims_of_the_jobs_own_namespace(e2e):
             bad["spec"][path[0]][path[1]] = uri
             refused = e2e.kubectl("apply", "--dry-run=server", "-n", ns, "-f", "-", input=yaml.safe_dump(bad), check=False)
             assert refused.returncode != 0 and field in refused.stderr, (uri, refused.stdout, refused.stderr)
+    # Results go to S3 only: an output on a claim is refused as well.
+    bad = json.loads(json.dumps(doc))
+    bad["metadata"]["name"] = "bad-pvc"
+    bad["spec"]["output"]["uri"] = "pvc://results-a/out"
+    refused = e2e.kubectl("apply", "--dry-run=server", "-n", ns, "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert refused.returncode != 0 and "spec.output.uri" in refused.stderr, refused.stderr
     assert e2e.get(ns, "v2wjob", "bad-pvc") is None
