@@ -154,3 +154,27 @@ def test_pvc_uris_mount_only_claims_of_the_jobs_own_namespace(e2e):
     refused = e2e.kubectl("apply", "--dry-run=server", "-n", ns, "-f", "-", input=yaml.safe_dump(bad), check=False)
     assert refused.returncode != 0 and "spec.output.uri" in refused.stderr, refused.stderr
     assert e2e.get(ns, "v2wjob", "bad-pvc") is None
+
+
+def test_runtime_pods_pass_the_restricted_pod_security_standard(e2e):
+    """Whoever may create jobs in a namespace gets pods made there; a namespace that enforces the
+    `restricted` Pod Security Standard still admits them (non-root, no privilege escalation, no capabilities,
+    RuntimeDefault seccomp), and the root filesystem is read-only on top."""
+    ns = e2e.namespace()
+    e2e.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    e2e.apply(ns, e2e.job("Video2WorldJob", "strict", {
+        "input": {"uri": "pvc://inputs-a/in.jpg", "prompt": "A tram turns a corner."}, "suspend": True, **DISABLED}))
+    e2e.wait_for(ns, "v2wjob", "strict", phase_is("Suspended"), timeout=60, what="Suspended")
+    template = e2e.get(ns, "pytorchjob", "v2w-strict")["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": ns, **template["metadata"]},
+           "spec": template["spec"]}
+    admitted = e2e.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert admitted.returncode == 0 and "Warning" not in admitted.stderr, admitted.stderr
+    container = pod["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    # The check is live: the same pod with one capability added is refused.
+    loose = json.loads(json.dumps(pod))
+    loose["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] = ["NET_RAW"]
+    refused = e2e.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(loose), check=False)
+    assert refused.returncode != 0 and "PodSecurity" in refused.stderr, refused.stderr
