@@ -146,6 +146,9 @@ def derive_status(status: dict[str, Any], obs: Observation, kind: str) -> dict[s
         message = f"PyTorchJob failed ({reason or 'Failed'}): {pj_message}".strip()
         if obs.result is not None and obs.result.message:
             message += f"; runtime: {obs.result.message}"
+        elif obs.result is None and obs.storage_error:
+            # e.g. S3 refused the job's credentials: the runtime could write no result.json either.
+            message += f"; no result.json: {obs.storage_error}"
         new.update(phase=Phase.FAILED.value, message=message, completionTime=pj_status.get("completionTime") or now)
         cond("Running", False, our_reason, message)
         cond("Failed", True, our_reason, message)

@@ -156,6 +156,9 @@ def test_failed_jobs_leak_no_credential_either(e2e):
     keys, _ = e2e.wait_for(ns, "v2wjob", "wrong-keys", phase_is("Succeeded", "Failed"), timeout=120, what="a final phase")
     assert keys["status"]["phase"] == "Failed", keys["status"]
     assert condition(keys, "Failed")["status"] == "True"
+    # The status says why: S3 refused the credentials (the code, never the key).
+    assert "no result.json" in keys["status"]["message"] and "InvalidAccessKeyId" in keys["status"]["message"], \
+        keys["status"]["message"]
 
     # What the runtime wrote: result.json of the failed run (nothing at all with the wrong keys).
     outputs = _objects(e2e.minio.client(), e2e.bucket, f"results/{ns}/")

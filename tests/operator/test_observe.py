@@ -77,6 +77,13 @@ def test_failures_carry_reason_and_runtime_message():
     assert conds(derive_status({}, Observation(1, deadline), "Video2WorldJob"))["Failed"][1] == "DeadlineExceeded"
 
 
+def test_a_failure_without_result_json_says_why_it_could_not_be_read():
+    failed = pj(("Failed", "PyTorchJobFailed", "Job v2w-x has failed because it has reached the specified backoff limit"))
+    error = "reading s3://b/p/ns/x/result.json: InvalidAccessKeyId"
+    s = derive_status({}, Observation(1, failed, storage_error=error), "Video2WorldJob")
+    assert s["phase"] == "Failed" and s["message"].endswith(f"; no result.json: {error}")
+
+
 def test_suspend_and_resume_conditions():
     s = derive_status({}, Observation(1, pj(("Suspended", "PyTorchJobSuspended", ""))), "Video2WorldJob")
     assert s["phase"] == "Suspended" and conds(s)["Suspended"] == ("True", "Suspended")
