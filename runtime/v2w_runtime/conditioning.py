@@ -113,8 +113,9 @@ def read_image(path: Path, name: str) -> np.ndarray:
                 frame = _rgb8(_upright(img))
     except ConditioningError:
         raise
-    except Image.DecompressionBombError:
-        raise _too_large(name, "the image", limit) from None
+    except Image.DecompressionBombError:  # Pillow's own refusal, from the header, above about 179 megapixels
+        pillow = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else limit
+        raise _too_large(name, "the image", min(limit, pillow)) from None
     except Exception as exc:  # a decoder's failure on bad data can be of almost any type
         raise ConditioningError(f"input {name}: not a readable image ({_describe(exc, path, name)})") from None
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1:

@@ -211,6 +211,17 @@ def test_videos_and_gifs_give_their_last_frames(files):
     assert round(float(decode(files["six.gif"], 1).mean())) == 240
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"])
+def test_every_video_container_we_accept_decodes(tmp_path, suffix):
+    import subprocess
+
+    path = tmp_path / f"clip{suffix}"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=64x48:rate=8:duration=1", "-pix_fmt", "yuv420p", str(path)], check=True, timeout=60)
+    frames = decode(path, 5)
+    assert frames.std() > 10  # the test pattern, not a blank frame
+
+
 def test_pixel_limit_applies_to_pictures_and_video_frames(files, monkeypatch):
     monkeypatch.setenv("V2W_MAX_INPUT_PIXELS", "2000")
     with pytest.raises(ConditioningError, match=r"60x40 pixels.*limit of 2,000 pixels"):
