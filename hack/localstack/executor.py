@@ -4,7 +4,9 @@
 It follows PyTorchJobs on the real API server and runs each replica's container command as a local
 process (`torchrun` on CPU, gloo) with the environment the training-operator injects (PET_*,
 MASTER_ADDR, RANK, WORLD_SIZE) and the container's env resolved as the kubelet would (Secret keys
-by reference, volume paths mapped to local folders). It writes the PyTorchJob's status the way the
+by reference, volume paths mapped to local folders). A PersistentVolumeClaim is looked up in the
+PyTorchJob's own namespace, as Kubernetes does: pods wait (are not started) until every claim they name
+exists there, and claim `<c>` of namespace `<ns>` is the folder `<pvc-root>/<ns>/<c>`. It writes the PyTorchJob's status the way the
 training-operator does: Created, Running, Restarting, Suspended, Succeeded, Failed, with the same
 reasons and messages, and honours runPolicy (backoffLimit, activeDeadlineSeconds, suspend).
 
@@ -56,6 +58,7 @@ class Run:
     started_at: float | None = None
     finished: bool = False
     next_start: float = 0.0
+    waiting_for: tuple[str, ...] = ()  # claims that do not exist (yet) in the job's namespace
 
 
 class Executor:
@@ -103,7 +106,8 @@ class Executor:
         base = self.workdir / "pods" / job["metadata"]["namespace"] / job["metadata"]["name"]
         for volume in pod_spec.get("volumes") or []:
             if "persistentVolumeClaim" in volume:
-                dirs[volume["name"]] = self.pvc_root / volume["persistentVolumeClaim"]["claimName"]
+                # A claim reference has no namespace: it is always the pod's own.
+                dirs[volume["name"]] = self.pvc_root / job["metadata"]["namespace"] / volume["persistentVolumeClaim"]["claimName"]
             else:
                 dirs[volume["name"]] = base / volume["name"]
             dirs[volume["name"]].mkdir(parents=True, exist_ok=True)
@@ -116,12 +120,7 @@ class Executor:
         dirs = self._volume_dirs(job, pod_spec)
         for var in container.get("env") or []:
             if "value" in var:
-                value = var["value"]
-                for mount_path, volume in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
-                    if value == mount_path or value.startswith(mount_path + "/"):
-                        value = str(dirs[volume]) + value[len(mount_path):]
-                        break
-                env[var["name"]] = value
+                env[var["name"]] = self._local_path(var["value"], mounts, dirs)
             elif "secretKeyRef" in (var.get("valueFrom") or {}):
                 ref = var["valueFrom"]["secretKeyRef"]
                 secret = self.core.read_namespaced_secret(ref["name"], namespace)
@@ -130,6 +129,20 @@ class Executor:
         if self.python_bin:
             env["PATH"] = f"{self.python_bin}:{env.get('PATH', '')}"
         return env
+
+    @staticmethod
+    def _local_path(value: str, mounts: dict[str, str], dirs: dict[str, Path]) -> str:
+        """An env value that is a path in the container, as the local folder that plays it."""
+        for mount_path, volume in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return str(dirs[volume]) + value[len(mount_path):]
+        # The parent of mounts laid out alike (V2W_PVC_ROOT above /mnt/pvc/<claim>): the parent folder.
+        parent = value.rstrip("/")
+        for mount_path, volume in mounts.items():
+            rest = mount_path[len(parent):]
+            if parent and mount_path.startswith(parent + "/") and str(dirs[volume]).endswith(rest):
+                return str(dirs[volume])[: -len(rest)]
+        return value
 
     def _start(self, job: dict, run: Run) -> None:
         spec = job["spec"]
@@ -228,7 +241,7 @@ class Executor:
                              completionTime=now())
             return
         if not run.procs:
-            if time.monotonic() >= run.next_start and self._free_slot():
+            if time.monotonic() >= run.next_start and self._free_slot() and not self._missing_claims(job, run):
                 self._start(job, run)
             return
         codes = [p.poll() for p in run.procs]
@@ -253,6 +266,26 @@ class Executor:
     def _free_slot(self) -> bool:
         return not self.slots or sum(1 for r in self.runs.values() if r.procs) < self.slots
 
+    def _missing_claims(self, job: dict, run: Run) -> tuple[str, ...]:
+        """Claims the pods name that do not exist in the job's namespace: like the scheduler, wait for them."""
+        namespace = job["metadata"]["namespace"]
+        claims = sorted({v["persistentVolumeClaim"]["claimName"]
+                         for replica in job["spec"]["pytorchReplicaSpecs"].values()
+                         for v in replica["template"]["spec"].get("volumes") or [] if "persistentVolumeClaim" in v})
+        missing = []
+        for claim in claims:
+            try:
+                self.core.read_namespaced_persistent_volume_claim(claim, namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                missing.append(claim)
+        if tuple(missing) != run.waiting_for and missing:
+            log.info("%s/%s waits for PersistentVolumeClaim %s in %s", namespace, job["metadata"]["name"],
+                     ", ".join(missing), namespace)
+        run.waiting_for = tuple(missing)
+        return run.waiting_for
+
     def shutdown(self) -> None:
         for run in self.runs.values():
             self._kill(run)
@@ -262,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--workdir", type=Path, required=True, help="folder for pod files and logs")
-    parser.add_argument("--pvc-root", type=Path, default=None, help="folder whose subfolders play the PVCs")
+    parser.add_argument("--pvc-root", type=Path, default=None, help="folder whose <namespace>/<claim> subfolders play the PVCs")
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--slots", type=int, default=0, help="PyTorchJobs allowed to run at once (0: no limit)")
     args = parser.parse_args(argv)

@@ -12,8 +12,9 @@ import uuid
 import pytest
 import yaml
 
+import stack  # hack/localstack/stack.py
 from tests.chart.test_cluster import Ask, review
-from tests.e2e.helpers import DISABLED, condition, phase_is
+from tests.e2e.helpers import DISABLED, condition, phase_is, s3_key
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
@@ -178,3 +179,41 @@ def test_runtime_pods_pass_the_restricted_pod_security_standard(e2e):
     loose["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] = ["NET_RAW"]
     refused = e2e.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(loose), check=False)
     assert refused.returncode != 0 and "PodSecurity" in refused.stderr, refused.stderr
+
+
+def _claim(e2e, namespace: str, name: str) -> None:
+    e2e.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}}))
+
+
+def test_a_claim_name_resolves_in_the_jobs_own_namespace(e2e):
+    """Jobs in A and B name the same claim, which holds the input in B only. B's job reads it; A's pods wait
+    for a claim of that name in A (as the scheduler makes them), and once A has one, see A's, not B's."""
+    ns_a, ns_b = e2e.namespace(), e2e.namespace()
+    _claim(e2e, ns_b, "shared")
+    folder = e2e.workdir / "pvcs" / ns_b / "shared" / "clips"
+    folder.mkdir(parents=True)
+    (folder / "in.jpg").write_bytes(stack.sample_image(5, (96, 64)))
+    spec = {"input": {"uri": "pvc://shared/clips/in.jpg", "prompt": "A tram turns a corner."},
+            "runPolicy": {"backoffLimit": 0}, **DISABLED}
+    for ns in (ns_b, ns_a):
+        e2e.apply(ns, e2e.job("Video2WorldJob", "from-claim", spec))
+
+    e2e.wait_for(ns_a, "v2wjob", "from-claim", lambda o: (o.get("status") or {}).get("pytorchJobName"), timeout=60,
+                 what="its PyTorchJob")
+    waiting = f"{ns_a}/v2w-from-claim waits for PersistentVolumeClaim shared in {ns_a}"
+    e2e.wait_for(ns_a, "v2wjob", "from-claim", lambda o: waiting in e2e.executor.log_tail(400), timeout=30,
+                 what="the executor holding its pods")
+    assert e2e.get(ns_a, "v2wjob", "from-claim")["status"]["phase"] == "Pending"
+    pod_log = e2e.workdir / "executor" / "logs" / f"{ns_a}_v2w-from-claim_master-0.log"
+    assert not pod_log.exists()
+    _claim(e2e, ns_a, "shared")  # an empty claim of the same name in A
+
+    b, _ = e2e.wait_for(ns_b, "v2wjob", "from-claim", phase_is("Succeeded", "Failed"), what="a final phase")
+    assert b["status"]["phase"] == "Succeeded", b["status"]
+    bucket, key = s3_key(b["status"]["outputs"][0]["uri"])
+    assert e2e.minio.client().head_object(Bucket=bucket, Key=key)["ContentLength"] > 1000
+    a, _ = e2e.wait_for(ns_a, "v2wjob", "from-claim", phase_is("Succeeded", "Failed"), what="a final phase")
+    assert a["status"]["phase"] == "Failed" and "pvc://shared/clips/in.jpg" in a["status"]["message"], a["status"]
+    assert "no such file" in a["status"]["message"], a["status"]["message"]
