@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -314,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the report here as JSON")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="v2w-load-"))
+    # A plain SIGTERM would leave the API server, MinIO, executor and operator running: unwind instead.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with LoadTest(workdir, args.jobs, args.slots, args.poll, args.until, args.timeout, args.hold) as load:
         report = load.run()
     text = json.dumps(report, indent=1)
