@@ -159,7 +159,12 @@ def ensure(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, nam
             try:
                 batch_uri = _storage(spec, namespace, name, credentials).write_json(BATCH_FILE, pytorchjob.batch_json(spec))
             except StorageError as exc:
-                return _retry_later(kind, body, patch, status, generation, Reason.STORAGE_UNREACHABLE, str(exc), retry)
+                message = str(exc)
+                if credentials is None:
+                    # No Secret named anywhere: the operator tried its own environment and found nothing.
+                    message += ("; the job names no credentials Secret: set spec.output.credentialsSecret "
+                                "(or the chart's s3.credentialsSecret)")
+                return _retry_later(kind, body, patch, status, generation, Reason.STORAGE_UNREACHABLE, message, retry)
 
         manifest = pytorchjob.build(kind, name, namespace, uid, spec, CONFIG, batch_uri)
         try:

@@ -324,6 +324,9 @@ def test_every_job_got_a_status_that_says_why(fuzz_run: FuzzRun):
             assert condition and condition["reason"] in {r.value for r in Reason}, (name, steps, status)
             assert status.get("message"), (name, steps, status)
             assert by_owner[obj["metadata"]["uid"]] == 0, (name, steps, status)
+            if not (obj["spec"].get("output") or {}).get("credentialsSecret"):
+                # The operator has no default Secret here: the message says which field to set.
+                assert "spec.output.credentialsSecret" in status["message"], (name, steps, status)
 
 
 def _assert_pytorchjob_is_what_the_operator_builds(run: FuzzRun, obj: dict, stored: dict) -> None:
