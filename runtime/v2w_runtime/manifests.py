@@ -62,8 +62,9 @@ class ProgressReporter:
             self._last_step_write = now
             self.write()
 
-    def video_done(self) -> None:
-        self.state.videos_done += 1
+    def video_done(self, total: int | None = None) -> None:
+        """One more video made, or `total` made so far when the count comes from every group."""
+        self.state.videos_done = self.state.videos_done + 1 if total is None else total
         self.write()
 
 

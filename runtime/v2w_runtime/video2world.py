@@ -365,6 +365,21 @@ def read_input(uri: str, settings) -> np.ndarray:
     return load_conditioning(path, settings.num_conditional_frames, height, width, name=uri)
 
 
+VIDEOS_MADE = "videos_made"
+
+
+def follow_other_groups(ctx, reporter, already: int, remaining: int, every_s: float = 2.0) -> None:
+    """Rank 0 has made its group's videos: until every group has made theirs, keep progress.json
+    counting them (the groups' leaders add to a world counter; reading it waits for no one)."""
+    while True:
+        made = ctx.add(VIDEOS_MADE, 0)
+        if made is None or made >= remaining:
+            return
+        if already + made != reporter.state.videos_done:
+            reporter.video_done(already + made)
+        time.sleep(every_s)
+
+
 def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarget, started) -> int:
     from .generator import Video2WorldGenerator
     from .manifests import ProgressReporter, build_result, write_result
@@ -412,12 +427,17 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
     generator.model_info["speed"] = speed.model_dump()
     run_versions = versions()
 
-    # 3. The videos of this rank's group
+    # 3. The videos of this rank's group; every group leader counts its own in the world's counter
     for job in mine:
         result = make_video(generator, job, target, reporter, args, run_versions)
+        made = None
         if layout.is_group_leader:
             results.append((job.index, result.model_dump(mode="json")))
-        reporter.video_done()
+            made = ctx.add(VIDEOS_MADE)
+        reporter.video_done(None if made is None else len(done) + made)
+    if layout.is_global_leader and layout.num_groups > 1:
+        follow_other_groups(ctx, reporter, already=len(done), remaining=len(jobs) - len(done))
+
 
     # 4. Every group's results to rank 0, which writes result.json last
     gathered = ctx.gather_to_leader(results if layout.is_group_leader else [])

@@ -80,6 +80,18 @@ class ParallelContext:
         dist.broadcast_object_list(box, src=0, device=self._object_device())
         return box[0]
 
+    def add(self, key: str, amount: int = 1) -> int | None:
+        """Adds `amount` to a counter shared by the whole world and returns its new total, without waiting
+        for any other rank; `add(key, 0)` reads it. None with one process (nothing to share).
+
+        It lives in the rendezvous store every rank already talks to, so it costs no collective: rank 0
+        can follow the other groups' videos while they are still being made.
+        """
+        store = _world_store() if self.distributed else None
+        # torchrun may restart the workers on the same store: each attempt counts afresh.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        return None if store is None else int(store.add(f"v2w/{attempt}/{key}", amount))
+
     def gather_to_leader(self, obj: Any) -> list[Any] | None:
         """Every rank's picklable `obj` (no tensors) as a list by global rank on rank 0; None elsewhere."""
         if not self.distributed:
@@ -245,6 +257,14 @@ def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
         "--cfg_parallel", action=argparse.BooleanOptionalAction, default=None,
         help="run the conditional and unconditional passes on two halves of a group; default: on when it fits",
     )
+
+
+def _world_store() -> dist.Store | None:
+    # The default group's store (torch keeps it on the world group; there is no public accessor).
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except (AttributeError, RuntimeError, ValueError):
+        return None
 
 
 def _strip_tensors(obj: Any, out: list[torch.Tensor]) -> Any:
