@@ -91,7 +91,7 @@ class Folder:
     def __init__(self, save_path: str, staging: Path | None = None) -> None:
         self.save_path = save_path
         if storage.is_s3(save_path):
-            root = staging or Path(tempfile.mkdtemp(prefix="v2w-bestofn-"))
+            root = staging or Path(tempfile.mkdtemp(prefix="v2w-bestofn-", dir=os.environ.get("V2W_STAGING_DIR")))
             self.target = OutputTarget(root=root, uri=save_path.rstrip("/"))
         else:
             root = storage.local_path(save_path)
@@ -320,15 +320,24 @@ def run(options: BestOfNOptions, *, make_generator=None, make_critic, ctx=None, 
     make_generator(): a loaded `Video2WorldGenerator` (called only by ranks that have videos to make).
     make_critic(): a `Critic` (called only by group leaders that have videos to score).
     """
-    from .manifests import ProgressReporter
     from .parallel import ParallelContext
 
     ctx = ctx if ctx is not None else ParallelContext.single()
-    layout = ctx.layout
     started = utcnow()
     if not options.skip_generation and (not options.input_path or options.prompt is None):
         raise BestOfNError("--input_path and --prompt are required unless --skip_generation is given")
     folder = Folder(options.save_path)
+    try:
+        return _run_in(folder, options, ctx, started, make_generator, make_critic, settings_record, versions)
+    finally:
+        folder.target.discard_staging()  # an S3 prefix's local copies, however the run ended
+
+
+def _run_in(folder: Folder, options: BestOfNOptions, ctx, started, make_generator, make_critic,
+            settings_record: dict | None, versions: dict | None) -> ResultManifest | None:
+    from .manifests import ProgressReporter
+
+    layout = ctx.layout
     leader = layout.is_global_leader
     stems = [generation_stem(i, s) for i, s in enumerate(options.seeds())]
     total = 0 if options.skip_generation else len(stems)
@@ -606,9 +615,12 @@ def _fail(target_path: str | None, started, args, message: str, code: int) -> in
 
         try:
             folder = Folder(target_path)
-            result = ResultManifest(mode="bestofn", succeeded=False, message=message, started_at=started,
-                                    settings=settings_record(args), versions=versions())
-            write_result(folder.target, result)
+            try:
+                result = ResultManifest(mode="bestofn", succeeded=False, message=message, started_at=started,
+                                        settings=settings_record(args), versions=versions())
+                write_result(folder.target, result)
+            finally:
+                folder.target.discard_staging()
         except (OSError, storage.StorageError) as exc:
             print(f"error: could not write result.json: {exc}", file=sys.stderr)
     return code

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -41,6 +42,15 @@ class OutputTarget:
         if not self.uri:
             return str(path)
         return storage.put_file(path, storage.join(self.uri, name), content_type)
+
+    def discard_staging(self) -> None:
+        """Delete the local staging folder of an S3 target, however the run ended.
+
+        The prefix is what counts (a restarted attempt resumes from it and stages anew), so nothing is
+        lost. A local target's folder is the output itself and is never touched.
+        """
+        if self.uri:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def safe_name(name: str, where: str) -> str:

@@ -306,20 +306,25 @@ def main(argv: list[str] | None = None) -> int:
     started = utcnow()
     target: OutputTarget | None = None
     try:
-        check_usage(args)
-        target, logical_root, single_name = output_target(args)
-        if target.uri:
-            storage.check_s3_access(target.uri)
-        jobs = plan_jobs(args, logical_root, single_name)
-        settings = generation_settings(args)
-        if not args.batch_input_json:
-            jobs[0].frames = read_input(jobs[0].input, settings)  # a bad input fails before any weight loads
-        return run(args, settings, jobs, target, started)
-    except (UsageError, BatchError, CheckpointError, ConditioningError, storage.StorageError, OutputPathError,
-            RefinerError, ValueError) as exc:
-        return fail(target, started, args, f"{exc}", EXIT_BAD_INPUT)
-    except GuardrailError as exc:
-        return fail(target, started, args, f"guardrail error, nothing generated: {exc}", EXIT_GUARDRAIL)
+        try:
+            check_usage(args)
+            target, logical_root, single_name = output_target(args)
+            if target.uri:
+                storage.check_s3_access(target.uri)
+            jobs = plan_jobs(args, logical_root, single_name)
+            settings = generation_settings(args)
+            if not args.batch_input_json:
+                jobs[0].frames = read_input(jobs[0].input, settings)  # a bad input fails before any weight loads
+            return run(args, settings, jobs, target, started)
+        except (UsageError, BatchError, CheckpointError, ConditioningError, storage.StorageError, OutputPathError,
+                RefinerError, ValueError) as exc:
+            return fail(target, started, args, f"{exc}", EXIT_BAD_INPUT)
+        except GuardrailError as exc:
+            return fail(target, started, args, f"guardrail error, nothing generated: {exc}", EXIT_GUARDRAIL)
+    finally:
+        # Every rank stages in a folder of its own; on a pod's disk it outlives a failed run otherwise.
+        if target is not None:
+            target.discard_staging()
 
 
 def fail(target: OutputTarget | None, started, args, message: str, code: int) -> int:
