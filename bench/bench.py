@@ -34,7 +34,8 @@ from PIL import Image  # noqa: E402
 from transformers import T5Config, T5EncoderModel  # noqa: E402
 
 from v2w_runtime import perf  # noqa: E402
-from v2w_runtime.pipeline import GuardrailSafetyChecker, Video2WorldPipeline  # noqa: E402
+from v2w_runtime.guardrail import DiffusersSafetyChecker  # noqa: E402
+from v2w_runtime.pipeline import Video2WorldPipeline  # noqa: E402
 from v2w_runtime.tiny import build_tokenizer  # noqa: E402
 from v2w_runtime.tiny.inputs import scene_frames  # noqa: E402
 
@@ -141,7 +142,7 @@ def build_pipelines(dit: CosmosTransformer3DModel) -> tuple[Video2WorldPipeline,
     t5, vae, tok = build_t5(), build_vae(), build_tokenizer()
     scheduler = FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True, shift=1.0)
     stock = Cosmos2VideoToWorldPipeline(text_encoder=t5, tokenizer=tok, transformer=dit, vae=vae, scheduler=scheduler,
-                                        safety_checker=GuardrailSafetyChecker())
+                                        safety_checker=DiffusersSafetyChecker.allow_all())
     ours = Video2WorldPipeline(t5, tok, dit, vae, scheduler)
     return ours, stock
 

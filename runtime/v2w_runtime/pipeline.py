@@ -25,8 +25,6 @@ from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, FlowMatchEuler
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
-from .interfaces import Guardrail
-
 # The EDM-style noise range and data scale the Cosmos-Predict2 models were trained with.
 SIGMA_MAX = 80.0
 SIGMA_MIN = 0.002
@@ -272,28 +270,4 @@ class Video2WorldPipeline:
         return SamplerOutput(frames=self.decode(latents))
 
 
-class GuardrailSafetyChecker:
-    """Our Guardrail in the shape diffusers' stock Cosmos pipelines want for `safety_checker`.
-
-    The stock pipeline refuses to run without one; pass this (with `guardrail=None` it allows all).
-    A blocked prompt raises inside the stock pipeline (its behaviour); a video comes back postprocessed.
-    """
-
-    def __init__(self, guardrail: Guardrail | None = None) -> None:
-        self.guardrail = guardrail
-
-    def to(self, *args, **kwargs) -> "GuardrailSafetyChecker":
-        return self
-
-    def check_text_safety(self, prompt: str) -> bool:
-        return True if self.guardrail is None else self.guardrail.check_text(prompt).allowed
-
-    def check_video_safety(self, frames: np.ndarray) -> np.ndarray:
-        if self.guardrail is None:
-            return frames
-        if not self.guardrail.check_video(frames).allowed:
-            return np.zeros_like(frames)
-        return self.guardrail.postprocess(frames)
-
-
-__all__ = ["GuardrailSafetyChecker", "SamplerOutput", "Video2WorldPipeline"]
+__all__ = ["SamplerOutput", "Video2WorldPipeline"]

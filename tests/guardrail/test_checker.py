@@ -215,3 +215,22 @@ def test_tiny_command_writes_a_loadable_seeded_checkpoint(tmp_path):
     for rel in ("llm_guard/model.safetensors", "video_classifier/encoder/model.safetensors", "video_classifier/head.safetensors"):
         wa, wb = load_file(str(out / rel)), load_file(str(again / rel))
         assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_allow_all_checker_passes_everything_through_and_says_so():
+    """The checker the stock pipeline gets where it is only a reference: nothing blocked, frames untouched."""
+    from diffusers import Cosmos2VideoToWorldPipeline
+
+    checker = DiffusersSafetyChecker.allow_all()
+    pipe = Cosmos2VideoToWorldPipeline(text_encoder=None, tokenizer=None, transformer=None, vae=None,
+                                       scheduler=None, safety_checker=checker)
+    assert pipe.safety_checker.to("cpu") is checker
+    assert checker.check_text_safety("a school sh00ting") is True
+    out = checker.check_video_safety(FRAMES)
+    assert out is FRAMES and checker.blocked is None
+    assert [(v.allowed, v.check) for v in checker.text_verdicts + checker.video_verdicts] == [(True, "none")] * 2
+
+
+def test_checker_refuses_a_missing_guardrail():
+    with pytest.raises(ValueError, match="needs a guardrail"):
+        DiffusersSafetyChecker(None)

@@ -12,7 +12,8 @@ from diffusers import Cosmos2VideoToWorldPipeline, CosmosTransformer3DModel
 from PIL import Image
 
 from v2w_runtime.checkpoints import load_components
-from v2w_runtime.pipeline import GuardrailSafetyChecker, Video2WorldPipeline
+from v2w_runtime.guardrail import DiffusersSafetyChecker
+from v2w_runtime.pipeline import Video2WorldPipeline
 from v2w_runtime.tiny import write_checkpoint
 from v2w_runtime.tiny.inputs import scene_frames
 
@@ -22,7 +23,7 @@ H, W, FRAMES, STEPS = 64, 96, 9, 2
 @pytest.fixture(scope="module")
 def stock(tiny_checkpoint):
     return Cosmos2VideoToWorldPipeline.from_pretrained(
-        tiny_checkpoint, safety_checker=GuardrailSafetyChecker(), dtype=torch.float32
+        tiny_checkpoint, safety_checker=DiffusersSafetyChecker.allow_all(), dtype=torch.float32
     )
 
 

@@ -6,6 +6,9 @@ and `check_video_safety(frames) -> frames` on each decoded video as uint8 (T, H,
 comes back: returning None there crashes the pipeline. So a blocked video comes back as black frames of
 the same shape, and the verdicts are kept on the adapter for the caller, which must not write a video
 whose verdict blocked it. A GuardrailError (a model that cannot run) propagates and stops the pipeline.
+
+The stock pipeline will not run without a safety checker; `DiffusersSafetyChecker.allow_all()` is the one
+to give it where it only serves as a reference (tests, benchmarks), never where videos are served.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ class DiffusersSafetyChecker:
         self.guardrail = guardrail
         self.text_verdicts: list[Verdict] = []
         self.video_verdicts: list[Verdict] = []
+
+    @classmethod
+    def allow_all(cls) -> "DiffusersSafetyChecker":
+        """A checker that lets every prompt and video through unchanged (each verdict says so)."""
+        return cls(_AllowAll())
 
     def to(self, device: str | torch.device, *args, **kwargs) -> "DiffusersSafetyChecker":
         move = getattr(self.guardrail, "to", None)
@@ -51,3 +59,16 @@ class DiffusersSafetyChecker:
     def blocked(self) -> Verdict | None:
         """The first blocking verdict since the last reset, if any."""
         return next((v for v in self.text_verdicts + self.video_verdicts if not v.allowed), None)
+
+
+class _AllowAll:
+    """A Guardrail that checks nothing; only `DiffusersSafetyChecker.allow_all` makes one."""
+
+    def check_text(self, text: str) -> Verdict:
+        return Verdict.ok("none")
+
+    def check_video(self, frames: np.ndarray) -> Verdict:
+        return Verdict.ok("none")
+
+    def postprocess(self, frames: np.ndarray) -> np.ndarray:
+        return frames
