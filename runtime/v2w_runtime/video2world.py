@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from .batch import BatchError, load_batch
 from .checkpoints import CheckpointError, cache_dir, default_checkpoint, resolve_checkpoint
 from .conditioning import ConditioningError, RESOLUTIONS
 from .interfaces import Guardrail, GuardrailError, PromptRefiner
-from .outputs import OutputPathError, OutputTarget, prompt_text, resolve_output, safe_name, side_file_names
+from .outputs import OutputPathError, OutputTarget, prompt_text, resolve_output, side_file_names
 from .outputs import write_json, write_mp4, write_text
 
 log = logging.getLogger("v2w_runtime")
@@ -443,7 +442,6 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
     if layout.is_global_leader and layout.num_groups > 1:
         follow_other_groups(ctx, reporter, already=len(done), remaining=len(jobs) - len(done))
 
-
     # 4. Every group's results to rank 0, which writes result.json last
     gathered = ctx.gather_to_leader(results if layout.is_group_leader else [])
     code = EXIT_OK
@@ -456,8 +454,6 @@ def run(args: argparse.Namespace, settings, jobs: list[Job], target: OutputTarge
         uri = write_result(target, result)
         print_summary(videos, uri)
         code = EXIT_OK if result.succeeded else EXIT_SOME_FAILED
-        if target.uri:
-            shutil.rmtree(target.root, ignore_errors=True)
     ctx.barrier()
     ctx.close()
     return code
