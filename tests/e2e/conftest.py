@@ -120,5 +120,5 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
     operator = stack.start_operator(kubeconfig, env, workdir / "logs" / "operator.log")
     s = Stack(kube, minio, bucket, models, operator, executor, env, kubeconfig, workdir)
     yield s
-    operator.stop()
+    s.operator.stop()  # the one running now: a test may have restarted it
     executor.stop()
