@@ -48,3 +48,25 @@ def crds_applied(kube):
     for name in ("video2worldjobs.video2world.io", "bestofnjobs.video2world.io"):
         stack.wait_established(kube, name)
     return kube
+
+
+@pytest.fixture
+def s3_env(minio, monkeypatch):
+    """The MinIO server's AWS_* settings in this process's environment, with the runtime's S3 client made
+    afresh from them (and again afterwards, so no later test inherits it)."""
+    from v2w_runtime import storage
+
+    for name, value in minio.env().items():
+        monkeypatch.setenv(name, value)
+    storage.reset_client()
+    yield minio
+    storage.reset_client()
+
+
+@pytest.fixture
+def staging_dir(tmp_path, monkeypatch) -> Path:
+    """An empty folder the runtime stages an S3 output's files in (V2W_STAGING_DIR)."""
+    folder = tmp_path / "staging"
+    folder.mkdir()
+    monkeypatch.setenv("V2W_STAGING_DIR", str(folder))
+    return folder

@@ -63,3 +63,22 @@ def write_video(path: Path, seed: int, frames: int = 9, fps: int = 8) -> Path:
 
     rng = np.random.default_rng(seed)
     return write_mp4(rng.integers(0, 256, (frames, 32, 48, 3), dtype=np.uint8), path, fps)
+
+
+class Interrupted(Exception):
+    """Stands for the pod being killed."""
+
+
+def record_generations(generator, generated: list[int], stop_after: int | None = None):
+    """`generator`, with each generate() call's seed appended to `generated`; once `stop_after` calls are
+    recorded, the next one raises Interrupted instead."""
+    real = generator.generate
+
+    def generate(input, prompt, seed, **kwargs):
+        if stop_after is not None and len(generated) >= stop_after:
+            raise Interrupted
+        generated.append(seed)
+        return real(input, prompt, seed, **kwargs)
+
+    generator.generate = generate
+    return generator

@@ -10,11 +10,7 @@ from v2w_runtime.critic import Critic
 from v2w_runtime.generator import GenerationSettings, Video2WorldGenerator
 from v2w_runtime.qwen import QwenVL, Sampling
 
-from .conftest import PROMPT
-
-
-class Interrupted(Exception):
-    """Stands for the pod being killed."""
+from .conftest import PROMPT, Interrupted, record_generations
 
 
 def test_resume_after_interruptions(tiny_models, tmp_path):
@@ -25,16 +21,7 @@ def test_resume_after_interruptions(tiny_models, tmp_path):
 
     def make_generator(stop_after: int | None = None):
         generator = Video2WorldGenerator.from_checkpoint(str(tiny_models["video2world"]), settings, device="cpu")
-        real = generator.generate
-
-        def generate(input, prompt, seed, **kwargs):
-            if stop_after is not None and len(generated) >= stop_after:
-                raise Interrupted
-            generated.append(seed)
-            return real(input, prompt, seed, **kwargs)
-
-        generator.generate = generate
-        return generator
+        return record_generations(generator, generated, stop_after)
 
     def make_critic(stop_after: int | None = None):
         critic = Critic(qwen, num_trials=2, sampling=Sampling(max_new_tokens=8, do_sample=True, temperature=0.6,

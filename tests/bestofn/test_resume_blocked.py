@@ -8,9 +8,7 @@ from v2w_runtime.bestofn import BestOfNOptions, run
 from v2w_runtime.generator import GenerationSettings, Video2WorldGenerator
 from v2w_runtime.guardrail.checker import load_guardrail
 
-
-class Interrupted(Exception):
-    """Stands for the pod being killed."""
+from .conftest import Interrupted, record_generations
 
 
 def test_blocked_generations_are_kept_on_restart(tiny_models, tmp_path):
@@ -24,16 +22,7 @@ def test_blocked_generations_are_kept_on_restart(tiny_models, tmp_path):
         guardrail = load_guardrail(checkpoint, extra_blocklist=["zeppelin"])
         generator = Video2WorldGenerator.from_checkpoint(str(tiny_models["video2world"]), settings, device="cpu",
                                                          guardrail=guardrail)
-        real = generator.generate
-
-        def generate(input, prompt, seed, **kwargs):
-            if stop_after is not None and len(generated) >= stop_after:
-                raise Interrupted
-            generated.append(seed)
-            return real(input, prompt, seed, **kwargs)
-
-        generator.generate = generate
-        return generator
+        return record_generations(generator, generated, stop_after)
 
     def no_critic():
         raise AssertionError("a blocked generation must not be scored")

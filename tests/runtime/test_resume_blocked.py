@@ -96,12 +96,9 @@ def test_blocked_prompt_is_kept_on_restart_and_listed_once(cli, media, guardrail
 
 
 @pytest.mark.s3
-def test_prompt_and_video_verdicts_are_kept_on_restart_over_s3(cli, minio, monkeypatch, media, guardrails,
-                                                                generated):
-    for name, value in minio.env().items():
-        monkeypatch.setenv(name, value)
-    bucket = minio.make_bucket("v2w")
-    client = minio.client()
+def test_prompt_and_video_verdicts_are_kept_on_restart_over_s3(cli, s3_env, media, guardrails, generated):
+    bucket = s3_env.make_bucket("v2w")
+    client = s3_env.client()
     prefix = "runs/blocked"
     args = ("--batch_input_json", _batch(media["image"], {"words.mp4": BLOCKED_PROMPT, "frames.mp4": ALLOWED_PROMPT}),
             "--output_uri", f"s3://{bucket}/{prefix}", "--guardrail_checkpoint", str(guardrails["unsafe_video"]),

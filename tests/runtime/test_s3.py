@@ -30,13 +30,6 @@ def keys(client, bucket: str, prefix: str) -> set[str]:
 
 
 @pytest.fixture
-def s3_env(minio, monkeypatch):
-    for name, value in minio.env().items():
-        monkeypatch.setenv(name, value)
-    return minio
-
-
-@pytest.fixture
 def bucket(minio, tiny_checkpoint, media):
     name = minio.make_bucket("v2w")
     client = minio.client()

@@ -13,19 +13,9 @@ from v2w_runtime.interfaces import GuardrailError
 
 
 @pytest.fixture
-def staging(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "staging"
-    folder.mkdir()
-    monkeypatch.setenv("V2W_STAGING_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
-def s3_out(minio, monkeypatch):
+def s3_out(s3_env):
     """An empty bucket the runtime can write to, and its name."""
-    for name, value in minio.env().items():
-        monkeypatch.setenv(name, value)
-    return minio.make_bucket("stage")
+    return s3_env.make_bucket("stage")
 
 
 def _keys(minio, bucket: str) -> set[str]:
@@ -42,18 +32,18 @@ def _fail_generation(monkeypatch, on_call=None) -> None:
 
 
 @pytest.mark.s3
-def test_staging_removed_when_a_run_raises(cli, media, minio, s3_out, staging, monkeypatch):
+def test_staging_removed_when_a_run_raises(cli, media, minio, s3_out, staging_dir, monkeypatch):
     seen: list[list[Path]] = []
-    _fail_generation(monkeypatch, on_call=lambda: seen.append(list(staging.iterdir())))
+    _fail_generation(monkeypatch, on_call=lambda: seen.append(list(staging_dir.iterdir())))
     with pytest.raises(RuntimeError, match="fell over"):
         cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", f"s3://{s3_out}/run/a.mp4")
     assert len(seen) == 1 and len(seen[0]) == 1  # it was staged in a folder of its own while running
-    assert list(staging.iterdir()) == []
+    assert list(staging_dir.iterdir()) == []
     assert "run/progress.json" in _keys(minio, s3_out)  # what reached the prefix stays there
 
 
 @pytest.mark.s3
-def test_staging_removed_when_the_upload_fails(cli, media, minio, s3_out, staging, monkeypatch):
+def test_staging_removed_when_the_upload_fails(cli, media, minio, s3_out, staging_dir, monkeypatch):
     real = Video2WorldGenerator.generate
 
     def bucket_goes_away(self, *args, **kwargs):
@@ -67,31 +57,31 @@ def test_staging_removed_when_the_upload_fails(cli, media, minio, s3_out, stagin
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", f"s3://{s3_out}/run/a.mp4")
     assert run.code != 0
     assert f"cannot write s3://{s3_out}/run/result.json: no such bucket" in run.err
-    assert list(staging.iterdir()) == []
+    assert list(staging_dir.iterdir()) == []
 
 
 @pytest.mark.s3
-def test_staging_removed_when_the_guardrail_fails_closed(cli, media, minio, s3_out, staging, monkeypatch):
+def test_staging_removed_when_the_guardrail_fails_closed(cli, media, minio, s3_out, staging_dir, monkeypatch):
     def no_guardrail(args, device=None):
         raise GuardrailError("the video classifier weights are unreadable")
 
     monkeypatch.setattr(video2world, "build_guardrail", no_guardrail)
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", f"s3://{s3_out}/run/a.mp4")
     assert run.code == video2world.EXIT_GUARDRAIL, run.err
-    assert list(staging.iterdir()) == []
+    assert list(staging_dir.iterdir()) == []
     result = json.loads(minio.client().get_object(Bucket=s3_out, Key="run/result.json")["Body"].read())
     assert result["succeeded"] is False and "unreadable" in result["message"]
 
 
 @pytest.mark.s3
-def test_staging_removed_after_a_successful_run(cli, media, minio, s3_out, staging):
+def test_staging_removed_after_a_successful_run(cli, media, minio, s3_out, staging_dir):
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", f"s3://{s3_out}/run/a.mp4")
     assert run.code == 0, run.err
-    assert list(staging.iterdir()) == []
+    assert list(staging_dir.iterdir()) == []
     assert {"run/a.mp4", "run/result.json"} <= _keys(minio, s3_out)
 
 
-def test_local_output_folder_kept_when_a_run_raises(cli, media, staging, tmp_path, monkeypatch):
+def test_local_output_folder_kept_when_a_run_raises(cli, media, staging_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "earlier.mp4").write_bytes(b"kept")
@@ -100,7 +90,7 @@ def test_local_output_folder_kept_when_a_run_raises(cli, media, staging, tmp_pat
         cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", str(out / "a.mp4"))
     assert (out / "earlier.mp4").read_bytes() == b"kept"
     assert (out / "progress.json").is_file()
-    assert list(staging.iterdir()) == []  # a local run stages nothing
+    assert list(staging_dir.iterdir()) == []  # a local run stages nothing
 
 
 def test_local_output_folder_kept_when_the_guardrail_fails_closed(cli, media, tmp_path, monkeypatch):
