@@ -14,8 +14,8 @@ Reader = Callable[[str, str, str, str], Credentials]
 class CredentialCache:
     """Credentials by (namespace, Secret, keys), each kept for `ttl_seconds` after it was read.
 
-    A rotated Secret is picked up within the TTL, and at once by a caller that saw S3 refuse the old
-    credentials (`fresh=True`). Failed reads (no Secret, no key) are not cached: they are retried.
+    A rotated Secret is picked up within the TTL, and at once after a caller that saw S3 refuse the old
+    credentials `forget`s them. Failed reads (no Secret, no key) are not cached: they are retried.
     """
 
     def __init__(self, read: Reader, ttl_seconds: float):
@@ -24,12 +24,12 @@ class CredentialCache:
         self._entries: dict[tuple[str, str, str, str], tuple[float, Credentials]] = {}
         self._lock = threading.Lock()
 
-    def get(self, namespace: str, name: str, id_key: str, secret_key: str, fresh: bool = False) -> Credentials:
+    def get(self, namespace: str, name: str, id_key: str, secret_key: str) -> Credentials:
         key = (namespace, name, id_key, secret_key)
         now = time.monotonic()
         with self._lock:
             entry = self._entries.get(key)
-        if entry is not None and not fresh and now - entry[0] < self._ttl:
+        if entry is not None and now - entry[0] < self._ttl:
             return entry[1]
         credentials = self._read(*key)
         with self._lock:

@@ -77,15 +77,20 @@ def _read_credentials(namespace: str, name: str, id_key: str, secret_key: str) -
 CREDENTIALS = CredentialCache(_read_credentials, ttl_seconds=60.0)
 
 
-def _credentials(spec: JobSpecCommon, namespace: str, fresh: bool = False) -> Credentials | None:
-    """The job's S3 credentials from the Secret it names (in its own namespace only)."""
+def _secret_ref(spec: JobSpecCommon) -> tuple[str, str, str] | None:
+    """The Secret the job's S3 credentials come from (its name, access key id key, secret key key)."""
     ref = spec.output.credentials_secret
-    name = ref.name if ref else CONFIG.credentials_secret
-    if not name:
-        return None
-    id_key = ref.access_key_id_key if ref else "AWS_ACCESS_KEY_ID"
-    secret_key = ref.secret_access_key_key if ref else "AWS_SECRET_ACCESS_KEY"
-    return CREDENTIALS.get(namespace, name, id_key, secret_key, fresh=fresh)
+    if ref:
+        return ref.name, ref.access_key_id_key, ref.secret_access_key_key
+    if CONFIG.credentials_secret:
+        return CONFIG.credentials_secret, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
+    return None
+
+
+def _credentials(spec: JobSpecCommon, namespace: str) -> Credentials | None:
+    """The job's S3 credentials from the Secret it names (in its own namespace only)."""
+    secret = _secret_ref(spec)
+    return CREDENTIALS.get(namespace, *secret) if secret else None
 
 
 def _storage(spec: JobSpecCommon, namespace: str, name: str, credentials: Credentials | None) -> JobStorage:
@@ -277,10 +282,9 @@ def sync(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name:
 
 
 def _forget_credentials(spec: JobSpecCommon, namespace: str) -> None:
-    ref = spec.output.credentials_secret
-    name = ref.name if ref else CONFIG.credentials_secret
-    if name:
-        CREDENTIALS.forget(namespace, name)
+    secret = _secret_ref(spec)
+    if secret:
+        CREDENTIALS.forget(namespace, secret[0])
 
 
 def _safe_error(exc: Exception) -> str:
