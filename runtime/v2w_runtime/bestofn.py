@@ -21,14 +21,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from v2w_operator.api.manifest import RESULT_FILE, PROGRESS_FILE, ResultManifest, Stage, VideoResult, utcnow
+from v2w_operator.api.manifest import ResultManifest, Stage, VideoResult, utcnow
 
 from . import storage
 from .interfaces import GuardrailError
@@ -91,8 +90,8 @@ class Folder:
     def __init__(self, save_path: str, staging: Path | None = None) -> None:
         self.save_path = save_path
         if storage.is_s3(save_path):
-            root = staging or Path(tempfile.mkdtemp(prefix="v2w-bestofn-", dir=os.environ.get("V2W_STAGING_DIR")))
-            self.target = OutputTarget(root=root, uri=save_path.rstrip("/"))
+            self.target = (OutputTarget(root=staging, uri=save_path.rstrip("/")) if staging
+                           else OutputTarget.staged(save_path, "v2w-bestofn-"))
         else:
             root = storage.local_path(save_path)
             self.target = OutputTarget(root=root)
@@ -574,8 +573,6 @@ def save_path(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .video2world import settings_record
-
     logging.basicConfig(level=os.environ.get("V2W_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     started = utcnow()

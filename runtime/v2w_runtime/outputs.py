@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -42,6 +43,13 @@ class OutputTarget:
         if not self.uri:
             return str(path)
         return storage.put_file(path, storage.join(self.uri, name), content_type)
+
+    @classmethod
+    def staged(cls, uri: str, prefix: str) -> "OutputTarget":
+        """A target for the S3 prefix `uri`, its files staged in a new folder under V2W_STAGING_DIR (else the
+        system's temporary folder) until they are uploaded."""
+        root = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("V2W_STAGING_DIR")))
+        return cls(root, uri.rstrip("/"))
 
     def discard_staging(self) -> None:
         """Delete the local staging folder of an S3 target, however the run ended.

@@ -18,7 +18,6 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -226,8 +225,7 @@ def output_target(args: argparse.Namespace) -> tuple[OutputTarget, Path, str]:
         name += ".mp4"
     if output_uri:
         storage.parse_s3(output_uri)
-        staging = Path(tempfile.mkdtemp(prefix="v2w-out-", dir=os.environ.get("V2W_STAGING_DIR")))
-        return OutputTarget(staging, output_uri.rstrip("/")), logical_root, name
+        return OutputTarget.staged(output_uri, "v2w-out-"), logical_root, name
     return OutputTarget(logical_root), logical_root, name
 
 
