@@ -102,9 +102,8 @@ class Folder:
         return self.target.uri is not None
 
     def names(self) -> set[str]:
-        if self.remote:
-            return {k for k in storage.s3_list(self.target.uri) if "/" not in k}
-        return {p.name for p in self.target.root.iterdir() if p.is_file() and not p.name.endswith(".partial")}
+        """The files at the top of the folder or prefix (a video being written locally ends in .partial)."""
+        return {n for n in self.target.names() if "/" not in n and not n.endswith(".partial")}
 
     def path(self, name: str) -> Path:
         return self.target.path(name)

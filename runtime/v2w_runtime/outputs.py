@@ -51,6 +51,14 @@ class OutputTarget:
         root = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("V2W_STAGING_DIR")))
         return cls(root, uri.rstrip("/"))
 
+    def names(self) -> set[str]:
+        """Every file already under the prefix (S3) or folder (local), as names relative to it."""
+        if self.uri:
+            return set(storage.s3_list(self.uri))
+        if not self.root.is_dir():
+            return set()
+        return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
+
     def discard_staging(self) -> None:
         """Delete the local staging folder of an S3 target, however the run ended.
 

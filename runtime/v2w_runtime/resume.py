@@ -29,15 +29,6 @@ log = logging.getLogger("v2w_runtime")
 FINISHED = ("succeeded", "blocked")  # record statuses of a finished entry; failures write no record
 
 
-def existing_names(target: OutputTarget) -> set[str]:
-    """Every file under the output prefix (S3) or folder (local), as names relative to it."""
-    if target.uri:
-        return set(storage.s3_list(target.uri))
-    if not target.root.is_dir():
-        return set()
-    return {p.relative_to(target.root).as_posix() for p in target.root.rglob("*") if p.is_file()}
-
-
 def _read_record(target: OutputTarget, name: str) -> dict | None:
     try:
         if target.uri:
@@ -68,7 +59,7 @@ def _same_run(record: dict, job: "Job", settings: dict) -> bool:
 
 def finished_entries(target: OutputTarget, jobs: list["Job"], settings: dict) -> dict[int, VideoResult]:
     """The results of the entries already finished by an earlier attempt, by entry index."""
-    names = existing_names(target)
+    names = target.names()
     done: dict[int, VideoResult] = {}
     for job in jobs:
         files = side_file_names(job.name)
@@ -96,4 +87,4 @@ def finished_entries(target: OutputTarget, jobs: list["Job"], settings: dict) ->
     return done
 
 
-__all__ = ["existing_names", "finished_entries"]
+__all__ = ["finished_entries"]
