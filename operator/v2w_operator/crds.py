@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .api import BEST_OF_N_JOB, GROUP, VERSION, VIDEO2WORLD_JOB, BestOfNJob, KindNames, Video2WorldJob
-from .api.base import cel
+from v2w_api import BEST_OF_N_JOB, GROUP, VERSION, VIDEO2WORLD_JOB, BestOfNJob, KindNames, Video2WorldJob
+from v2w_api.base import cel
 
 # Keys of pydantic's JSON schema that a structural CRD schema does not take.
 _DROPPED_KEYS = {"title", "$schema", "discriminator"}

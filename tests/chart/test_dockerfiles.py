@@ -118,6 +118,15 @@ def test_copied_sources_exist_and_pass_the_dockerignore(image):
         assert where in allowed
 
 
+def test_each_image_copies_only_the_packages_it_runs():
+    """The operator image needs the light API and the operator; the runtime image the API and the runtime."""
+    expected = {"operator": {"api", "operator"}, "runtime": {"api", "runtime"}}
+    for image, packages in expected.items():
+        copied = {src.rstrip("/") for value in values_of(instructions(IMAGES[image]), "COPY")
+                  if not value.startswith("--from=") for src in value.split()[:-1]}
+        assert copied - {"pyproject.toml", "README.md"} == packages, (image, copied)
+
+
 def test_no_add_instruction_and_no_checkpoints_baked():
     for image, path in IMAGES.items():
         steps = instructions(path)

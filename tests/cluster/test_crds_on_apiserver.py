@@ -9,7 +9,7 @@ import uuid
 import pytest
 import yaml
 
-from v2w_operator.api import KINDS
+from v2w_api import KINDS
 
 from tests.api.cases import EXAMPLES, INVALID, Case, load_example
 

@@ -9,7 +9,7 @@ import yaml
 import stack
 from tests.api.cases import EXAMPLES, load_example
 from v2w_operator import pytorchjob
-from v2w_operator.api import KINDS
+from v2w_api import KINDS
 from v2w_operator.config import OperatorConfig
 
 pytestmark = pytest.mark.cluster
@@ -30,7 +30,7 @@ def test_built_pytorchjob_passes_the_crd_schema(pytorchjob_crd, path):
     doc = load_example(path.name)
     spec = KINDS[doc["kind"]][1].model_validate(doc).spec
     manifest = pytorchjob.build(doc["kind"], doc["metadata"]["name"], "default", "0d3b1c2e-0000-4000-8000-000000000001",
-                                spec, CONFIG, batch_uri="s3://b/batch.json")
+                                spec, CONFIG, batch_uri="s3://jobs/default/batch.json")
     out = pytorchjob_crd.kubectl("create", "--dry-run=server", "--validate=strict", "-o", "yaml", "-f", "-",
                                  input=yaml.safe_dump(manifest), check=False)
     assert out.returncode == 0, out.stderr

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
-from v2w_operator.api import GROUP, KINDS, VERSION
-from v2w_operator.api.base import INPUT_URI, OUTPUT_NAME, S3_URI, STORAGE_URI, python_pattern
+from v2w_api import GROUP, KINDS, VERSION
+from v2w_api.base import INPUT_URI, OUTPUT_NAME, S3_URI, STORAGE_URI, python_pattern
 
 from tests.api.cases import BATCH, BEST, SINGLE, load_example
 

@@ -9,55 +9,28 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from .base import (
     DNS_SUBDOMAIN,
-    DOT_DOT_SEGMENT,
-    INPUT_URI,
     NOT_SPACE,
     OUTPUT_NAME,
-    S3_URI,
-    STORAGE_URI,
     APIModel,
     cel,
-    has_dot_dot_segment,
     is_image_uri,
 )
+from .uris import InputURI, S3URI, StorageURI
 
 ModelSize = Literal["2B", "14B"]
 DType = Literal["bfloat16", "float16", "float32"]
 AspectRatio = Literal["16:9", "4:3", "1:1", "3:4", "9:16"]
 Resolution = Literal[480, 720]
 ConditionalFrames = Literal[1, 5]
-ContextParallelSize = Literal[1, 2, 4, 8]
+CONTEXT_PARALLEL_SIZES = (1, 2, 4, 8)
+ContextParallelSize = Literal[CONTEXT_PARALLEL_SIZES]
+AttentionBackend = Literal["auto", "default", "cudnn", "flash", "efficient", "math"]
+FastMode = Literal["off", "step_cache"]
 
-def _no_dot_dot(value: str | None) -> str | None:
-    if value is not None and has_dot_dot_segment(value):
-        raise ValueError(f"{value!r} must not contain a '..' path segment")
-    return value
-
-
-NO_DOT_DOT = cel(f"!self.matches(r'{DOT_DOT_SEGMENT}')", "must not contain a '..' path segment")
-
-StorageURI = Annotated[
-    str,
-    StringConstraints(pattern=STORAGE_URI, max_length=1024),
-    AfterValidator(_no_dot_dot),
-    Field(json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]}),
-]
-InputURI = Annotated[
-    str,
-    StringConstraints(pattern=INPUT_URI, max_length=2048),
-    AfterValidator(_no_dot_dot),
-    Field(json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]}),
-]
-S3URI = Annotated[
-    str,
-    StringConstraints(pattern=S3_URI, max_length=1024),
-    AfterValidator(_no_dot_dot),
-    Field(json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]}),
-]
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
 NegativePrompt = Annotated[str, StringConstraints(max_length=16384)]
 OutputName = Annotated[str, StringConstraints(pattern=OUTPUT_NAME)]
@@ -80,7 +53,9 @@ class ModelSpec(APIModel):
         None,
         description="Post-trained DiT weights (a safetensors file) that replace the transformer's weights.",
     )
-    dtype: DType = Field("bfloat16", description="Compute dtype of the transformer and the VAE.")
+    dtype: DType | None = Field(
+        None, description="Compute dtype of the transformer and the VAE; unset: bfloat16 on GPUs, float32 on CPUs."
+    )
 
 
 
@@ -154,7 +129,7 @@ class PromptRefinerSpec(APIModel):
         None, description="Cosmos-Reason1 (Qwen2.5-VL) checkpoint folder; defaults to the operator's configured one."
     )
     offload_to_cpu: bool = Field(True, description="Move the refiner to CPU memory after use so the DiT has the GPU.")
-    max_new_tokens: int = Field(512, ge=16, le=4096, description="Upper bound on the refined prompt's tokens.")
+    max_new_tokens: int = Field(512, ge=1, le=4096, description="Upper bound on the refined prompt's tokens.")
 
 
 
@@ -173,6 +148,21 @@ class GuardrailSpec(APIModel):
     )
     pixelate_faces: bool = Field(True, description="Pixelate detected faces in every written video.")
 
+
+
+def group_size(context_parallel_size: int | None, cfg_parallel: bool | None) -> int:
+    """GPUs that make one video together: the Ulysses size, times 2 with CFG parallelism."""
+    return (context_parallel_size or 1) * (2 if cfg_parallel else 1)
+
+
+def check_group(gpus: int, context_parallel_size: int | None, cfg_parallel: bool | None) -> None:
+    """The one rule of a layout: the GPUs split into whole groups. ValueError names the sizes."""
+    size = group_size(context_parallel_size, cfg_parallel)
+    if gpus % size:
+        raise ValueError(
+            f"gpus ({gpus}) must be a multiple of contextParallelSize ({context_parallel_size or 1})"
+            + (" times 2 with cfgParallel" if cfg_parallel else "")
+        )
 
 
 class ParallelismSpec(APIModel):
@@ -228,7 +218,7 @@ class ParallelismSpec(APIModel):
     @property
     def group_size(self) -> int:
         """GPUs that make one video together, as far as the spec fixes it."""
-        return (self.context_parallel_size or 1) * (2 if self.cfg_parallel else 1)
+        return group_size(self.context_parallel_size, self.cfg_parallel)
 
     @property
     def effective_gpus_per_node(self) -> int:
@@ -240,11 +230,7 @@ class ParallelismSpec(APIModel):
 
     @model_validator(mode="after")
     def _check_layout(self) -> "ParallelismSpec":
-        if self.gpus % self.group_size:
-            raise ValueError(
-                f"gpus ({self.gpus}) must be a multiple of contextParallelSize ({self.context_parallel_size or 1})"
-                + (" times 2 with cfgParallel" if self.cfg_parallel else "")
-            )
+        check_group(self.gpus, self.context_parallel_size, self.cfg_parallel)
         if self.gpus_per_node is not None and self.gpus % self.gpus_per_node:
             raise ValueError(f"gpus ({self.gpus}) must be a multiple of gpusPerNode ({self.gpus_per_node})")
         if self.gpus_per_node is None and self.gpus > 8 and self.gpus % 8:
@@ -255,11 +241,18 @@ class ParallelismSpec(APIModel):
 class PerformanceSpec(APIModel):
     """Speed options of the sampler. Everything but fastMode keeps the math exact (bf16 tolerance)."""
 
-    attention_backend: Literal["auto", "default", "cudnn", "flash", "efficient", "math"] = Field(
+    attention_backend: AttentionBackend = Field(
         "auto", description="Attention kernel; auto keeps PyTorch's choice, the fastest measured on an H100."
     )
     compile: bool = Field(False, description="torch.compile the transformer blocks (exact; pays a compile first).")
-    fast_mode: Literal["off", "step_cache"] = Field(
+    split_batch: bool = Field(
+        True,
+        description=(
+            "Run the conditional and unconditional passes as two batch-1 forwards: no slower on an H100 and half "
+            "the activations (what lets the 14B fit one 80 GB GPU); false runs one batch-2 forward."
+        ),
+    )
+    fast_mode: FastMode = Field(
         "off",
         description=(
             "An opt-in approximation. step_cache runs the transformer on every stepCacheInterval-th middle step "
@@ -406,6 +399,12 @@ def _five_frame_rule(input_path: str) -> dict:
     )
 
 
+def check_five_frame_input(num_conditional_frames: int, uri: str | None, what: str = "a video input") -> None:
+    """5-frame conditioning reads a video's last five frames: a still image cannot give them."""
+    if num_conditional_frames == 5 and uri is not None and is_image_uri(uri):
+        raise ValueError(f"numConditionalFrames 5 needs {what}, not a still image: {uri}")
+
+
 class Video2WorldJobSpec(JobSpecCommon):
     """One video from one input, or one video per batch entry."""
 
@@ -451,12 +450,10 @@ class Video2WorldJobSpec(JobSpecCommon):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"batch output names must be unique: {', '.join(dupes)}")
-        if self.generation.num_conditional_frames == 5:
-            if self.input is not None and is_image_uri(self.input.uri):
-                raise ValueError(f"numConditionalFrames 5 needs a video input, not a still image: {self.input.uri}")
-            for entry in self.batch or []:
-                if is_image_uri(entry.input):
-                    raise ValueError(f"numConditionalFrames 5 needs every batch input to be a video: {entry.input}")
+        frames = self.generation.num_conditional_frames
+        check_five_frame_input(frames, self.input.uri if self.input else None)
+        for entry in self.batch or []:
+            check_five_frame_input(frames, entry.input, "every batch input to be a video")
         return self
 
     def storage_uris(self) -> list[str | None]:
@@ -483,6 +480,15 @@ class CriticSpec(APIModel):
         None, description="Critic (Qwen2.5-VL) checkpoint folder; defaults to the prompt refiner's checkpoint."
     )
     num_trials: int = Field(3, ge=1, le=32, description="Times the critic judges each video.")
+    fps: float = Field(16.0, ge=1, le=60, description="Frame rate the critic watches each video at.")
+    # About 640x360 a frame: a 93-frame clip at 16 fps is then about 14k vision tokens for the 7B critic,
+    # where the processor's own bound (about 600k pixels) would make about 36k.
+    max_pixels: int = Field(
+        640 * 360, ge=0, le=4096 * 4096,
+        description="Pixels per frame the critic sees at most; 0 keeps the checkpoint processor's own bound.",
+    )
+    max_new_tokens: int = Field(1024, ge=1, le=8192, description="Upper bound on each critic answer's tokens.")
+    seed: int = Field(0, ge=0, le=4294967295, description="Sampling seed of the first critic trial; trial i uses seed + i.")
 
 
 
@@ -532,8 +538,7 @@ class BestOfNJobSpec(JobSpecCommon):
             raise ValueError("input is required unless bestOfN.skipGeneration is set")
         if self.best_of_n.skip_generation and self.best_of_n.videos_uri is None:
             raise ValueError("bestOfN.videosUri is required with bestOfN.skipGeneration")
-        if self.generation.num_conditional_frames == 5 and self.input is not None and is_image_uri(self.input.uri):
-            raise ValueError(f"numConditionalFrames 5 needs a video input, not a still image: {self.input.uri}")
+        check_five_frame_input(self.generation.num_conditional_frames, self.input.uri if self.input else None)
         return self
 
     def storage_uris(self) -> list[str | None]:

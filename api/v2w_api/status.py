@@ -116,6 +116,10 @@ class JobStatus(APIModel):
     result_uri: str | None = Field(None, description="S3 URI of result.json.")
     message: str | None = Field(None, description="Human-readable summary of the latest state.")
 
+    @property
+    def is_terminal(self) -> bool:
+        """True once the job has succeeded or failed: nothing moves it after that."""
+        return self.phase is not None and self.phase.is_terminal
 
 
 class Video2WorldJobStatus(JobStatus):

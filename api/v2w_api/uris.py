@@ -1,0 +1,100 @@
+"""Where files live, as both sides spell it: the URI types of the API and the one S3 URI parser.
+
+A job spec names storage by URI only (`s3://`, `pvc://<claim>/<path>`, and `http(s)://` for inputs): a
+local path means nothing inside a pod. The runtime's run configuration reuses the same groups, and there
+a local path is what a user of the seed's command line writes (`assets/input0.jpg`, `checkpoints/...`).
+So each URI type takes a validation context: validated with `LOCAL_PATHS` in the context, it also
+accepts a plain path. One type, one rule, two audiences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, WrapValidator
+
+from .base import DOT_DOT_SEGMENT, INPUT_URI, S3_URI, STORAGE_URI, cel, has_dot_dot_segment
+
+# Validation context key: `Model.model_validate(data, context={LOCAL_PATHS: True})` admits plain paths.
+LOCAL_PATHS = "local_paths"
+
+
+class StorageError(RuntimeError):
+    """A file or object could not be read or written; the message names the URI, never a credential."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str  # no leading or trailing slash; "" for the bucket root
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
+
+    def child(self, name: str) -> "S3Location":
+        key = f"{self.key}/{name}" if self.key else name
+        return S3Location(self.bucket, key)
+
+
+def is_s3(uri: object) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def parse_s3(uri: str) -> S3Location:
+    """`s3://bucket/key` as its bucket and key; StorageError names the URI when it is not one."""
+    if not is_s3(uri):
+        raise StorageError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise StorageError(f"{uri!r} names no bucket (expected s3://<bucket>/<key>)")
+    if ".." in PurePosixPath(key).parts:
+        raise StorageError(f"{uri!r} must not contain a '..' path segment")
+    return S3Location(bucket, key.strip("/"))
+
+
+def _no_dot_dot(value: str | None) -> str | None:
+    if value is not None and has_dot_dot_segment(value):
+        raise ValueError(f"{value!r} must not contain a '..' path segment")
+    return value
+
+
+def _or_local_path(value: Any, handler, info: ValidationInfo) -> Any:
+    # A plain path (no scheme) passes only where the context allows it: the runtime's configuration.
+    if (info.context or {}).get(LOCAL_PATHS) and isinstance(value, str) and value.strip() and "://" not in value:
+        return value
+    return handler(value)
+
+
+NO_DOT_DOT = cel(f"!self.matches(r'{DOT_DOT_SEGMENT}')", "must not contain a '..' path segment")
+
+
+def _uri_type(pattern: str, max_length: int):
+    return Annotated[
+        str,
+        StringConstraints(pattern=pattern, max_length=max_length),
+        AfterValidator(_no_dot_dot),
+        WrapValidator(_or_local_path),  # last, so outermost: it decides before the URI rules run
+        Field(json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]}),
+    ]
+
+
+# A checkpoint, a weights file or a folder of videos: on a PVC or in S3.
+StorageURI = _uri_type(STORAGE_URI, 1024)
+# A conditioning input or a batch file: also over HTTP(S).
+InputURI = _uri_type(INPUT_URI, 2048)
+# Results: S3 only (the operator reads them back from there).
+S3URI = _uri_type(S3_URI, 1024)
+
+__all__ = [
+    "LOCAL_PATHS",
+    "InputURI",
+    "S3Location",
+    "S3URI",
+    "StorageError",
+    "StorageURI",
+    "is_s3",
+    "parse_s3",
+]
