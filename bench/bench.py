@@ -36,7 +36,7 @@ from transformers import T5Config, T5EncoderModel  # noqa: E402
 from v2w_runtime import perf  # noqa: E402
 from v2w_runtime.guardrail import DiffusersSafetyChecker  # noqa: E402
 from v2w_runtime.pipeline import Video2WorldPipeline  # noqa: E402
-from v2w_runtime.tiny import build_tokenizer  # noqa: E402
+from v2w_runtime.tiny.video2world import build_tokenizer  # noqa: E402
 from v2w_runtime.tiny.inputs import scene_frames  # noqa: E402
 
 # The released checkpoints' transformer configs (diffusers format).

@@ -1,7 +1,7 @@
 """Time the parallel DiT forward at the real model sizes (random bf16 weights), for the GPU scaling run.
 
-    torchrun --nproc_per_node=8 -m v2w_runtime.parallel.bench --model 2B --layouts 2,4,8,cfgx1,cfgx2,cfgx4
-    python -m v2w_runtime.parallel.bench --simulate --layouts 2,4,8,cfgx4     # one GPU, see below
+    torchrun --nproc_per_node=8 bench/parallel_forward.py --model 2B --layouts 2,4,8,cfgx1,cfgx2,cfgx4
+    python bench/parallel_forward.py --simulate --layouts 2,4,8,cfgx4     # one GPU, see below
 
 A layout is `N` (Ulysses over N ranks) or `cfgxN` (CFG pair x Ulysses N); every layout whose group
 size divides the world runs, with the rest of the world as data-parallel groups doing the same.
@@ -23,9 +23,9 @@ import time
 import torch
 import torch.distributed as dist
 
-from ..interfaces import Layout
-from .launch import ParallelContext, init_parallel, make_context
-from .transformer import ParallelCosmosTransformer
+from v2w_runtime.parallel.launch import ParallelContext, init_parallel, make_context
+from v2w_runtime.parallel.layout import Layout
+from v2w_runtime.parallel.transformer import ParallelCosmosTransformer
 
 MODELS = {
     "2B": dict(num_attention_heads=16, num_layers=28, rope_scale=(1.0, 3.0, 3.0), text_embed_dim=1024),
@@ -100,7 +100,7 @@ def _simulated_collectives() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m v2w_runtime.parallel.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="bench/parallel_forward.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=sorted(MODELS), default="2B")
     p.add_argument("--resolution", choices=sorted(LATENTS), default="720")
     p.add_argument("--num_frames", type=int, default=93)

@@ -29,7 +29,7 @@ NAMESPACE = "demo"
 OPERATOR_NS, OPERATOR_SA = "v2w-system", "v2w-operator"
 # The examples ask for 720p and 93 frames on GPUs; on this CPU-only stack the runtime's debug knobs make
 # each tiny-model video take seconds. The platform sets them for every job (V2W_RUNTIME_EXTRA_ARGS).
-DEBUG_ARGS = "--height 64 --width 112 --num_frames 9 --device cpu --dtype float32"
+DEBUG_ARGS = "--height 64 --width 112 --num_frames 9 --device cpu"
 EXAMPLES = ["video2world-job.yaml", "video2world-batch-job.yaml", "bestofn-job.yaml"]
 
 
@@ -52,8 +52,8 @@ def demo_manifest(path: Path) -> dict:
 
 def write_models(out: Path) -> None:
     subprocess.run([sys.executable, "-m", "v2w_runtime.tiny", "--out", str(out / "video2world")], check=True)
-    from v2w_runtime.guardrail.tiny import write_tiny_guardrail
-    from v2w_runtime.qwen_tiny import write_tiny_qwen
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail
+    from v2w_runtime.tiny.qwen import write_tiny_qwen
 
     write_tiny_guardrail(out / "guardrail")
     write_tiny_qwen(out / "reason1")

@@ -45,7 +45,7 @@ import stack  # noqa: E402
 NAMESPACE = "load"
 OPERATOR_NS, OPERATOR_SA = "v2w-system", "v2w-operator"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NS}:{OPERATOR_SA}"
-RUNTIME_DEBUG_ARGS = "--height 64 --width 96 --num_frames 9 --device cpu --dtype float32"
+RUNTIME_DEBUG_ARGS = "--height 64 --width 96 --num_frames 9 --device cpu"
 FINAL = ("Succeeded", "Failed")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from v2w_operator.api.base import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from v2w_api.base import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 # (width, height) of the output video per resolution class and aspect ratio, as the models were trained.
 RESOLUTIONS: dict[str, dict[str, tuple[int, int]]] = {

@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from v2w_operator.api.manifest import CriticTrials
+from v2w_api.manifest import CriticTrials
 
 from .qwen import QwenVL, Sampling, sample_frames
 

@@ -20,39 +20,27 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from v2w_operator.api import DEFAULT_NEGATIVE_PROMPT, Stage
+from v2w_api import DEFAULT_NEGATIVE_PROMPT, Stage
+from v2w_api.run import DebugSettings
+from v2w_api.spec import GenerationSpec
 
 from . import storage
 from .checkpoints import cache_dir, load_components
 from .conditioning import load_conditioning, output_size
-from .interfaces import Guardrail, GuardrailError, Layout, PromptRefiner, Verdict
+from .interfaces import Guardrail, GuardrailError, PromptRefiner, Verdict
+from .parallel.layout import Layout
 from .pipeline import Video2WorldPipeline
 
 StageCallback = Callable[[Stage], None]
 StepCallback = Callable[[int, int], None]
 
 
-class GenerationSettings(BaseModel):
-    """Everything that shapes a video besides the input, the prompt and the seed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    resolution: Literal["480", "720"] = "720"
-    aspect_ratio: Literal["16:9", "4:3", "1:1", "3:4", "9:16"] = "16:9"
-    num_conditional_frames: Literal[1, 5] = 1
-    num_frames: int = Field(93, ge=1, description="Frames per video; 93 is what the models are trained on.")
-    num_steps: int = Field(35, ge=1)
-    guidance: float = Field(7.0, ge=0.0)
-    fps: int = Field(16, ge=1, le=120)
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    height: int | None = Field(None, description="Test/debug override of the output height (multiple of 16).")
-    width: int | None = Field(None, description="Test/debug override of the output width (multiple of 16).")
-
-    def size(self) -> tuple[int, int]:
-        height, width = output_size(self.resolution, self.aspect_ratio)
-        return self.height or height, self.width or width
+def video_size(generation: GenerationSpec, debug: DebugSettings | None = None) -> tuple[int, int]:
+    """(height, width) of the videos: the resolution class and aspect ratio's, unless a debug knob says otherwise."""
+    height, width = output_size(generation.resolution, generation.aspect_ratio)
+    debug = debug or DebugSettings()
+    return debug.height or height, debug.width or width
 
 
 @dataclass
@@ -95,7 +83,8 @@ class Video2WorldGenerator:
     def __init__(
         self,
         pipeline: Video2WorldPipeline,
-        settings: GenerationSettings | None = None,
+        generation: GenerationSpec | None = None,
+        debug: DebugSettings | None = None,
         guardrail: Guardrail | None = None,
         refiner: PromptRefiner | None = None,
         model_info: dict | None = None,
@@ -104,7 +93,8 @@ class Video2WorldGenerator:
         from .parallel import ParallelContext
 
         self.pipeline = pipeline
-        self.settings = settings or GenerationSettings()
+        self.generation = generation or GenerationSpec()
+        self.debug = debug or DebugSettings()
         self.guardrail = guardrail
         self.refiner = refiner
         self.model_info = model_info or {}
@@ -114,7 +104,8 @@ class Video2WorldGenerator:
     def from_checkpoint(
         cls,
         checkpoint: str,
-        settings: GenerationSettings | None = None,
+        generation: GenerationSpec | None = None,
+        debug: DebugSettings | None = None,
         *,
         dit_path: str | None = None,
         dtype: torch.dtype | None = None,
@@ -134,22 +125,30 @@ class Video2WorldGenerator:
             from .parallel import parallelize_pipeline
 
             parallelize_pipeline(pipeline, ctx)  # DiT split over the group, prompts encoded once per group
-        return cls(pipeline, settings, guardrail, refiner, loaded.info, ctx)
+        return cls(pipeline, generation, debug, guardrail, refiner, loaded.info, ctx)
 
     @property
     def layout(self) -> Layout:
         return self.ctx.layout
 
+    @property
+    def size(self) -> tuple[int, int]:
+        return video_size(self.generation, self.debug)
+
+    @property
+    def num_frames(self) -> int:
+        return self.debug.num_frames or self.generation.num_frames
+
     def conditioning_frames(self, input: str | Path | np.ndarray) -> np.ndarray:
         """Frames (T, H, W, 3) uint8 at the output size from a URI, a local path or frames."""
-        height, width = self.settings.size()
+        height, width = self.size
         if isinstance(input, np.ndarray):
             from .conditioning import fit_frames
 
             return fit_frames(input, height, width)
         name = str(input)
         path = storage.fetch_file(name, cache_dir() / "inputs")
-        return load_conditioning(path, self.settings.num_conditional_frames, height, width, name=name)
+        return load_conditioning(path, self.generation.num_conditional_frames, height, width, name=name)
 
     def generate(
         self,
@@ -166,8 +165,10 @@ class Video2WorldGenerator:
         Raises ConditioningError / StorageError for a bad input, GuardrailError when the guardrail
         cannot run. A guardrail block returns status "blocked".
         """
-        s = self.settings
-        neg = s.negative_prompt if negative_prompt is None else negative_prompt
+        s = self.generation
+        if negative_prompt is None:
+            negative_prompt = s.negative_prompt if s.negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT
+        neg = negative_prompt
         gen = Generation(status="succeeded", seed=seed, prompt=prompt, negative_prompt=neg)
         leader = self.layout.is_group_leader
         stage = on_stage or (lambda _stage: None)
@@ -189,7 +190,7 @@ class Video2WorldGenerator:
 
         # 2. Sampling
         stage(Stage.SAMPLING)
-        height, width = s.size()
+        height, width = self.size
         generator = torch.Generator("cpu").manual_seed(seed)  # CPU noise: the same video on any device
         with _timed(gen, "sampling"):
             latents = self.pipeline(
@@ -198,7 +199,7 @@ class Video2WorldGenerator:
                 neg,
                 height=height,
                 width=width,
-                num_frames=s.num_frames,
+                num_frames=self.num_frames,
                 num_steps=s.num_steps,
                 guidance=s.guidance,
                 fps=s.fps,
@@ -267,4 +268,4 @@ def _timed(gen: Generation, name: str):
         gen.timings[name] = gen.timings.get(name, 0.0) + time.perf_counter() - start
 
 
-__all__ = ["Generation", "GenerationSettings", "GuardrailError", "Video2WorldGenerator"]
+__all__ = ["Generation", "GuardrailError", "Video2WorldGenerator", "video_size"]

@@ -7,9 +7,8 @@ few sampler steps (or at most every few seconds); result.json is written once, l
 from __future__ import annotations
 
 import time
-from datetime import datetime
 
-from v2w_operator.api.manifest import (
+from v2w_api.manifest import (
     PROGRESS_FILE,
     RESULT_FILE,
     ProgressManifest,
@@ -68,30 +67,13 @@ class ProgressReporter:
         self.write()
 
 
-def build_result(
-    videos: list[VideoResult],
-    started_at: datetime,
-    settings: dict,
-    versions: dict[str, str],
-    message: str | None = None,
-    failed: bool = False,
-) -> ResultManifest:
-    """The run's result: succeeded unless a video failed (blocked videos count as handled) or `failed`."""
-    ok = not failed and all(v.status in ("succeeded", "blocked") for v in videos)
-    if message is None:
-        counts: dict[str, int] = {}
-        for v in videos:
-            counts[v.status] = counts.get(v.status, 0) + 1
-        message = ", ".join(f"{n} {status}" for status, n in counts.items()) or "no videos"
-    return ResultManifest(
-        mode="video2world",
-        succeeded=ok,
-        message=message,
-        started_at=started_at,
-        videos=videos,
-        settings=settings,
-        versions=versions,
-    )
+def summarize(videos: list[VideoResult]) -> tuple[bool, str]:
+    """Whether a run of these videos succeeded (a guardrail block is handled, a failure is not) and its summary."""
+    counts: dict[str, int] = {}
+    for v in videos:
+        counts[v.status] = counts.get(v.status, 0) + 1
+    ok = all(v.status in ("succeeded", "blocked") for v in videos)
+    return ok, ", ".join(f"{n} {status}" for status, n in counts.items()) or "no videos"
 
 
 def write_result(target: OutputTarget, result: ResultManifest) -> str:
@@ -103,4 +85,4 @@ def write_result(target: OutputTarget, result: ResultManifest) -> str:
     return str(path)
 
 
-__all__ = ["ProgressReporter", "build_result", "write_result"]
+__all__ = ["ProgressReporter", "summarize", "write_result"]

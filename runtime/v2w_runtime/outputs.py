@@ -59,6 +59,48 @@ class OutputTarget:
             return set()
         return {p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file()}
 
+    def top_names(self) -> set[str]:
+        """The finished files at the top of the folder or prefix (a file being written locally ends in .partial)."""
+        return {n for n in self.names() if "/" not in n and not n.endswith(".partial")}
+
+    def fetch(self, name: str) -> Path:
+        """A local copy of the file `name` (downloaded from the prefix when it is not staged here)."""
+        local = self.path(name)
+        if self.uri and not local.is_file():
+            storage.s3_download_file(self.uri_of(name), local)
+        if not local.is_file():
+            raise storage.StorageError(f"{self.uri_of(name)}: no such file")
+        return local
+
+    def read_json(self, name: str):
+        try:
+            return json.loads(self.fetch(name).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{self.uri_of(name)}: not valid JSON ({exc})") from None
+
+    def write_text(self, name: str, text: str, content_type: str = "text/plain; charset=utf-8") -> str:
+        """Write and publish a text file; returns where it now is."""
+        write_text(self.path(name), text)
+        return self.publish(self.path(name), content_type)
+
+    def write_json(self, name: str, data) -> str:
+        write_json(self.path(name), data)
+        return self.publish(self.path(name), "application/json")
+
+    def put(self, source: Path, name: str, content_type: str | None = None) -> str:
+        """Copy the local file `source` in as `name` and publish it."""
+        out = self.path(name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        shutil.copyfile(source, partial)
+        partial.replace(out)
+        return self.publish(out, content_type)
+
+    def remove(self, name: str) -> None:
+        if self.uri:
+            storage.s3_delete(self.uri_of(name))
+        self.path(name).unlink(missing_ok=True)
+
     def discard_staging(self) -> None:
         """Delete the local staging folder of an S3 target, however the run ended.
 
@@ -165,6 +207,19 @@ def prompt_text(prompt: str, refined: str | None, negative: str | None) -> str:
     return "\n".join(parts) + "\n"
 
 
+def publish_video(target: OutputTarget, name: str, mp4: Path | None, prompts: str, record: dict) -> dict[str, str]:
+    """Write and publish one video's side files (its prompts and its run record), then its encoded MP4 when there
+    is one, last: its presence means the video is complete. Returns where each file now is, by role."""
+    files = side_file_names(name)
+    write_text(target.path(files["prompt"]), prompts)
+    write_json(target.path(files["record"]), record)
+    uris = {role: target.publish(target.path(file), "text/plain" if role == "prompt" else "application/json")
+            for role, file in files.items()}
+    if mp4 is not None:
+        uris["video"] = target.publish(mp4, "video/mp4")
+    return uris
+
+
 def side_file_names(video_name: str) -> dict[str, str]:
     """Names of the side files next to a video: `<stem>.txt` (prompts) and `<stem>.json` (run record)."""
     stem = video_name[: -len(".mp4")] if video_name.lower().endswith(".mp4") else video_name
@@ -175,6 +230,7 @@ __all__ = [
     "OutputPathError",
     "OutputTarget",
     "prompt_text",
+    "publish_video",
     "resolve_output",
     "safe_name",
     "side_file_names",

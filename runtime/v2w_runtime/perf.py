@@ -23,14 +23,12 @@ sampler, context parallelism and the stock-pipeline equivalence test are untouch
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-AttentionChoice = Literal["auto", "default", "cudnn", "flash", "efficient", "math"]
+from v2w_api.spec import AttentionBackend, PerformanceSpec
 
 # Our names -> diffusers' attention backend names ("default" leaves the registry's choice alone).
 _BACKENDS = {"cudnn": "_native_cudnn", "flash": "_native_flash", "efficient": "_native_efficient", "math": "_native_math"}
@@ -53,7 +51,7 @@ class StepCacheSettings(BaseModel):
 
 
 class PerfOptions(BaseModel):
-    attention: AttentionChoice = "auto"
+    attention: AttentionBackend = "auto"
     split_batch: bool = True
     compile: bool = False
     step_cache: StepCacheSettings | None = None
@@ -183,34 +181,14 @@ def accelerate(pipeline, options: PerfOptions) -> FastTransformer:
     return wrapper
 
 
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The speed flags, as one argument group."""
-    g = parser.add_argument_group("speed")
-    g.add_argument("--attention_backend", choices=["auto", "default", *_BACKENDS], default="auto",
-                   help="Attention kernel of the DiT (auto: PyTorch's own choice, the fastest measured on an H100).")
-    g.add_argument("--no_split_batch", action="store_true",
-                   help="Run both guidance passes as one batch-2 forward (more memory, no faster on an H100).")
-    g.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks (exact; pays a compile first).")
-    g.add_argument("--fast_mode", choices=["off", "step_cache"], default="off",
-                   help="Opt-in approximation: step_cache reuses the DiT output on some middle steps.")
-    g.add_argument("--step_cache_interval", type=int, default=2,
-                   help="With --fast_mode step_cache: run the DiT on every N-th middle step.")
-
-
-def options_from_args(args: argparse.Namespace) -> PerfOptions:
-    cache = None
-    if getattr(args, "fast_mode", "off") == "step_cache":
-        if args.step_cache_interval < 1:
-            raise ValueError(f"--step_cache_interval must be at least 1, not {args.step_cache_interval}")
-        cache = StepCacheSettings(interval=args.step_cache_interval)
-    return PerfOptions(attention=getattr(args, "attention_backend", "auto"), compile=getattr(args, "compile", False),
-                       split_batch=not getattr(args, "no_split_batch", False), step_cache=cache)
+def options_from_spec(spec: PerformanceSpec) -> PerfOptions:
+    """The speed switches a run configuration's `performance` group asks for."""
+    cache = StepCacheSettings(interval=spec.step_cache_interval) if spec.fast_mode == "step_cache" else None
+    return PerfOptions(attention=spec.attention_backend, compile=spec.compile, split_batch=spec.split_batch,
+                       step_cache=cache)
 
 
 __all__ = [
-    "FastTransformer", "PerfOptions", "StepCacheSettings", "accelerate", "add_arguments", "attention_context",
-    "compile_blocks", "options_from_args", "resolve_attention",
+    "FastTransformer", "PerfOptions", "StepCacheSettings", "accelerate", "attention_context", "compile_blocks",
+    "options_from_spec", "resolve_attention",
 ]

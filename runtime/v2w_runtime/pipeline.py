@@ -25,6 +25,10 @@ from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, FlowMatchEuler
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 
+from v2w_api.spec import GenerationSpec
+
+from .conditioning import output_size
+
 # The EDM-style noise range and data scale the Cosmos-Predict2 models were trained with.
 SIGMA_MAX = 80.0
 SIGMA_MIN = 0.002
@@ -34,6 +38,10 @@ SIGMA_CONDITIONING = 0.0001
 MAX_SEQUENCE_LENGTH = 512
 
 StepCallback = Callable[[int, int], None]
+
+# The sampler's defaults are the API's (one place for each): 93 frames, 35 steps, guidance 7, 16 fps, 720p.
+_DEFAULTS = GenerationSpec()
+_HEIGHT, _WIDTH = output_size(_DEFAULTS.resolution, _DEFAULTS.aspect_ratio)
 
 
 @dataclass
@@ -178,12 +186,12 @@ class Video2WorldPipeline:
         frames: np.ndarray,
         prompt: str,
         negative_prompt: str = "",
-        height: int = 704,
-        width: int = 1280,
-        num_frames: int = 93,
-        num_steps: int = 35,
-        guidance: float = 7.0,
-        fps: int = 16,
+        height: int = _HEIGHT,
+        width: int = _WIDTH,
+        num_frames: int = _DEFAULTS.num_frames,
+        num_steps: int = _DEFAULTS.num_steps,
+        guidance: float = _DEFAULTS.guidance,
+        fps: int = _DEFAULTS.fps,
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
         decode: bool = True,
@@ -194,11 +202,11 @@ class Video2WorldPipeline:
             frames (`np.ndarray`): conditioning frames (T, height, width, 3) uint8, T = 1 or 5.
             prompt (`str`): what the video shows.
             negative_prompt (`str`, defaults to ""): what to avoid; used when guidance > 1.
-            height, width (`int`, defaults to 704, 1280): output size, multiples of 16.
-            num_frames (`int`, defaults to 93): frames of the output, 4k+1.
-            num_steps (`int`, defaults to 35): sampler steps.
-            guidance (`float`, defaults to 7.0): classifier-free guidance; 1 or less turns it off.
-            fps (`int`, defaults to 16): frame rate the model is told.
+            height, width (`int`, defaults to the API's 720p 16:9 size): output size, multiples of 16.
+            num_frames (`int`, defaults to the API's): frames of the output, 4k+1.
+            num_steps (`int`, defaults to the API's): sampler steps.
+            guidance (`float`, defaults to the API's): classifier-free guidance; 1 or less turns it off.
+            fps (`int`, defaults to the API's): frame rate the model is told.
             generator (`torch.Generator`, optional): source of all randomness (seeded for reproducibility).
             callback (`Callable[[int, int], None]`, optional): called with (step done, total) after each step.
             decode (`bool`, defaults to True): False returns the final latents instead of frames.

@@ -16,13 +16,13 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from v2w_operator.api.manifest import VideoResult
+from v2w_api.manifest import VideoResult
 
 from . import storage
 from .outputs import OutputTarget, side_file_names
 
 if TYPE_CHECKING:
-    from .video2world import Job
+    from .jobs import Job
 
 log = logging.getLogger("v2w_runtime")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
+
+from v2w_api.uris import S3Location, StorageError, is_s3, parse_s3
 
 PVC_ROOT_ENV = "V2W_PVC_ROOT"
 DEFAULT_PVC_ROOT = "/mnt/pvc"
@@ -19,39 +20,6 @@ DEFAULT_PVC_ROOT = "/mnt/pvc"
 # Files above this size go up and down in parts (boto3 multipart), several parts at once.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNK = 64 * 1024 * 1024
-
-
-class StorageError(RuntimeError):
-    """A file or object could not be read or written; the message names the URI."""
-
-
-@dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    key: str  # no leading slash; "" for the bucket root
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
-
-    def child(self, name: str) -> "S3Location":
-        key = f"{self.key.rstrip('/')}/{name}" if self.key else name
-        return S3Location(self.bucket, key)
-
-
-def is_s3(uri: str | os.PathLike) -> bool:
-    return str(uri).startswith("s3://")
-
-
-def parse_s3(uri: str) -> S3Location:
-    if not is_s3(uri):
-        raise StorageError(f"{uri!r} is not an s3:// URI")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket:
-        raise StorageError(f"{uri!r} names no bucket (expected s3://<bucket>/<key>)")
-    if _has_dot_dot(key):
-        raise StorageError(f"{uri!r} must not contain a '..' path segment")
-    return S3Location(bucket, key.strip("/"))
 
 
 def _has_dot_dot(path: str) -> bool:
@@ -216,6 +184,12 @@ def s3_upload_file(path: Path, uri: str, content_type: str | None = None) -> str
     return uri
 
 
+def s3_delete(uri: str) -> None:
+    loc = parse_s3(uri)
+    client = _s3_call(uri, "delete", s3_client)
+    _s3_call(uri, "delete", client.delete_object, Bucket=loc.bucket, Key=loc.key)
+
+
 def s3_put_bytes(data: bytes, uri: str, content_type: str = "application/json") -> str:
     loc = parse_s3(uri)
     client = _s3_call(uri, "write", s3_client)
@@ -337,5 +311,7 @@ __all__ = [
     "read_bytes",
     "reset_client",
     "s3_client",
+    "s3_delete",
+    "s3_download_file",
     "s3_put_bytes",
 ]

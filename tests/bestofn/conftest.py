@@ -15,7 +15,7 @@ SMALL = ["--height", "32", "--width", "48", "--num_frames", "9", "--num_steps", 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from v2w_runtime.qwen_tiny import write_tiny_qwen
+    from v2w_runtime.tiny.qwen import write_tiny_qwen
     from v2w_runtime.tiny import write_checkpoint
 
     torch.set_num_threads(2)
@@ -82,3 +82,24 @@ def record_generations(generator, generated: list[int], stop_after: int | None =
 
     generator.generate = generate
     return generator
+
+
+def run_in_process(argv: list[str], wrap_generator=None, wrap_critic=None):
+    """One best-of-N run of the command line `argv` in this process (rank 0 of one), through the real runner,
+    with its generator and critic passed through `wrap_generator(generator)` / `wrap_critic(critic)` when given.
+    Returns the ResultManifest; an exception from a wrapper (a killed pod) propagates."""
+    from v2w_runtime import bestofn
+    from v2w_runtime.cli import parse
+    from v2w_runtime.runner import Run
+
+    run = Run(parse("bestofn", argv), "bestofn")
+    for name, wrap in (("load_generator", wrap_generator), ("load_critic", wrap_critic)):
+        if wrap is not None:
+            real = getattr(run, name)
+            setattr(run, name, lambda real=real, wrap=wrap: wrap(real()))
+    run.open_target()
+    try:
+        return bestofn.best_of_n(run)
+    finally:
+        run.close()
+

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from v2w_operator.api.manifest import ResultManifest
+from v2w_api.manifest import ResultManifest
 from v2w_runtime.bestofn import main
 from v2w_runtime.critic import Critique
 
@@ -111,8 +111,8 @@ def test_skip_generation_on_minio(tiny_models, tmp_path, minio, monkeypatch):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--num_generations", "0"], "--num_generations must be at least 1"),
-        (["--num_critic_trials", "0"], "--num_critic_trials must be at least 1"),
+        (["--num_generations", "0"], "--num_generations (bestOfN.numGenerations): Input should be greater than or equal to 1"),
+        (["--num_critic_trials", "0"], "--num_critic_trials (bestOfN.critic.numTrials): Input should be greater than or equal to 1"),
         (["--batch_input_json", "b.json"], "--batch_input_json is not supported"),
     ],
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from v2w_operator.api.manifest import ResultManifest
+from v2w_api.manifest import ResultManifest
 
 from .cdp import Browser, find_chromium
 from .conftest import INJECTED

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from v2w_operator.api.manifest import ResultManifest
+from v2w_api.manifest import ResultManifest
 
 from .conftest import cli_args
 

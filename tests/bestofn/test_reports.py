@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
-from v2w_operator.api.manifest import CriticTrials
+from v2w_api.manifest import CriticTrials
 from v2w_runtime.critic import Critique, count_trials, parse_answer, score
 from v2w_runtime.reports import rank, render_index, render_report
 

@@ -4,43 +4,33 @@ from __future__ import annotations
 
 import pytest
 
-from v2w_runtime.bestofn import BestOfNOptions, run
-from v2w_runtime.generator import GenerationSettings, Video2WorldGenerator
-from v2w_runtime.guardrail.checker import load_guardrail
-
-from .conftest import Interrupted, record_generations
+from .conftest import Interrupted, cli_args, record_generations, run_in_process
 
 
 def test_blocked_generations_are_kept_on_restart(tiny_models, tmp_path):
-    from v2w_runtime.guardrail.tiny import write_tiny_guardrail
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail
 
     checkpoint = write_tiny_guardrail(tmp_path / "guardrail", seed=0)
-    settings = GenerationSettings(height=32, width=48, num_frames=9, num_steps=2, fps=8)
+    folder = tmp_path / "run"
+    argv = [a for a in cli_args(tiny_models, str(folder), "--seed", "5", "--num_generations", "3",
+                                "--num_critic_trials", "1", "--disable_prompt_refiner", "--guardrail_checkpoint",
+                                str(checkpoint), "--guardrail_blocklist", "zeppelin")
+            if a != "--disable_guardrail"]
+    argv[argv.index("--prompt") + 1] = "a zeppelin over the station"
     generated: list[int] = []
 
-    def make_generator(stop_after: int | None = None):
-        guardrail = load_guardrail(checkpoint, extra_blocklist=["zeppelin"])
-        generator = Video2WorldGenerator.from_checkpoint(str(tiny_models["video2world"]), settings, device="cpu",
-                                                         guardrail=guardrail)
-        return record_generations(generator, generated, stop_after)
-
-    def no_critic():
+    def no_critic(_critic):
         raise AssertionError("a blocked generation must not be scored")
-
-    options = BestOfNOptions(save_path=str(tmp_path / "run"), input_path=str(tiny_models["input"]),
-                             prompt="a zeppelin over the station", seed=5, num_generations=3, num_critic_trials=1,
-                             fps=8, generation_settings=settings.model_dump())
-    folder = tmp_path / "run"
 
     # 1. Killed while on the second generation: the first one's verdict is recorded.
     with pytest.raises(Interrupted):
-        run(options, make_generator=lambda: make_generator(stop_after=1), make_critic=no_critic)
+        run_in_process(argv, lambda g: record_generations(g, generated, 1), no_critic)
     assert generated == [5]
-    first = folder / "gen00_seed5.blocked.json"
+    first = folder / "gen00_seed5.json"
     kept = first.stat().st_mtime_ns, first.read_bytes()
 
     # 2. Restarted: only the two generations without a verdict go through the guardrail.
-    result = run(options, make_generator=make_generator, make_critic=no_critic)
+    result = run_in_process(argv, lambda g: record_generations(g, generated), no_critic)
     assert generated == [5, 6, 7]
     assert (first.stat().st_mtime_ns, first.read_bytes()) == kept
     assert [(v.name, v.status) for v in result.videos] == [
@@ -50,7 +40,7 @@ def test_blocked_generations_are_kept_on_restart(tiny_models, tmp_path):
     assert not list(folder.glob("*.mp4"))
 
     # 3. Restarted after everything was recorded: nothing is made, each blocked generation is listed once.
-    again = run(options, make_generator=make_generator, make_critic=no_critic)
+    again = run_in_process(argv, lambda g: record_generations(g, generated), no_critic)
     assert generated == [5, 6, 7]
     assert (first.stat().st_mtime_ns, first.read_bytes()) == kept
     assert [(v.name, v.status, v.seed) for v in again.videos] == [(v.name, v.status, v.seed) for v in result.videos]

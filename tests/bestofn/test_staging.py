@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from v2w_operator.api.manifest import ResultManifest
+from v2w_api.manifest import ResultManifest
 from v2w_runtime import bestofn
+from v2w_runtime.runner import Run
 
 from .conftest import write_video
 
@@ -31,11 +32,11 @@ def test_bad_input_leaves_no_staging(tiny_models, minio, s3_bucket, staging_dir,
 def test_a_run_that_raises_leaves_no_staging(tiny_models, minio, s3_bucket, staging_dir, tmp_path, monkeypatch):
     minio.client().upload_file(str(write_video(tmp_path / "v.mp4", 3)), s3_bucket, "runs/one/take0.mp4")
 
-    def broken_critic(*args, **kwargs):
+    def broken_critic(self):
         assert len(list(staging_dir.iterdir())) == 1  # staged while running
         raise RuntimeError("the critic ran out of memory")
 
-    monkeypatch.setattr(bestofn, "Critic", broken_critic)
+    monkeypatch.setattr(Run, "load_critic", broken_critic)
     with pytest.raises(RuntimeError, match="out of memory"):
         bestofn.main(["--skip_generation", "--save_path", f"s3://{s3_bucket}/runs/one", "--critic_checkpoint",
                       str(tiny_models["reason"]), "--critic_max_new_tokens", "8", "--device", "cpu"])

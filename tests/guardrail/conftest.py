@@ -16,7 +16,7 @@ def _few_threads():
 @pytest.fixture(scope="session")
 def tiny_guardrails(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Checkpoints keyed "<text verdict>-<video verdict>": safe-safe, unsafe-safe, safe-unsafe."""
-    from v2w_runtime.guardrail.tiny import write_tiny_guardrail
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail
 
     root = tmp_path_factory.mktemp("guardrails")
     out = {}

@@ -201,10 +201,10 @@ def test_tiny_command_writes_a_loadable_seeded_checkpoint(tmp_path):
 
     from safetensors.torch import load_file
 
-    from v2w_runtime.guardrail.tiny import write_tiny_guardrail
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail
 
     out = tmp_path / "guard"
-    proc = subprocess.run([sys.executable, "-m", "v2w_runtime.guardrail.tiny", "--out", str(out), "--seed", "1",
+    proc = subprocess.run([sys.executable, "-m", "v2w_runtime.tiny.guardrail", "--out", str(out), "--seed", "1",
                            "--text-verdict", "unsafe"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     guard = load_guardrail(out, pixelate_faces=False)

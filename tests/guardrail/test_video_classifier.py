@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from v2w_runtime.guardrail.tiny import VIDEO_CLASSES
+from v2w_runtime.tiny.guardrail import VIDEO_CLASSES
 from v2w_runtime.guardrail.video_classifier import HeadConfig, VideoClassifier
 from v2w_runtime.interfaces import GuardrailError
 

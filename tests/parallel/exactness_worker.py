@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from tests.parallel.models import CASES, HEADS, VIDEOS, tiny_pipeline, tiny_transformer  # noqa: E402
-from v2w_runtime.interfaces import Layout  # noqa: E402
+from v2w_runtime.parallel.layout import Layout  # noqa: E402
 from v2w_runtime.parallel import init_parallel, make_context, parallelize, parallelize_pipeline  # noqa: E402
 
 

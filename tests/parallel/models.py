@@ -47,7 +47,7 @@ def tiny_pipeline(seed: int = 0):
 
     (The tiny checkpoint's DiT has 2 heads; Ulysses over 4 ranks needs 4.)
     """
-    from v2w_runtime import tiny
+    from v2w_runtime.tiny import video2world as tiny
     from v2w_runtime.pipeline import Video2WorldPipeline
 
     config = dict(tiny.build_transformer(seed * 10 + 1).config)

@@ -19,7 +19,7 @@ import pytest
 from tests.parallel.conftest import Launch
 
 TIMING_KEYS = {"timings_s", "timings", "timingsS", "startedAt", "finishedAt", "durationS", "updatedAt", "started_at", "finished_at"}
-PARALLEL_FLAGS = {"num_gpus", "context_parallel_size", "cfg_parallel"}
+PARALLEL_FLAGS = {"parallelism"}  # the run configuration's group of GPUs and layout
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,11 @@ def test_num_gpus_must_match_the_world(batch, tmp_path, capsys):
     assert "--num_gpus 2 needs 2 processes: launch with torchrun --nproc_per_node=2" in capsys.readouterr().err
 
 
-def test_context_parallel_size_must_divide_heads(batch, tmp_path, capsys):
+def test_context_parallel_size_must_divide_heads(batch, tmp_path, capsys, monkeypatch):
     from v2w_runtime.video2world import main
 
-    assert main(batch.args(tmp_path, "--context_parallel_size", "4")) == 2
+    # The layout is checked against the checkpoint before any process group starts: rank 0 of 4 is enough.
+    for var, value in (("WORLD_SIZE", "4"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(var, value)
+    assert main(batch.args(tmp_path, "--num_gpus", "4", "--context_parallel_size", "4")) == 2
     assert "--context_parallel_size 4 does not divide the transformer's 2 heads" in capsys.readouterr().err

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
 from tests.parallel.models import CASES, tiny_transformer
-from v2w_runtime.interfaces import Layout
 from v2w_runtime.parallel import (
+    Layout,
     ParallelContext,
     ParallelCosmosTransformer,
     SequenceSplit,
-    add_parallel_arguments,
     check_parallelizable,
     choose_layout,
     init_parallel,
@@ -70,9 +67,9 @@ def test_explicit_layout_wins_and_is_checked():
     assert choose_layout(4, num_heads=16, num_videos=9, context_parallel_size=4).cp_size == 4
     with pytest.raises(ValueError, match="does not divide the transformer's 12 heads"):
         choose_layout(8, num_heads=12, context_parallel_size=8)
-    with pytest.raises(ValueError, match="--num_gpus 6 is not a multiple of the group size 4"):
+    with pytest.raises(ValueError, match=r"gpus \(6\) must be a multiple of contextParallelSize \(4\)"):
         choose_layout(6, num_heads=16, context_parallel_size=4)
-    with pytest.raises(ValueError, match="--num_gpus 4 is not a multiple of the group size 8"):
+    with pytest.raises(ValueError, match=r"gpus \(4\) must be a multiple of contextParallelSize \(4\) times 2 with cfgParallel"):
         choose_layout(4, num_heads=16, context_parallel_size=4, cfg_parallel=True)
     with pytest.raises(ValueError, match="must be one of"):
         choose_layout(3, num_heads=15, context_parallel_size=3)
@@ -81,14 +78,15 @@ def test_explicit_layout_wins_and_is_checked():
 
 
 def test_cli_flags_default_to_auto():
-    parser = argparse.ArgumentParser()
-    add_parallel_arguments(parser)
-    args = parser.parse_args([])
-    assert (args.num_gpus, args.context_parallel_size, args.cfg_parallel) == (1, None, None)
-    args = parser.parse_args(["--num_gpus", "8", "--context_parallel_size", "4", "--no-cfg_parallel"])
-    assert (args.num_gpus, args.context_parallel_size, args.cfg_parallel) == (8, 4, False)
+    from v2w_runtime.cli import parse
+
+    par = parse("video2world", ["--prompt", "x"]).parallelism
+    assert (par.gpus, par.context_parallel_size, par.cfg_parallel) == (1, None, None)
+    par = parse("video2world", ["--prompt", "x", "--num_gpus", "8", "--context_parallel_size", "4",
+                                "--no-cfg_parallel"]).parallelism
+    assert (par.gpus, par.context_parallel_size, par.cfg_parallel) == (8, 4, False)
     with pytest.raises(SystemExit):
-        parser.parse_args(["--context_parallel_size", "3"])
+        parse("video2world", ["--prompt", "x", "--context_parallel_size", "3"])
 
 
 def test_sequence_split():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 
 from v2w_runtime import perf
 from v2w_runtime.pipeline import Video2WorldPipeline
-from v2w_runtime.tiny import build_scheduler, build_text_encoder, build_tokenizer, build_transformer, build_vae
+from v2w_runtime.tiny.video2world import build_scheduler, build_text_encoder, build_tokenizer, build_transformer, build_vae
 from v2w_runtime.tiny.inputs import scene_frames
 
 H, W, FRAMES = 64, 96, 9
@@ -91,14 +90,16 @@ def test_schedule():
     assert s.forwards(35) == len(runs) == 16
 
 
-def test_cli_flags_and_bad_values():
-    parser = argparse.ArgumentParser()
-    perf.add_arguments(parser)
-    opts = perf.options_from_args(parser.parse_args(["--fast_mode", "step_cache", "--step_cache_interval", "3"]))
-    assert opts.step_cache.interval == 3 and not opts.exact and opts.attention == "auto"
-    assert perf.options_from_args(parser.parse_args([])).exact
-    with pytest.raises(ValueError, match="step_cache_interval"):
-        perf.options_from_args(parser.parse_args(["--fast_mode", "step_cache", "--step_cache_interval", "0"]))
+def test_options_from_the_performance_group_and_bad_values():
+    from pydantic import ValidationError
+
+    from v2w_api.spec import PerformanceSpec
+
+    opts = perf.options_from_spec(PerformanceSpec(fast_mode="step_cache", step_cache_interval=3, split_batch=False))
+    assert opts.step_cache.interval == 3 and not opts.exact and opts.attention == "auto" and not opts.split_batch
+    assert perf.options_from_spec(PerformanceSpec()).exact and perf.options_from_spec(PerformanceSpec()).split_batch
+    with pytest.raises(ValidationError, match="step_cache_interval"):
+        PerformanceSpec(fast_mode="step_cache", step_cache_interval=0)
     with pytest.raises(ValueError, match="attention"):
         perf.PerfOptions(attention="bogus")
     with pytest.raises(ValueError, match="attention backend 'nope'"):

@@ -9,7 +9,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def tiny_qwen_dir(tmp_path_factory: pytest.TempPathFactory):
-    from v2w_runtime.qwen_tiny import write_tiny_qwen
+    from v2w_runtime.tiny.qwen import write_tiny_qwen
 
     torch.set_num_threads(2)
     return write_tiny_qwen(tmp_path_factory.mktemp("qwen") / "cosmos-reason1-tiny", seed=0)

@@ -29,7 +29,7 @@ def test_tiny_checkpoint_is_the_real_architecture(tiny_qwen_dir):
 def test_same_seed_gives_same_weights(tiny_qwen_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from v2w_runtime.qwen_tiny import write_tiny_qwen
+    from v2w_runtime.tiny.qwen import write_tiny_qwen
 
     again = load_file(write_tiny_qwen(tmp_path / "again", seed=0) / "model.safetensors")
     first = load_file(tiny_qwen_dir / "model.safetensors")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from v2w_runtime.generator import GenerationSettings, Video2WorldGenerator
+from v2w_api.run import DebugSettings
+from v2w_api.spec import GenerationSpec
+from v2w_runtime.generator import Video2WorldGenerator
 from v2w_runtime.refiner import CachedRefiner, load_refiner
 
 
@@ -19,8 +21,10 @@ def video2world_dir(tmp_path_factory):
 @pytest.mark.parametrize("conditional_frames", [1, 5])
 def test_refined_prompt_reaches_the_sampler(tiny_qwen_dir, video2world_dir, tmp_path, conditional_frames):
     refiner = load_refiner(str(tiny_qwen_dir), device="cpu", max_new_tokens=16)
-    settings = GenerationSettings(height=32, width=48, num_frames=9, num_steps=1, num_conditional_frames=conditional_frames)
-    generator = Video2WorldGenerator.from_checkpoint(str(video2world_dir), settings, device="cpu", refiner=refiner)
+    generation = GenerationSpec(num_steps=1, num_conditional_frames=conditional_frames)
+    generator = Video2WorldGenerator.from_checkpoint(str(video2world_dir), generation,
+                                                     DebugSettings(height=32, width=48, num_frames=9), device="cpu",
+                                                     refiner=refiner)
     seen: list[list[str]] = []
     encode = generator.pipeline.encode_prompt
     generator.pipeline.encode_prompt = lambda prompts, *a, **k: seen.append(list(prompts)) or encode(prompts, *a, **k)

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from v2w_operator.api.manifest import ProgressManifest, ResultManifest
-from v2w_runtime import video2world
-from v2w_runtime.video2world import build_parser
+from v2w_api.manifest import ProgressManifest, ResultManifest
+from v2w_runtime import runner
+from v2w_runtime.cli import build_parser, parse
 
 from .conftest import WordGuardrail, read_json, read_video
 
 
 def test_help_lists_the_seed_flags():
-    text = build_parser().format_help()
+    text = build_parser("video2world").format_help()
     for flag in ("--model_size", "--dit_path", "--prompt", "--negative_prompt", "--input_path",
                  "--num_conditional_frames", "--save_path", "--guidance", "--seed", "--num_gpus",
                  "--batch_input_json", "--disable_guardrail", "--disable_prompt_refiner", "--resolution",
@@ -25,10 +25,16 @@ def test_help_lists_the_seed_flags():
 
 
 def test_defaults_match_the_seed():
-    args = build_parser().parse_args([])
-    assert (args.model_size, args.num_conditional_frames, args.guidance, args.seed, args.num_gpus) == ("2B", 1, 7.0, 0, 1)
-    assert (args.resolution, args.aspect_ratio, args.fps, args.num_steps, args.num_frames) == ("720", "16:9", 16, 35, 93)
-    assert args.save_path == "output/generated_video.mp4" and len(args.negative_prompt) > 100
+    config = parse("video2world", ["--prompt", "a bus"])
+    gen = config.generation
+    assert (config.model.size, gen.num_conditional_frames, gen.guidance, gen.seed, config.parallelism.gpus) == (
+        "2B", 1, 7.0, 0, 1)
+    assert (gen.resolution, gen.aspect_ratio, gen.fps, gen.num_steps, config.num_frames) == (720, "16:9", 16, 35, 93)
+    assert (config.output.uri, config.output.video_name) == ("output", "generated_video.mp4")
+    assert config.input.uri == "assets/video2world/input0.jpg" and len(config.negative_prompt) > 100
+    assert config.checkpoint == "checkpoints/nvidia/Cosmos-Predict2-2B-Video2World"
+    # --help shows the defaults the models give, not numbers of its own
+    assert "Sampling steps. (default: 35)" in " ".join(build_parser("video2world").format_help().split())
 
 
 def test_single_image_to_mp4_with_side_files(cli, media):
@@ -41,7 +47,7 @@ def test_single_image_to_mp4_with_side_files(cli, media):
     assert Path("output/single.txt").read_text().startswith("a bus leaves the depot\n")
     record = read_json("output/single.json")
     assert record["status"] == "succeeded" and record["seed"] == 0 and record["input"] == str(media["image"])
-    assert record["settings"]["fps"] == 12 and record["versions"]["diffusers"].startswith("0.42")
+    assert record["settings"]["generation"]["fps"] == 12 and record["versions"]["diffusers"].startswith("0.42")
     assert {"load_input", "sampling", "decoding", "writing"} <= set(record["timings_s"])
     assert record["model"]["checkpoint"] and record["model"]["transformer_config"]["num_layers"] == 2
     result = ResultManifest.model_validate(read_json("output/result.json"))
@@ -133,7 +139,7 @@ def test_dit_path_replaces_the_transformer_weights(cli, media, tmp_path):
 def guardrail(monkeypatch):
     """The CLI with a real word-blocking guardrail in place of the model-based one."""
     made = WordGuardrail(word="forbidden")
-    monkeypatch.setattr(video2world, "build_guardrail", lambda args, device=None: made)
+    monkeypatch.setattr(runner, "build_guardrail", lambda config, device=None: made)
     return made
 
 
@@ -163,7 +169,7 @@ def test_guardrail_block_is_recorded_and_the_batch_goes_on(cli, media, guardrail
 
 def test_guardrail_blocks_a_video(cli, media, monkeypatch):
     made = WordGuardrail(max_mean=-1.0)  # every video is "too bright"
-    monkeypatch.setattr(video2world, "build_guardrail", lambda args, device=None: made)
+    monkeypatch.setattr(runner, "build_guardrail", lambda config, device=None: made)
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", "output/v.mp4")
     assert run.code == 0
     assert not Path("output/v.mp4").exists()
@@ -173,7 +179,7 @@ def test_guardrail_blocks_a_video(cli, media, monkeypatch):
 
 def test_guardrail_error_fails_closed(cli, media, monkeypatch):
     made = WordGuardrail(broken=True)
-    monkeypatch.setattr(video2world, "build_guardrail", lambda args, device=None: made)
+    monkeypatch.setattr(runner, "build_guardrail", lambda config, device=None: made)
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", "output/v.mp4")
     assert run.code == 3
     assert "guardrail" in run.err and "cannot run" in run.err

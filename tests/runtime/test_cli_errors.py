@@ -114,4 +114,4 @@ def test_usage_errors(cli, media):
     assert run.code == 2 and "--num_frames" in run.err
     run = cli("--input_path", str(media["image"]), "--prompt", "x", "--height", "50", "--disable_guardrail",
               "--disable_prompt_refiner", fast=False)
-    assert run.code == 2 and "--height must be a positive multiple of 16" in run.err
+    assert run.code == 2 and "--height (debug.height): must be a multiple of 16, not 50" in run.err

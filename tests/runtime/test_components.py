@@ -14,14 +14,14 @@ SMALL = ["--height", "64", "--width", "96", "--num_frames", "9", "--num_steps", 
 
 @pytest.fixture(scope="module")
 def tiny_guardrail(tmp_path_factory) -> Path:
-    from v2w_runtime.guardrail.tiny import write_tiny_guardrail
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail
 
     return write_tiny_guardrail(tmp_path_factory.mktemp("guard") / "guardrail", seed=0)
 
 
 @pytest.fixture(scope="module")
 def tiny_refiner(tmp_path_factory) -> Path:
-    from v2w_runtime.qwen_tiny import write_tiny_qwen
+    from v2w_runtime.tiny.qwen import write_tiny_qwen
 
     return write_tiny_qwen(tmp_path_factory.mktemp("reason") / "reason1", seed=0)
 

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from v2w_operator.api.manifest import ResultManifest
+from v2w_api.manifest import ResultManifest
 from v2w_runtime.conditioning import ConditioningError, fit_frames, load_conditioning
 from v2w_runtime.outputs import write_mp4
 from v2w_runtime.tiny.inputs import write_video

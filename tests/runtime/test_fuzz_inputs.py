@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from v2w_runtime.batch import BatchError, BatchItem, parse_batch
 from v2w_runtime.critic import count_trials, parse_answer, score
 from v2w_runtime.outputs import OutputPathError, OutputTarget, resolve_output
-from v2w_runtime.video2world import build_parser
+from v2w_api.run import RunConfig, RunConfigError
+from v2w_runtime.cli import UsageError, build_parser, parse
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -102,7 +103,7 @@ def test_output_names_never_leave_the_output_folder_or_prefix(name: str):
 
 
 def _options() -> list[tuple[str, object]]:
-    parser = build_parser()
+    parser = build_parser("video2world")
     found = []
     for action in parser._actions:
         for flag in action.option_strings:
@@ -130,15 +131,19 @@ ARGV = st.lists(
 @example(["--resolution", "1080"])
 @example(["--bogus"])
 def test_cli_arguments_parse_or_exit_2_with_a_message(argv: list[str]):
+    """Any command line either makes a valid run configuration or is refused with a message, never a traceback."""
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            args = build_parser().parse_args(argv)
+            config = parse("video2world", argv)
     except SystemExit as exit_:
         assert exit_.code == 2, (argv, exit_.code)
         assert "error: " in stderr.getvalue(), stderr.getvalue()
         return
-    assert args.fps is None or isinstance(args.fps, int)
+    except (UsageError, RunConfigError) as exc:
+        assert str(exc), argv
+        return
+    assert isinstance(config, RunConfig) and config.generation.fps >= 1
 
 
 ANSWER_PARTS = st.one_of(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from v2w_operator.api.manifest import ProgressManifest, ResultManifest, Stage, VideoResult
-from v2w_runtime.manifests import ProgressReporter, build_result, write_result
+from v2w_api.manifest import ProgressManifest, ResultManifest, Stage, VideoResult
+from v2w_runtime.manifests import ProgressReporter, summarize, write_result
 from v2w_runtime.outputs import OutputTarget
 
 from .conftest import read_json
@@ -41,10 +41,10 @@ def test_progress_only_on_the_global_leader(tmp_path):
 def test_result_counts_blocked_as_handled(tmp_path):
     started = datetime(2026, 1, 1, tzinfo=timezone.utc)
     videos = [VideoResult(name="a.mp4", status="succeeded"), VideoResult(name="b.mp4", status="blocked", reason="x")]
-    result = build_result(videos, started, {"seed": 0}, {"torch": "x"})
+    ok, message = summarize(videos)
+    result = ResultManifest(mode="video2world", succeeded=ok, message=message, started_at=started, videos=videos)
     assert result.succeeded and result.message == "1 succeeded, 1 blocked"
     write_result(OutputTarget(tmp_path), result)
     back = ResultManifest.model_validate(read_json(tmp_path / "result.json"))
     assert back.counts() == {"succeeded": 1, "blocked": 1, "failed": 0, "skipped": 0}
-    failed = build_result(videos + [VideoResult(name="c.mp4", status="failed")], started, {}, {})
-    assert not failed.succeeded
+    assert not summarize(videos + [VideoResult(name="c.mp4", status="failed")])[0]

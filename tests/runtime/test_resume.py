@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from v2w_operator.api.manifest import ProgressManifest, ResultManifest
+from v2w_api.manifest import ProgressManifest, ResultManifest
 
 from .conftest import read_json
 
@@ -62,4 +62,4 @@ def test_a_foreign_record_or_other_settings_are_made_again(cli, media, tmp_path,
     with caplog.at_level(logging.INFO, logger="v2w_runtime"):
         assert cli(*args, "--fps", "8").code == 0  # other settings: every entry is made again
     assert "already made" not in caplog.text
-    assert Path("out/take-0.mp4").stat().st_mtime_ns != before and read_json("out/take-0.json")["settings"]["fps"] == 8
+    assert Path("out/take-0.mp4").stat().st_mtime_ns != before and read_json("out/take-0.json")["settings"]["generation"]["fps"] == 8

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from v2w_operator.api.manifest import ProgressManifest, ResultManifest
+from v2w_api.manifest import ProgressManifest, ResultManifest
 from v2w_runtime.generator import Video2WorldGenerator
 
 from .conftest import read_json
@@ -25,7 +25,7 @@ ALLOWED_PROMPT = "a quiet street at dawn"
 
 @pytest.fixture(scope="module")
 def guardrails(tmp_path_factory) -> dict[str, Path]:
-    from v2w_runtime.guardrail.tiny import write_tiny_guardrail
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail
 
     root = tmp_path_factory.mktemp("guard")
     return {

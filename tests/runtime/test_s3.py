@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from v2w_operator.api.manifest import ProgressManifest, ResultManifest
+from v2w_api.manifest import ProgressManifest, ResultManifest
 
 from .conftest import FAST, read_video
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from v2w_runtime import video2world
+from v2w_runtime import runner
 from v2w_runtime.generator import Video2WorldGenerator
 from v2w_runtime.interfaces import GuardrailError
 
@@ -62,12 +62,12 @@ def test_staging_removed_when_the_upload_fails(cli, media, minio, s3_out, stagin
 
 @pytest.mark.s3
 def test_staging_removed_when_the_guardrail_fails_closed(cli, media, minio, s3_out, staging_dir, monkeypatch):
-    def no_guardrail(args, device=None):
+    def no_guardrail(config, device=None):
         raise GuardrailError("the video classifier weights are unreadable")
 
-    monkeypatch.setattr(video2world, "build_guardrail", no_guardrail)
+    monkeypatch.setattr(runner, "build_guardrail", no_guardrail)
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", f"s3://{s3_out}/run/a.mp4")
-    assert run.code == video2world.EXIT_GUARDRAIL, run.err
+    assert run.code == runner.EXIT_GUARDRAIL, run.err
     assert list(staging_dir.iterdir()) == []
     result = json.loads(minio.client().get_object(Bucket=s3_out, Key="run/result.json")["Body"].read())
     assert result["succeeded"] is False and "unreadable" in result["message"]
@@ -94,11 +94,11 @@ def test_local_output_folder_kept_when_a_run_raises(cli, media, staging_dir, tmp
 
 
 def test_local_output_folder_kept_when_the_guardrail_fails_closed(cli, media, tmp_path, monkeypatch):
-    def no_guardrail(args, device=None):
+    def no_guardrail(config, device=None):
         raise GuardrailError("the video classifier weights are unreadable")
 
-    monkeypatch.setattr(video2world, "build_guardrail", no_guardrail)
+    monkeypatch.setattr(runner, "build_guardrail", no_guardrail)
     out = tmp_path / "out"
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", str(out / "a.mp4"))
-    assert run.code == video2world.EXIT_GUARDRAIL
+    assert run.code == runner.EXIT_GUARDRAIL
     assert json.loads((out / "result.json").read_text())["succeeded"] is False

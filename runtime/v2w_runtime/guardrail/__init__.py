@@ -7,7 +7,7 @@ classifier for videos, and face pixelation of every written frame.
     guardrail.postprocess(frames)     # faces pixelated
 
 A block is a Verdict; a model that cannot load or run raises GuardrailError (fail closed). The checkpoint
-layout is described in checker.py; `tiny.write_tiny_guardrail` writes a small random one.
+layout is described in checker.py; `v2w_runtime.tiny.guardrail` writes a small random one.
 """
 
 from v2w_runtime.interfaces import GuardrailError, Verdict

@@ -1,25 +1,18 @@
 """Multi-GPU sampling: data parallelism over groups, CFG parallelism and Ulysses context parallelism."""
 
-from .launch import (
-    CP_SIZES,
-    ParallelContext,
-    add_parallel_arguments,
-    choose_layout,
-    init_parallel,
-    make_context,
-    world_from_env,
-)
+from .launch import ParallelContext, init_parallel, make_context, world_from_env
+from .layout import CONTEXT_PARALLEL_SIZES, Layout, choose_layout
 from .sampler import parallelize_pipeline
 from .transformer import ParallelCosmosTransformer, check_parallelizable, parallelize
 from .ulysses import SequenceSplit, UlyssesAttnProcessor
 
 __all__ = [
-    "CP_SIZES",
+    "CONTEXT_PARALLEL_SIZES",
+    "Layout",
     "ParallelContext",
     "ParallelCosmosTransformer",
     "SequenceSplit",
     "UlyssesAttnProcessor",
-    "add_parallel_arguments",
     "check_parallelizable",
     "choose_layout",
     "init_parallel",

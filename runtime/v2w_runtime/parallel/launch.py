@@ -9,7 +9,6 @@ single output all-gather per step and for sharing inputs), and inside it the ran
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,10 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..interfaces import Layout
-
-CP_SIZES = (1, 2, 4, 8)
-
+from .layout import Layout, choose_layout
 
 @dataclass
 class ParallelContext:
@@ -124,52 +120,6 @@ def world_from_env(environ: dict[str, str] | None = None) -> tuple[int, int, int
         raise ValueError(f"bad torchrun environment (WORLD_SIZE/RANK/LOCAL_RANK): {e}") from None
 
 
-def choose_layout(
-    world_size: int,
-    rank: int = 0,
-    *,
-    num_heads: int,
-    guidance: bool = True,
-    num_videos: int = 1,
-    context_parallel_size: int | None = None,
-    cfg_parallel: bool | None = None,
-) -> Layout:
-    """The layout to run: explicit sizes win; otherwise the default policy below.
-
-    Default, cheapest communication first:
-    - at least as many videos (batch entries x generations) as ranks: data parallelism only, no
-      communication at all;
-    - otherwise every rank works on each video in turn (upstream's meaning of --num_gpus), as CFG
-      parallel x Ulysses when guidance is on and the world is even: the CFG pair costs one all-gather of
-      the prediction per step, where doubling the Ulysses size instead costs two all-to-alls per layer
-      (and on 2 GPUs CFG parallelism needs no all-to-all at all). The Ulysses size is the largest of
-      1, 2, 4, 8 that divides both the heads and what is left of the world; leftover ranks become
-      data-parallel groups.
-    """
-    if context_parallel_size is not None and context_parallel_size not in CP_SIZES:
-        raise ValueError(f"--context_parallel_size must be one of {CP_SIZES}, got {context_parallel_size}")
-    if cfg_parallel and not guidance:
-        raise ValueError("--cfg_parallel needs classifier-free guidance (guidance > 1)")
-    if context_parallel_size is not None and num_heads % context_parallel_size:
-        raise ValueError(
-            f"--context_parallel_size {context_parallel_size} does not divide the transformer's {num_heads} heads"
-        )
-    if context_parallel_size is None and cfg_parallel is None and num_videos >= world_size:
-        return Layout(world_size, rank)
-    if cfg_parallel is None:
-        cfg_parallel = guidance and world_size % 2 == 0 and (context_parallel_size or 1) * 2 <= world_size
-    if context_parallel_size is None:
-        rest = world_size // 2 if cfg_parallel else world_size
-        context_parallel_size = max(c for c in CP_SIZES if rest % c == 0 and num_heads % c == 0)
-    group = context_parallel_size * (2 if cfg_parallel else 1)
-    if world_size % group:
-        raise ValueError(
-            f"--num_gpus {world_size} is not a multiple of the group size {group} "
-            f"(--context_parallel_size {context_parallel_size}{' x 2 for --cfg_parallel' if cfg_parallel else ''})"
-        )
-    return Layout(world_size, rank, context_parallel_size, cfg_parallel)
-
-
 def init_parallel(
     num_gpus: int,
     *,
@@ -241,22 +191,6 @@ def make_context(layout: Layout, device: torch.device, backend: str) -> Parallel
             ctx.group = group
             ctx.cp_group = cp_groups[layout.cfg_index]
     return ctx
-
-
-def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
-    """--num_gpus, --context_parallel_size, --cfg_parallel/--no_cfg_parallel (the last two default to auto)."""
-    parser.add_argument(
-        "--num_gpus", type=int, default=1,
-        help="GPUs (processes) in all; must equal torchrun's world size (default: 1)",
-    )
-    parser.add_argument(
-        "--context_parallel_size", type=int, choices=CP_SIZES, default=None,
-        help="ranks that split one pass's latent sequence (Ulysses); default: chosen from the GPUs, heads and batch",
-    )
-    parser.add_argument(
-        "--cfg_parallel", action=argparse.BooleanOptionalAction, default=None,
-        help="run the conditional and unconditional passes on two halves of a group; default: on when it fits",
-    )
 
 
 def _world_store() -> dist.Store | None:

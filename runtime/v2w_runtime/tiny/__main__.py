@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from . import write_checkpoint
+    from .video2world import write_checkpoint
 
     path = write_checkpoint(args.out, seed=args.seed)
     print(f"tiny Video2World checkpoint written to {path}")

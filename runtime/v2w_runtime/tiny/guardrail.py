@@ -22,9 +22,9 @@ from typing import Literal
 
 import torch
 
-from .checker import LLM_GUARD, VIDEO_CLASSIFIER
-from .llm_guard import INSTRUCTION
-from .video_classifier import ENCODER, HeadConfig, SafetyHead, save_head
+from ..guardrail.checker import LLM_GUARD, VIDEO_CLASSIFIER
+from ..guardrail.llm_guard import INSTRUCTION
+from ..guardrail.video_classifier import ENCODER, HeadConfig, SafetyHead, save_head
 
 VIDEO_CLASSES = ["safe", "sexual", "violence", "drugs", "child_abuse", "hate", "self_harm"]
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m v2w_runtime.guardrail.tiny",
+        prog="python -m v2w_runtime.tiny.guardrail",
         description="Write a tiny random guardrail checkpoint (LLM guard + SigLIP video classifier). Offline.",
     )
     parser.add_argument("--out", required=True, help="Folder to write the checkpoint into (created).")

@@ -1,0 +1,285 @@
+"""The one runner of both programs: a run configuration in, an exit code out.
+
+    config (cli.parse) -> output target -> [the program: plan, checks before any weight]
+        -> checkpoint and rank layout (Run.start_parallel) -> guardrail, refiner, generator, speed switches
+        (Run.load_generator) -> critic (Run.load_critic) -> result.json -> exit code
+
+What is particular to a program (a batch of entries, or N seeds and a critic) is its `execute(run)`;
+everything else, including how a failure is reported, lives here once.
+
+Exit codes: 0 every video succeeded or was blocked by the guardrail; 1 some videos failed (see the summary
+and result.json); 2 bad arguments, configuration, input or checkpoint, nothing generated; 3 the guardrail
+is enabled but cannot run, nothing generated (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Literal
+
+from v2w_api.manifest import ResultManifest, utcnow
+from v2w_api.run import RunConfig, RunConfigError
+
+from . import storage
+from .batch import BatchError
+from .checkpoints import CheckpointError, resolve_checkpoint
+from .cli import UsageError, parse
+from .conditioning import ConditioningError
+from .interfaces import Guardrail, GuardrailError, PromptRefiner
+from .outputs import OutputPathError, OutputTarget
+
+if TYPE_CHECKING:
+    from .critic import Critic
+    from .generator import Video2WorldGenerator
+    from .parallel import ParallelContext
+    from .qwen import QwenVL
+
+log = logging.getLogger("v2w_runtime")
+
+Mode = Literal["video2world", "bestofn"]
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_GUARDRAIL = 0, 1, 2, 3
+
+
+class RefinerError(RuntimeError):
+    """The prompt refiner is enabled but cannot be loaded."""
+
+
+class ForeignOutputError(ValueError):
+    """The output folder holds another run's files; its result.json must stay as it is."""
+
+
+# Everything that means "this input, configuration or checkpoint cannot work": exit 2, nothing generated.
+BAD_INPUT = (UsageError, RunConfigError, BatchError, CheckpointError, ConditioningError, storage.StorageError,
+             OutputPathError, RefinerError, ValueError)
+
+
+class Run:
+    """One run: its configuration, where it writes, its ranks, and the models it loads (each once)."""
+
+    def __init__(self, config: RunConfig, mode: Mode) -> None:
+        self.config = config
+        self.mode = mode
+        self.started = utcnow()
+        self.target: OutputTarget | None = None
+        self.ctx: ParallelContext | None = None
+        self.checkpoint_dir: Path | None = None
+        self._qwen: dict[str, QwenVL] = {}
+        self._versions: dict[str, str] | None = None
+        self._sources: list[OutputTarget] = []
+
+    # 0. Where files go
+    def open_target(self) -> OutputTarget:
+        """The output folder, or the S3 prefix staged in a local folder; an unreachable bucket fails here."""
+        uri = self.config.output.uri
+        if storage.is_s3(uri):
+            storage.parse_s3(uri)
+            self.target = OutputTarget.staged(uri, f"v2w-{self.mode}-")
+            storage.check_s3_access(uri)
+        else:
+            self.target = OutputTarget(storage.local_path(uri))
+        return self.target
+
+    def open_source(self, uri: str) -> OutputTarget:
+        """A folder or S3 prefix the run only reads (best-of-N's videos to score)."""
+        source = OutputTarget.staged(uri, "v2w-source-") if storage.is_s3(uri) else OutputTarget(storage.local_path(uri))
+        self._sources.append(source)
+        return source
+
+    # 1. The checkpoint (downloaded once) and the rank layout, before any weight is read
+    def start_parallel(self, num_videos: int, generating: bool = True) -> ParallelContext:
+        from .parallel import init_parallel
+
+        par = self.config.parallelism
+        if generating:
+            self.checkpoint_dir = resolve_checkpoint(self.config.checkpoint)
+            heads = json.loads((self.checkpoint_dir / "transformer" / "config.json").read_text())["num_attention_heads"]
+            self.ctx = init_parallel(
+                par.gpus, num_heads=heads, guidance=self.config.generation.guidance > 1.0, num_videos=num_videos,
+                context_parallel_size=par.context_parallel_size, cfg_parallel=par.cfg_parallel,
+                device=self.config.debug.device,
+            )
+        else:  # scoring only: every rank scores whole videos
+            self.ctx = init_parallel(par.gpus, num_heads=1, guidance=False, num_videos=par.gpus,
+                                     device=self.config.debug.device)
+        return self.ctx
+
+    # 2-4. Guardrail and refiner (group leaders only; a GuardrailError propagates: fail closed), the DiT
+    # pipeline split over the group, and the speed switches
+    def load_generator(self) -> Video2WorldGenerator:
+        import torch
+
+        from . import perf
+        from .generator import Video2WorldGenerator
+
+        ctx, config = self.ctx, self.config
+        leader = ctx.layout.is_group_leader
+        device = str(ctx.device)
+        guardrail = build_guardrail(config, device) if leader else None
+        refiner = self.build_refiner(device) if leader else None
+        dtype = getattr(torch, config.model.dtype) if config.model.dtype else None
+        generator = Video2WorldGenerator.from_checkpoint(
+            str(self.checkpoint_dir), config.generation, config.debug, dit_path=config.model.dit_path, dtype=dtype,
+            device=ctx.device, guardrail=guardrail, refiner=refiner, ctx=ctx,
+        )
+        speed = perf.options_from_spec(config.performance)
+        applied = speed  # recorded as asked: the same run record on any layout
+        if ctx.layout.group_size > 1:  # the parallel wrapper splits the batch itself and has no blocks to compile
+            applied = speed.model_copy(update={"split_batch": False, "compile": False})
+        perf.accelerate(generator.pipeline, applied)
+        generator.model_info.update(checkpoint=config.checkpoint, model_size=config.model.size,
+                                    dit_path=config.model.dit_path, speed=speed.model_dump())
+        return generator
+
+    def build_refiner(self, device: str) -> PromptRefiner | None:
+        """The prompt refiner (each distinct prompt and input refined once), or None when it is off."""
+        spec = self.config.prompt_refiner
+        if not spec.enabled:
+            return None
+        from .refiner import CachedRefiner, CosmosReasonRefiner
+
+        source = self.config.refiner_checkpoint
+        try:
+            qwen = self.qwen(source, device)
+        except Exception as exc:
+            raise RefinerError(
+                f"cannot load the prompt refiner from {source}: {type(exc).__name__}: {exc} "
+                "(disable the prompt refiner to use prompts as given)"
+            ) from None
+        return CachedRefiner(CosmosReasonRefiner(qwen, offload_to_cpu=spec.offload_to_cpu,
+                                                 max_new_tokens=spec.max_new_tokens))
+
+    def load_critic(self) -> Critic:
+        from dataclasses import replace
+
+        from .critic import CRITIC_SAMPLING, Critic
+
+        spec = self.config.best_of_n.critic
+        device = str(self.ctx.device)
+        model = self.qwen(self.config.critic_checkpoint, device)
+        model.to(device)
+        sampling = replace(CRITIC_SAMPLING, max_new_tokens=spec.max_new_tokens)
+        return Critic(model, num_trials=spec.num_trials, fps=spec.fps, max_pixels=spec.max_pixels or None,
+                      sampling=sampling, seed=spec.seed)
+
+    def qwen(self, source: str, device: str) -> QwenVL:
+        """One Cosmos-Reason1 in memory when the refiner and the critic are the same checkpoint."""
+        from .qwen import QwenVL
+
+        if source not in self._qwen:
+            self._qwen[source] = QwenVL.load(source, device=device)
+        return self._qwen[source]
+
+    # The run's record
+    @property
+    def record(self) -> dict:
+        """Every setting of the run, as each video's record and result.json carry it."""
+        return self.config.record()
+
+    def video_record(self, generator: Video2WorldGenerator, job, outcome) -> dict:
+        """The run record written next to each video: what it was made from, how, and with which code."""
+        return {"video": job.name, "input": job.input, **outcome.record(), "settings": self.record,
+                "model": generator.model_info, "versions": self.versions}
+
+    @property
+    def versions(self) -> dict[str, str]:
+        if self._versions is None:
+            self._versions = versions()
+        return self._versions
+
+    def result(self, videos, *, succeeded: bool, message: str, **fields) -> ResultManifest:
+        return ResultManifest(mode=self.mode, succeeded=succeeded, message=message, started_at=self.started,
+                              videos=videos, settings=self.record, versions=self.versions, **fields)
+
+    def fail(self, message: str, code: int, write_result: bool = True) -> int:
+        """Report a run that could not start or had to stop: stderr, and result.json where it can go."""
+        print(f"error: {message}", file=sys.stderr)
+        if write_result and self.target is not None and os.environ.get("RANK", "0") == "0":
+            from .manifests import write_result as write
+
+            try:
+                write(self.target, self.result([], succeeded=False, message=message))
+            except (OSError, storage.StorageError) as exc:
+                print(f"error: could not write result.json: {exc}", file=sys.stderr)
+        return code
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.close()
+        # Every rank stages in a folder of its own; on a pod's disk it outlives a failed run otherwise.
+        for target in [self.target, *self._sources]:
+            if target is not None:
+                target.discard_staging()
+
+
+def build_guardrail(config: RunConfig, device: str) -> Guardrail | None:
+    """The guardrail, or None when it is off. Any failure to build it is a GuardrailError."""
+    spec = config.guardrail
+    if not spec.enabled:
+        return None
+    try:
+        from .guardrail.checker import load_guardrail
+    except ImportError as exc:
+        raise GuardrailError(
+            f"the guardrail is enabled but cannot be imported ({exc}); disable the guardrail to run without it"
+        ) from None
+    source = config.guardrail_checkpoint
+    try:
+        return load_guardrail(source, extra_blocklist=spec.blocklist, pixelate_faces=spec.pixelate_faces,
+                              device=device or "cpu")
+    except GuardrailError:
+        raise
+    except Exception as exc:  # whatever stops it, nothing may be generated
+        raise GuardrailError(f"cannot load the guardrail from {source}: {type(exc).__name__}: {exc}") from None
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("video2world-operator")
+    except PackageNotFoundError:
+        ours = "unknown"
+    out = {
+        "v2w_runtime": ours,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+    }
+    if os.environ.get("V2W_GIT_COMMIT"):
+        out["git_commit"] = os.environ["V2W_GIT_COMMIT"]
+    return out
+
+
+def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = None) -> int:
+    """Parse the command line, run `execute`, and turn every known failure into its exit code."""
+    logging.basicConfig(level=os.environ.get("V2W_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        config = parse(mode, argv)
+    except (UsageError, RunConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # nothing names where to write yet: no result.json
+        return EXIT_BAD_INPUT
+    run = Run(config, mode)
+    try:
+        run.open_target()
+        return execute(run)
+    except ForeignOutputError as exc:
+        return run.fail(str(exc), EXIT_BAD_INPUT, write_result=False)  # never overwrite the other run's result
+    except GuardrailError as exc:
+        return run.fail(f"guardrail error, nothing generated: {exc}", EXIT_GUARDRAIL)
+    except BAD_INPUT as exc:
+        return run.fail(str(exc), EXIT_BAD_INPUT)
+    finally:
+        run.close()
+
+
+__all__ = ["BAD_INPUT", "EXIT_BAD_INPUT", "EXIT_GUARDRAIL", "EXIT_OK", "EXIT_SOME_FAILED", "ForeignOutputError",
+           "RefinerError", "Run", "build_guardrail", "main", "versions"]
