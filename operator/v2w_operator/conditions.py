@@ -1,34 +1,35 @@
-"""Kubernetes-style conditions kept as plain dicts (they go straight into a status patch)."""
+"""Kubernetes-style conditions on the status models: set one, find one, keep them in one order."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+
+from v2w_api.status import Condition, ConditionType, Reason
+
+# Accepted, Running, Suspended, Succeeded, Failed: the order the enum declares, and the order users read.
+ORDER = tuple(ConditionType)
+MAX_MESSAGE = Condition.model_fields["message"].metadata[0].max_length  # what the CRD lets a message hold
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+def utcnow() -> datetime:
+    """Now in UTC, to the second (Kubernetes times carry no fractions)."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
-def set_condition(conditions: list[dict[str, Any]], type_: str, status: bool | str, reason: str, message: str,
-                  generation: int | None, now: str | None = None) -> list[dict[str, Any]]:
+def set_condition(conditions: list[Condition], type_: ConditionType, status: bool, reason: Reason, message: str,
+                  generation: int | None, now: datetime | None = None) -> list[Condition]:
     """A copy of `conditions` with `type_` set; its lastTransitionTime moves only when its status changes."""
-    status_str = status if isinstance(status, str) else ("True" if status else "False")
-    out = [dict(c) for c in conditions if c.get("type") != type_]
-    previous = next((c for c in conditions if c.get("type") == type_), None)
-    changed = previous is None or previous.get("status") != status_str
-    out.append({
-        "type": type_,
-        "status": status_str,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": (now or now_iso()) if changed else previous.get("lastTransitionTime", now or now_iso()),
-        "observedGeneration": generation,
-    })
-    order = ["Accepted", "Running", "Suspended", "Succeeded", "Failed"]
-    out.sort(key=lambda c: order.index(c["type"]) if c["type"] in order else len(order))
-    return out
+    value = "True" if status else "False"
+    if len(message) > MAX_MESSAGE:  # a runtime's long error must not make the status unwritable
+        message = message[: MAX_MESSAGE - 1] + "…"
+    previous = get_condition(conditions, type_)
+    moved = previous is None or previous.status != value
+    condition = Condition(type=type_, status=value, reason=reason.value, message=message,
+                          last_transition_time=(now or utcnow()) if moved else previous.last_transition_time,
+                          observed_generation=generation)
+    others = [c for c in conditions if c.type != type_]
+    return sorted([*others, condition], key=lambda c: ORDER.index(c.type))
 
 
-def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
-    return next((c for c in conditions if c.get("type") == type_), None)
+def get_condition(conditions: list[Condition], type_: ConditionType) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)

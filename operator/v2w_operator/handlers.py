@@ -1,10 +1,13 @@
 """The kopf handlers: thin glue between Kubernetes events and the modules that do the work.
 
 Run as the chart does: `kopf run --standalone -m v2w_operator.handlers --all-namespaces`.
-- create/resume: validate the spec, check the Secret, store an inline batch, create the PyTorchJob;
+- create/resume: validate the spec, stage what the pods need (the Secret, an inline batch), create the PyTorchJob;
 - spec.suspend: suspend or resume the PyTorchJob;
 - a timer: follow the PyTorchJob and the runtime's progress.json / result.json into the status;
 - delete (cleanupPolicy: Delete only): remove the job's results from S3.
+
+Every status is read into its kind's model (`v2w_api.status`), derived as a new model, and only the
+top-level keys whose wire form changed are patched.
 """
 
 from __future__ import annotations
@@ -12,18 +15,20 @@ from __future__ import annotations
 import base64
 import copy
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from v2w_api import BEST_OF_N_JOB, GROUP, KINDS, VERSION, VIDEO2WORLD_JOB
+from v2w_api.manifest import RESULT_FILE
+from v2w_api.spec import JobSpecCommon, Video2WorldJobSpec
+from v2w_api.status import BestOfNJobStatus, ConditionType, JobStatus, Phase, Reason, Video2WorldJobStatus
+
 from . import metrics, pytorchjob
-from .api import BEST_OF_N_JOB, GROUP, KINDS, VERSION, VIDEO2WORLD_JOB, KindNames
-from .api.manifest import RESULT_FILE
-from .api.spec import JobSpecCommon, Video2WorldJobSpec
-from .api.status import Phase, Reason
 from .conditions import set_condition
 from .config import OperatorConfig
 from .credentials import CredentialCache
@@ -34,6 +39,10 @@ from .s3 import Credentials, JobStorage, StorageError
 CONFIG = OperatorConfig.from_env()
 ANNOTATION_PREFIX = "video2world.io"
 BATCH_FILE = "batch.json"
+STATUS_MODELS: dict[str, type[JobStatus]] = {
+    VIDEO2WORLD_JOB.kind: Video2WorldJobStatus,
+    BEST_OF_N_JOB.kind: BestOfNJobStatus,
+}
 
 
 def backoff(retry: int) -> float:
@@ -58,6 +67,40 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     metrics.serve(CONFIG.metrics_port)
     logger.info("video2world operator started (poll every %ss)", CONFIG.poll_interval_seconds)
 
+
+# --- status: read into the kind's model, written as the keys that changed -------------------------------
+
+def read_status(kind: str, status: kopf.Status, logger: logging.Logger) -> tuple[JobStatus, dict[str, Any]]:
+    """The job's status as its kind's model, and the wire form a new status is compared with.
+
+    An unreadable status (edited by hand, say) reads as an empty one and is compared with what is stored,
+    so the next write replaces what could not be read."""
+    stored = dict(status)
+    try:
+        model = STATUS_MODELS[kind].model_validate(stored)
+    except ValidationError as exc:
+        logger.warning("unreadable status, starting from an empty one: %s",
+                       "; ".join(_describe(e) for e in exc.errors()))
+        return STATUS_MODELS[kind](), stored
+    return model, model.to_wire()
+
+
+def write_status(patch: kopf.Patch, before: dict[str, Any], after: JobStatus) -> None:
+    """Patch the top-level keys whose wire form changed; a key that disappeared is patched to None.
+
+    Nothing changed, nothing written: a settled job costs the API server no request."""
+    wire = after.to_wire()
+    for key in sorted(before.keys() | wire.keys()):
+        if before.get(key) != wire.get(key):
+            patch.status[key] = wire.get(key)
+
+
+def _describe(error: Any) -> str:
+    loc = ".".join(str(p) for p in error.get("loc", ()))
+    return f"{loc}: {error.get('msg')}" if loc else str(error.get("msg"))
+
+
+# --- the job's spec, credentials, storage and PyTorchJob --------------------------------------------------
 
 def _parse(kind: str, body: kopf.Body) -> JobSpecCommon:
     model = KINDS[kind][1]
@@ -93,24 +136,20 @@ def _credentials(spec: JobSpecCommon, namespace: str) -> Credentials | None:
     return CREDENTIALS.get(namespace, *secret) if secret else None
 
 
-def _storage(spec: JobSpecCommon, namespace: str, name: str, credentials: Credentials | None) -> JobStorage:
-    return JobStorage(pytorchjob.output_prefix(spec, namespace, name), spec.output.endpoint or CONFIG.s3_endpoint,
-                      spec.output.region or CONFIG.s3_region, credentials)
+def _forget_credentials(spec: JobSpecCommon, namespace: str) -> None:
+    secret = _secret_ref(spec)
+    if secret:
+        CREDENTIALS.forget(namespace, secret[0])
 
 
-def _not_accepted(patch: kopf.Patch, status: dict, generation: int | None, reason: Reason, message: str) -> None:
-    new = {
-        "phase": Phase.PENDING.value,
-        "message": message,
-        "observedGeneration": generation,
-        "conditions": set_condition(status.get("conditions") or [], "Accepted", False, reason.value, message,
-                                    generation),
-    }
-    # Only what changed: a job that waits for its Secret is retried with backoff, and each retry would
-    # otherwise write the same status again.
-    for key, value in new.items():
-        if status.get(key) != value:
-            patch.status[key] = value
+def _output_prefix(spec: JobSpecCommon, status: JobStatus, namespace: str, name: str) -> str:
+    """Where the job's files live: status.outputPrefix once it is set, computed from the spec until then."""
+    return status.output_prefix or pytorchjob.output_prefix(spec, namespace, name) + "/"
+
+
+def _storage(spec: JobSpecCommon, prefix: str, credentials: Credentials | None) -> JobStorage:
+    return JobStorage(prefix, spec.output.endpoint or CONFIG.s3_endpoint, spec.output.region or CONFIG.s3_region,
+                      credentials)
 
 
 def _get_pytorchjob(namespace: str, name: str) -> dict[str, Any] | None:
@@ -123,110 +162,164 @@ def _get_pytorchjob(namespace: str, name: str) -> dict[str, Any] | None:
         raise
 
 
-def ensure(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str, uid: str,
-           patch: kopf.Patch, retry: int, logger: logging.Logger) -> None:
+def _safe_error(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"Kubernetes API error {exc.status}"
+    return str(exc)
+
+
+# --- create / resume: validate → stage → create the child -------------------------------------------------
+
+@dataclass
+class _Job:
+    """What the steps of one create (or resume) share: the job, its status as read, and the patch."""
+
+    kind: str
+    body: kopf.Body
+    name: str
+    namespace: str
+    uid: str
+    generation: int | None
+    status: JobStatus
+    stored: dict[str, Any]
+    patch: kopf.Patch
+    retry: int
+
+    @property
+    def child(self) -> str:
+        return pytorchjob.child_name(self.kind, self.name)
+
+    def write(self, **changes: Any) -> None:
+        write_status(self.patch, self.stored, self.status.model_copy(update=changes))
+
+
+def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str, uid: str,
+           patch: kopf.Patch, retry: int, logger: logging.Logger, **_: Any) -> None:
     """Create the PyTorchJob once; safe to run again at any time (create, resume after a restart)."""
-    status = dict(status)
-    generation = meta.get("generation")
-    if status.get("phase") in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+    kind = body["kind"]
+    current, stored = read_status(kind, status, logger)
+    if current.is_terminal:
         return
+    job = _Job(kind=kind, body=body, name=name, namespace=namespace, uid=uid, generation=meta.get("generation"),
+               status=current, stored=stored, patch=patch, retry=retry)
+    spec = _validate(job)
+    if not (current.pytorch_job_name and _get_pytorchjob(namespace, job.child)):
+        batch_uri = _stage(job, spec)
+        _create_child(job, spec, batch_uri, meta.get("creationTimestamp"))
+    _accepted(job, spec)
+
+
+def _validate(job: _Job) -> JobSpecCommon:
+    """The job's spec as its model; a spec the models refuse fails the job for good."""
     try:
-        spec = _parse(kind, body)
+        return _parse(job.kind, job.body)
     except ValidationError as exc:
-        message = f"invalid spec: {'; '.join(_describe(e) for e in exc.errors())}"
-        patch.status["phase"] = Phase.FAILED.value
-        patch.status["message"] = message
-        patch.status["observedGeneration"] = generation
-        conditions = set_condition(status.get("conditions") or [], "Accepted", False, Reason.INVALID_SPEC.value,
-                                   message, generation)
-        patch.status["conditions"] = set_condition(conditions, "Failed", True, Reason.INVALID_SPEC.value, message,
-                                                   generation)
-        kopf.warn(body, reason=Reason.INVALID_SPEC.value, message=message)
-        metrics.RECONCILE_ERRORS.labels(kind, Reason.INVALID_SPEC.value).inc()
-        raise kopf.PermanentError(message)
+        _refuse(job, f"invalid spec: {'; '.join(_describe(e) for e in exc.errors())}")
 
-    child = pytorchjob.child_name(kind, name)
-    existing = _get_pytorchjob(namespace, child) if status.get("pytorchJobName") else None
-    if existing is None:
-        try:
-            credentials = _credentials(spec, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            ref = spec.output.credentials_secret
-            message = f"Secret {ref.name if ref else CONFIG.credentials_secret} not found in namespace {namespace}; create it"
-            return _retry_later(kind, body, patch, status, generation, Reason.SECRET_MISSING, message, retry)
-        except KeyError as exc:
-            return _retry_later(kind, body, patch, status, generation, Reason.SECRET_MISSING, str(exc.args[0]), retry)
 
-        batch_uri = None
-        if isinstance(spec, Video2WorldJobSpec) and spec.batch is not None:
-            try:
-                batch_uri = _storage(spec, namespace, name, credentials).write_json(BATCH_FILE, pytorchjob.batch_json(spec))
-            except StorageError as exc:
-                message = str(exc)
-                if credentials is None:
-                    # No Secret named anywhere: the operator tried its own environment and found nothing.
-                    message += ("; the job names no credentials Secret: set spec.output.credentialsSecret "
-                                "(or the chart's s3.credentialsSecret)")
-                return _retry_later(kind, body, patch, status, generation, Reason.STORAGE_UNREACHABLE, message, retry)
+def _stage(job: _Job, spec: JobSpecCommon) -> str | None:
+    """What the pods need before they exist: the job's Secret, and its inline batch stored as batch.json.
 
-        manifest = pytorchjob.build(kind, name, namespace, uid, spec, CONFIG, batch_uri)
-        try:
-            custom_objects().create_namespaced_custom_object(
-                pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, namespace, pytorchjob.PYTORCHJOB_PLURAL,
-                manifest)
-            metrics.PYTORCHJOBS_CREATED.labels(kind).inc()
-            created = meta.get("creationTimestamp")
-            if created:
-                age = datetime.now(timezone.utc) - datetime.fromisoformat(created.replace("Z", "+00:00"))
-                metrics.TIME_TO_PYTORCHJOB.labels(kind).observe(max(age.total_seconds(), 0.0))
-            kopf.info(body, reason=Reason.PYTORCHJOB_CREATED.value, message=f"created PyTorchJob {child}")
-        except ApiException as exc:
-            if exc.status == 404:
-                message = "the PyTorchJob CRD (kubeflow.org/v1) is not installed; install the Kubeflow training-operator"
-                return _retry_later(kind, body, patch, status, generation, Reason.PYTORCHJOB_CRD_MISSING, message, retry)
-            if exc.status != 409:
-                raise
-            found = _get_pytorchjob(namespace, child)
-            owners = [o.get("uid") for o in ((found or {}).get("metadata") or {}).get("ownerReferences") or []]
-            if found is not None and uid not in owners:
-                message = f"a PyTorchJob named {child} exists and is not owned by this job; waiting for it to go"
-                return _retry_later(kind, body, patch, status, generation, Reason.PYTORCHJOB_CREATED, message, retry)
+    Returns the batch's S3 URI (None without an inline batch)."""
+    try:
+        credentials = _credentials(spec, job.namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        ref = spec.output.credentials_secret
+        _retry_later(job, Reason.SECRET_MISSING, f"Secret {ref.name if ref else CONFIG.credentials_secret} not found "
+                                                 f"in namespace {job.namespace}; create it")
+    except KeyError as exc:
+        _retry_later(job, Reason.SECRET_MISSING, str(exc.args[0]))
+    if not isinstance(spec, Video2WorldJobSpec) or spec.batch is None:
+        return None
+    prefix = _output_prefix(spec, job.status, job.namespace, job.name)
+    try:
+        return _storage(spec, prefix, credentials).write_json(BATCH_FILE, pytorchjob.batch_json(spec))
+    except StorageError as exc:
+        message = str(exc)
+        if credentials is None:
+            # No Secret named anywhere: the operator tried its own environment and found nothing.
+            message += ("; the job names no credentials Secret: set spec.output.credentialsSecret "
+                        "(or the chart's s3.credentialsSecret)")
+        _retry_later(job, Reason.STORAGE_UNREACHABLE, message)
 
-    message = f"PyTorchJob {child} created"
-    patch.status["pytorchJobName"] = child
-    patch.status["outputPrefix"] = pytorchjob.output_prefix(spec, namespace, name) + "/"
-    patch.status["observedGeneration"] = generation
-    conditions = set_condition(status.get("conditions") or [], "Accepted", True, Reason.PYTORCHJOB_CREATED.value,
-                               message, generation)
-    if not status.get("phase") or status.get("phase") == Phase.PENDING.value:
-        phase = Phase.SUSPENDED.value if spec.suspend else Phase.PENDING.value
+
+def _create_child(job: _Job, spec: JobSpecCommon, batch_uri: str | None, created: str | None) -> None:
+    """Create the PyTorchJob, owned by the job; one that is there already and ours is as good."""
+    try:
+        manifest = pytorchjob.build(job.kind, job.name, job.namespace, job.uid, spec, CONFIG, batch_uri)
+    except pytorchjob.RunConfigTooLarge as exc:
+        _refuse(job, str(exc))
+    try:
+        custom_objects().create_namespaced_custom_object(
+            pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, job.namespace, pytorchjob.PYTORCHJOB_PLURAL,
+            manifest)
+    except ApiException as exc:
+        if exc.status == 404:
+            _retry_later(job, Reason.PYTORCHJOB_CRD_MISSING, "the PyTorchJob CRD (kubeflow.org/v1) is not installed; "
+                                                             "install the Kubeflow training-operator")
+        if exc.status != 409:
+            raise
+        found = _get_pytorchjob(job.namespace, job.child)
+        owners = [o.get("uid") for o in ((found or {}).get("metadata") or {}).get("ownerReferences") or []]
+        if found is not None and job.uid not in owners:
+            _retry_later(job, Reason.PYTORCHJOB_CREATED,
+                         f"a PyTorchJob named {job.child} exists and is not owned by this job; waiting for it to go")
+        return
+    metrics.PYTORCHJOBS_CREATED.labels(job.kind).inc()
+    if created:
+        age = datetime.now(timezone.utc) - datetime.fromisoformat(created.replace("Z", "+00:00"))
+        metrics.TIME_TO_PYTORCHJOB.labels(job.kind).observe(max(age.total_seconds(), 0.0))
+    kopf.info(job.body, reason=Reason.PYTORCHJOB_CREATED.value, message=f"created PyTorchJob {job.child}")
+
+
+def _accepted(job: _Job, spec: JobSpecCommon) -> None:
+    """Accepted: the PyTorchJob exists; a new job is Pending (or Suspended, when created so)."""
+    message = f"PyTorchJob {job.child} created"
+    changes: dict[str, Any] = {"pytorch_job_name": job.child, "observed_generation": job.generation,
+                               "output_prefix": _output_prefix(spec, job.status, job.namespace, job.name)}
+    conditions = set_condition(job.status.conditions, ConditionType.ACCEPTED, True, Reason.PYTORCHJOB_CREATED,
+                               message, job.generation)
+    if job.status.phase in (None, Phase.PENDING):
+        phase = Phase.SUSPENDED if spec.suspend else Phase.PENDING
         if spec.suspend:
             message += " suspended; set spec.suspend to false to start it"
-            conditions = set_condition(conditions, "Suspended", True, Reason.SUSPENDED.value, message, generation)
-        patch.status["phase"] = phase
-        patch.status["message"] = message
-        metrics.observe_phase(kind, namespace, name, phase)
-    patch.status["conditions"] = conditions
+            conditions = set_condition(conditions, ConditionType.SUSPENDED, True, Reason.SUSPENDED, message,
+                                       job.generation)
+        changes.update(phase=phase, message=message)
+        metrics.observe_phase(job.kind, job.namespace, job.name, phase.value)
+    job.write(conditions=conditions, **changes)
 
 
-def _retry_later(kind: str, body: kopf.Body, patch: kopf.Patch, status: dict, generation: int | None,
-                 reason: Reason, message: str, retry: int) -> None:
-    _not_accepted(patch, status, generation, reason, message)
-    kopf.warn(body, reason=reason.value, message=message)
-    metrics.RECONCILE_ERRORS.labels(kind, reason.value).inc()
-    raise kopf.TemporaryError(message, delay=backoff(retry))
+def _refuse(job: _Job, message: str) -> NoReturn:
+    """A spec that will never work: Failed with InvalidSpec, and no retry."""
+    _not_accepted(job, Reason.INVALID_SPEC, message, Phase.FAILED)
+    raise kopf.PermanentError(message)
 
 
-def _describe(error: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in error.get("loc", ()))
-    return f"{loc}: {error.get('msg')}" if loc else str(error.get("msg"))
+def _retry_later(job: _Job, reason: Reason, message: str) -> NoReturn:
+    """Not yet (a Secret, the CRD, S3 missing): Pending, tried again with backoff."""
+    _not_accepted(job, reason, message, Phase.PENDING)
+    raise kopf.TemporaryError(message, delay=backoff(job.retry))
 
 
-def set_suspend(kind: str, body: kopf.Body, name: str, namespace: str, new: Any, logger: logging.Logger) -> None:
+def _not_accepted(job: _Job, reason: Reason, message: str, phase: Phase) -> None:
+    conditions = set_condition(job.status.conditions, ConditionType.ACCEPTED, False, reason, message, job.generation)
+    if phase == Phase.FAILED:
+        conditions = set_condition(conditions, ConditionType.FAILED, True, reason, message, job.generation)
+    job.write(phase=phase, message=message, observed_generation=job.generation, conditions=conditions)
+    kopf.warn(job.body, reason=reason.value, message=message)
+    metrics.RECONCILE_ERRORS.labels(job.kind, reason.value).inc()
+
+
+# --- spec.suspend -------------------------------------------------------------------------------------------
+
+def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, **_: Any) -> None:
     """Mirror spec.suspend onto the PyTorchJob (the training-operator stops or restarts its pods)."""
-    child = pytorchjob.child_name(kind, name)
+    if old is None and not new:
+        return  # the initial value: the PyTorchJob is created with it
+    child = pytorchjob.child_name(body["kind"], name)
     try:
         custom_objects().patch_namespaced_custom_object(
             pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, namespace, pytorchjob.PYTORCHJOB_PLURAL, child,
@@ -239,6 +332,31 @@ def set_suspend(kind: str, body: kopf.Body, name: str, namespace: str, new: Any,
     kopf.info(body, reason=reason.value, message=f"{'suspended' if new else 'resumed'} PyTorchJob {child}")
 
 
+# --- the timer: PyTorchJob and runtime files → status ------------------------------------------------------
+
+def sync(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str, patch: kopf.Patch,
+         logger: logging.Logger, pytorchjobs: kopf.Index | None = None, **_: Any) -> None:
+    """Follow the PyTorchJob and the runtime's files into the status."""
+    kind = body["kind"]
+    current, stored = read_status(kind, status, logger)
+    if not current.pytorch_job_name or current.is_terminal:
+        return
+    try:
+        spec = _parse(kind, body)
+    except ValidationError:
+        return  # the create handler reported it
+    pj = _watched_pytorchjob(pytorchjobs, namespace, current.pytorch_job_name)
+    obs = Observation(generation=meta.get("generation"), pytorchjob=pj, pytorchjob_was_created=True,
+                      suspend_requested=spec.suspend)
+    if pj is not None:
+        prefix = _output_prefix(spec, current, namespace, name)
+        _read_runtime_files(obs, pytorchjob_state(pj)[0], spec, namespace, prefix)
+    new = derive_status(current, obs)
+    write_status(patch, stored, new)
+    if new.phase != current.phase:
+        _announce(kind, body, namespace, name, new)
+
+
 def _watched_pytorchjob(index: kopf.Index | None, namespace: str, name: str) -> dict[str, Any] | None:
     """The PyTorchJob as the watch last saw it; a GET when the watch has not seen it (yet, or any more)."""
     store = index.get((namespace, name)) if index is not None else None
@@ -246,75 +364,45 @@ def _watched_pytorchjob(index: kopf.Index | None, namespace: str, name: str) -> 
     return found if found is not None else _get_pytorchjob(namespace, name)
 
 
-def sync(kind: str, body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str,
-         patch: kopf.Patch, logger: logging.Logger, pytorchjobs: kopf.Index | None = None) -> None:
-    """Follow the PyTorchJob and the runtime's files into the status."""
-    status = dict(status)
-    phase = status.get("phase")
-    if not status.get("pytorchJobName") or phase in (Phase.SUCCEEDED.value, Phase.FAILED.value):
+def _read_runtime_files(obs: Observation, state: str, spec: JobSpecCommon, namespace: str, prefix: str) -> None:
+    """progress.json while pods run, and result.json once they are done, into the observation."""
+    if state not in ("Running", "Restarting", "Succeeded", "Failed"):
         return
     try:
-        spec = _parse(kind, body)
-    except ValidationError:
-        return  # the create handler reported it
-    pj = _watched_pytorchjob(pytorchjobs, namespace, status["pytorchJobName"])
-    obs = Observation(generation=meta.get("generation"), pytorchjob=pj, pytorchjob_was_created=True,
-                      suspend_requested=spec.suspend)
-    if pj is not None:
-        state, _ = pytorchjob_state(pj)
-        if state in ("Running", "Restarting", "Succeeded", "Failed"):
-            try:
-                storage = _storage(spec, namespace, name, _credentials(spec, namespace))
-                if state in ("Succeeded", "Failed"):
-                    obs.result = storage.result()
-                    obs.result_uri = storage.uri(RESULT_FILE) if obs.result else None
-                obs.progress = storage.progress()
-            except (StorageError, ApiException, KeyError, ValueError) as exc:
-                obs.storage_error = _safe_error(exc)
-                _forget_credentials(spec, namespace)  # a rotated Secret is read again at the next poll
-    new = derive_status(status, obs, kind)
-    for key, value in new.items():
-        if status.get(key) != value:
-            patch.status[key] = value
-    new_phase = new.get("phase", phase)
-    if new_phase != phase:
-        _announce(kind, body, namespace, name, phase, new_phase, new, status)
+        storage = _storage(spec, prefix, _credentials(spec, namespace))
+        if state in ("Succeeded", "Failed"):
+            obs.result = storage.result()
+            obs.result_uri = storage.uri(RESULT_FILE) if obs.result else None
+        obs.progress = storage.progress()
+    except (StorageError, ApiException, KeyError, ValueError) as exc:
+        obs.storage_error = _safe_error(exc)
+        _forget_credentials(spec, namespace)  # a rotated Secret is read again at the next poll
 
 
-def _forget_credentials(spec: JobSpecCommon, namespace: str) -> None:
-    secret = _secret_ref(spec)
-    if secret:
-        CREDENTIALS.forget(namespace, secret[0])
-
-
-def _safe_error(exc: Exception) -> str:
-    if isinstance(exc, ApiException):
-        return f"Kubernetes API error {exc.status}"
-    return str(exc)
-
-
-def _announce(kind: str, body: kopf.Body, namespace: str, name: str, old: str | None, new: str,
-              status: dict[str, Any], previous: dict[str, Any]) -> None:
-    metrics.observe_phase(kind, namespace, name, new)
-    message = status.get("message") or new
-    if new == Phase.FAILED.value:
-        kopf.warn(body, reason=new, message=message)
+def _announce(kind: str, body: kopf.Body, namespace: str, name: str, status: JobStatus) -> None:
+    """A new phase: an Event, the phase gauge, and for a finished job its duration."""
+    phase = status.phase.value if status.phase else None
+    metrics.observe_phase(kind, namespace, name, phase)
+    message = status.message or phase
+    if status.phase == Phase.FAILED:
+        kopf.warn(body, reason=phase, message=message)
     else:
-        kopf.info(body, reason=new, message=message)
-    if new in (Phase.SUCCEEDED.value, Phase.FAILED.value):
-        start = status.get("startTime") or previous.get("startTime")
-        end = status.get("completionTime")
-        if start and end:
-            seconds = (datetime.fromisoformat(end.replace("Z", "+00:00")) -
-                       datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
-            metrics.JOB_DURATION.labels(kind, new).observe(max(seconds, 0.0))
+        kopf.info(body, reason=phase, message=message)
+    if status.is_terminal and status.start_time and status.completion_time:
+        seconds = (status.completion_time - status.start_time).total_seconds()
+        metrics.JOB_DURATION.labels(kind, phase).observe(max(seconds, 0.0))
 
 
-def cleanup(kind: str, body: kopf.Body, name: str, namespace: str, retry: int, logger: logging.Logger) -> None:
+# --- delete (cleanupPolicy: Delete) -------------------------------------------------------------------------
+
+def cleanup(body: kopf.Body, status: kopf.Status, name: str, namespace: str, retry: int, logger: logging.Logger,
+            **_: Any) -> None:
     """cleanupPolicy: Delete — remove the job's results before the job goes."""
+    kind = body["kind"]
     spec = _parse(kind, body)
+    prefix = _output_prefix(spec, read_status(kind, status, logger)[0], namespace, name)
     try:
-        deleted = _storage(spec, namespace, name, _credentials(spec, namespace)).delete_all()
+        deleted = _storage(spec, prefix, _credentials(spec, namespace)).delete_all()
     except (StorageError, ApiException, KeyError) as exc:
         if retry >= 5:
             logger.warning("giving up deleting the results of %s/%s: %s", namespace, name, _safe_error(exc))
@@ -327,36 +415,7 @@ def _wants_cleanup(spec: kopf.Spec, **_: Any) -> bool:
     return (spec.get("output") or {}).get("cleanupPolicy") == "Delete"
 
 
-def _register(names: KindNames) -> None:
-    kind, plural = names.kind, names.plural
-
-    # Explicit ids: kopf stores handler state in annotations named after them.
-    @kopf.on.resume(GROUP, VERSION, plural, id="create-pytorchjob")
-    @kopf.on.create(GROUP, VERSION, plural, id="create-pytorchjob")
-    def create_pytorchjob(**kwargs: Any) -> None:
-        ensure(kind, **_pick(kwargs, "body", "meta", "status", "name", "namespace", "uid", "patch", "retry", "logger"))
-
-    @kopf.on.field(GROUP, VERSION, plural, field="spec.suspend", id="suspend")
-    def suspend_changed(old: Any, new: Any, **kwargs: Any) -> None:
-        if old is None and not new:
-            return  # the initial value: the PyTorchJob is created with it
-        set_suspend(kind, new=new, **_pick(kwargs, "body", "name", "namespace", "logger"))
-
-    # An error here is mostly the API server or S3 being briefly away: try again at the next poll, not
-    # after kopf's default minute, so a restarted API server does not leave statuses a minute behind.
-    @kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0,
-                backoff=CONFIG.poll_interval_seconds, id="follow")
-    def follow(**kwargs: Any) -> None:
-        sync(kind, **_pick(kwargs, "body", "meta", "status", "name", "namespace", "patch", "logger", "pytorchjobs"))
-
-    @kopf.on.delete(GROUP, VERSION, plural, when=_wants_cleanup, id="delete-results")
-    def delete_results(**kwargs: Any) -> None:
-        cleanup(kind, **_pick(kwargs, "body", "name", "namespace", "retry", "logger"))
-
-
-def _pick(kwargs: dict[str, Any], *names: str) -> dict[str, Any]:
-    return {n: kwargs[n] for n in names}
-
+# --- registration -------------------------------------------------------------------------------------------
 
 # One watch on our PyTorchJobs replaces a GET per job and poll: the timers read the PyTorchJob from here.
 @kopf.index(pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, pytorchjob.PYTORCHJOB_PLURAL,
@@ -366,5 +425,18 @@ def pytorchjobs(namespace: str, name: str, meta: kopf.Meta, status: kopf.Status,
                                 "status": copy.deepcopy(dict(status))}}
 
 
+def _register(plural: str) -> None:
+    """The same handlers for each kind; each finds its kind in the body. Explicit ids: kopf stores handler
+    state in annotations named after them."""
+    kopf.on.resume(GROUP, VERSION, plural, id="create-pytorchjob")(ensure)
+    kopf.on.create(GROUP, VERSION, plural, id="create-pytorchjob")(ensure)
+    kopf.on.field(GROUP, VERSION, plural, field="spec.suspend", id="suspend")(set_suspend)
+    # An error here is mostly the API server or S3 being briefly away: try again at the next poll, not
+    # after kopf's default minute, so a restarted API server does not leave statuses a minute behind.
+    kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0,
+               backoff=CONFIG.poll_interval_seconds, id="follow")(sync)
+    kopf.on.delete(GROUP, VERSION, plural, when=_wants_cleanup, id="delete-results")(cleanup)
+
+
 for _names in (VIDEO2WORLD_JOB, BEST_OF_N_JOB):
-    _register(_names)
+    _register(_names.plural)

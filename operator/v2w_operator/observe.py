@@ -1,14 +1,22 @@
 """What the job's status should say, derived from what was observed: the PyTorchJob's conditions and
-the runtime's progress.json / result.json. Pure functions, so every mapping is unit-tested."""
+the runtime's progress.json / result.json. Pure functions on the status models, so every mapping is
+unit-tested: `derive_status` reads the PyTorchJob's state and hands over to one small function per state."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
 
-from .api.manifest import ProgressManifest, ResultManifest
-from .api.status import Phase, Reason
-from .conditions import get_condition, now_iso, set_condition
+from v2w_api.manifest import ProgressManifest, ResultManifest, VideoResult
+from v2w_api.status import (BestOfNJobStatus, BestStatus, ConditionType, JobStatus, OutputStatus, Phase, Progress,
+                            Reason)
+
+from .conditions import get_condition, set_condition, utcnow
+
+RUNNING, SUSPENDED, SUCCEEDED, FAILED = (ConditionType.RUNNING, ConditionType.SUSPENDED, ConditionType.SUCCEEDED,
+                                         ConditionType.FAILED)
+VERDICTS = {"succeeded": "Passed", "blocked": "Blocked", "failed": "Failed", "skipped": "Skipped"}
 
 
 @dataclass
@@ -21,7 +29,6 @@ class Observation:
     storage_error: str | None = None
     pytorchjob_was_created: bool = False  # status.pytorchJobName was set before
     suspend_requested: bool = False  # the job's spec.suspend
-    notes: list[str] = field(default_factory=list)
 
 
 def pytorchjob_state(pytorchjob: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -34,17 +41,170 @@ def pytorchjob_state(pytorchjob: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "Created", {}
 
 
-def _outputs(result: ResultManifest) -> list[dict[str, Any]]:
-    verdicts = {"succeeded": "Passed", "blocked": "Blocked", "failed": "Failed", "skipped": "Skipped"}
-    out = []
-    for video in result.videos:
-        item = {"name": video.name, "verdict": verdicts[video.status]}
-        for key, value in (("uri", video.uri), ("reason", video.reason), ("seed", video.seed),
-                           ("score", video.score), ("reportUri", video.report_uri)):
-            if value is not None:
-                item[key] = value
-        out.append(item)
-    return out
+@dataclass(frozen=True)
+class Child:
+    """What the status needs of the PyTorchJob: its state, the condition that says so, and its times."""
+
+    state: str
+    reason: str
+    message: str
+    start_time: datetime | None
+    completion_time: datetime | None
+
+    @classmethod
+    def of(cls, pytorchjob: dict[str, Any], suspend_requested: bool) -> Child:
+        state, condition = pytorchjob_state(pytorchjob)
+        if state == "Created" and suspend_requested:
+            # Created suspended, and no training-operator has said so yet (or none runs): the job is suspended
+            # all the same; "waiting for pods" would undo the Suspended status it got at creation.
+            state = "Suspended"
+        status = pytorchjob.get("status") or {}
+        return cls(state, condition.get("reason") or "", condition.get("message") or "",
+                   _time(status.get("startTime")), _time(status.get("completionTime")))
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def derive_status(status: JobStatus, obs: Observation) -> JobStatus:
+    """The status after one observation, as a new model of the same kind (`status` is left as it was)."""
+    new = status.model_copy(deep=True, update={"observed_generation": obs.generation})
+    now = utcnow()
+    if obs.pytorchjob is None:
+        _child_gone(new, obs, now)
+        return new
+    child = Child.of(obs.pytorchjob, obs.suspend_requested)
+    _record_run(new, obs, child)
+    BY_STATE.get(child.state, _waiting)(new, obs, child, now)
+    return new
+
+
+def _enter(status: JobStatus, phase: Phase, message: str, now: datetime,
+           *conditions: tuple[ConditionType, bool, Reason], completed: datetime | None = None) -> None:
+    """Set the phase and message, and each condition (with the same message)."""
+    status.phase, status.message = phase, message
+    if completed is not None:
+        status.completion_time = completed
+    for type_, value, reason in conditions:
+        status.conditions = set_condition(status.conditions, type_, value, reason, message,
+                                          status.observed_generation, now)
+
+
+def _resumed(status: JobStatus, now: datetime) -> None:
+    if get_condition(status.conditions, SUSPENDED):
+        status.conditions = set_condition(status.conditions, SUSPENDED, False, Reason.RESUMED, "resumed",
+                                          status.observed_generation, now)
+
+
+def _child_gone(status: JobStatus, obs: Observation, now: datetime) -> None:
+    """No PyTorchJob: deleted behind the job's back, unless the job had finished (or never made one)."""
+    if not obs.pytorchjob_was_created or status.is_terminal:
+        return
+    message = (f"PyTorchJob {status.pytorch_job_name} was deleted before the job finished; "
+               "delete and re-apply the job to run it again")
+    _enter(status, Phase.FAILED, message, now, (RUNNING, False, Reason.PYTORCHJOB_DELETED),
+           (FAILED, True, Reason.PYTORCHJOB_DELETED), completed=now)
+
+
+def _succeeded(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+    """Pods done: the job's outcome is what result.json says (and nothing yet without one)."""
+    if obs.result is None:
+        message = obs.storage_error or "pods finished; waiting for result.json"
+        _enter(status, Phase.RUNNING, message, now, (RUNNING, True, Reason.PODS_RUNNING))
+    elif obs.result.succeeded:
+        _enter(status, Phase.SUCCEEDED, _summary(obs.result), now, (RUNNING, False, Reason.COMPLETED),
+               (SUCCEEDED, True, Reason.COMPLETED), (FAILED, False, Reason.COMPLETED),
+               completed=child.completion_time or now)
+    else:
+        message = obs.result.message or _summary(obs.result)
+        _enter(status, Phase.FAILED, message, now, (RUNNING, False, Reason.COMPLETED_WITH_FAILURES),
+               (FAILED, True, Reason.COMPLETED_WITH_FAILURES), completed=child.completion_time or now)
+
+
+def _failed(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+    reason = _failure_reason(obs, child)
+    message = f"PyTorchJob failed ({child.reason or 'Failed'}): {child.message}".strip()
+    if obs.result is not None and obs.result.message:
+        message += f"; runtime: {obs.result.message}"
+    elif obs.result is None and obs.storage_error:
+        # e.g. S3 refused the job's credentials: the runtime could write no result.json either.
+        message += f"; no result.json: {obs.storage_error}"
+    _enter(status, Phase.FAILED, message, now, (RUNNING, False, reason), (FAILED, True, reason),
+           completed=child.completion_time or now)
+
+
+def _failure_reason(obs: Observation, child: Child) -> Reason:
+    if "Deadline" in child.reason or "deadline" in child.message:
+        return Reason.DEADLINE_EXCEEDED
+    if "BackoffLimit" in child.reason or "backoff" in child.message.lower():
+        return Reason.BACKOFF_LIMIT_EXCEEDED
+    if obs.result is not None and not obs.result.succeeded and obs.result.videos:
+        return Reason.COMPLETED_WITH_FAILURES
+    return Reason.RUNTIME_FAILED
+
+
+def _suspended(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+    message = "suspended: pods stopped; set spec.suspend to false to resume"
+    _enter(status, Phase.SUSPENDED, message, now, (RUNNING, False, Reason.SUSPENDED),
+           (SUSPENDED, True, Reason.SUSPENDED))
+
+
+def _running(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+    """Running or Restarting (a worker died and the training-operator starts it again)."""
+    message = "running" if child.state == "Running" else f"restarting: {child.message}"
+    if obs.storage_error:
+        message += f" (progress unavailable: {obs.storage_error})"
+    _enter(status, Phase.RUNNING, message, now, (RUNNING, True, Reason.PODS_RUNNING))
+    _resumed(status, now)
+
+
+def _waiting(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+    """Created, and no pod runs yet."""
+    _enter(status, Phase.PENDING, "waiting for pods to start", now)
+    _resumed(status, now)
+
+
+BY_STATE: dict[str, Callable[[JobStatus, Observation, Child, datetime], None]] = {
+    "Succeeded": _succeeded,
+    "Failed": _failed,
+    "Suspended": _suspended,
+    "Running": _running,
+    "Restarting": _running,
+}
+
+
+def _record_run(status: JobStatus, obs: Observation, child: Child) -> None:
+    """What every state carries: the pods' start, the runtime's progress and, once the pods are done, its result."""
+    if child.start_time and status.start_time is None:
+        status.start_time = child.start_time
+    if obs.progress is not None:
+        status.progress = Progress(stage=obs.progress.stage.value, step=obs.progress.step,
+                                   total_steps=obs.progress.total_steps, videos_done=obs.progress.videos_done,
+                                   videos_total=obs.progress.videos_total, summary=obs.progress.summary(),
+                                   updated_at=obs.progress.updated_at)
+    if obs.result is not None and child.state in ("Succeeded", "Failed"):
+        _record_result(status, obs.result, obs.result_uri)
+
+
+def _record_result(status: JobStatus, result: ResultManifest, result_uri: str | None) -> None:
+    status.outputs = [_output(video) for video in result.videos]
+    status.result_uri = result_uri
+    done = len(result.videos)
+    status.progress = (status.progress or Progress()).model_copy(
+        update={"videos_done": done, "videos_total": done, "summary": _summary(result), "stage": "done"})
+    if isinstance(status, BestOfNJobStatus):
+        best = result.best_video()
+        if best is not None and best.uri and best.score is not None:
+            status.best = BestStatus(name=best.name, uri=best.uri, score=best.score, seed=best.seed,
+                                     report_uri=best.report_uri or None)
+        if result.index_uri:
+            status.index_uri = result.index_uri
+
+
+def _output(video: VideoResult) -> OutputStatus:
+    return OutputStatus(name=video.name, verdict=VERDICTS[video.status], uri=video.uri, reason=video.reason,
+                        seed=video.seed, score=video.score, report_uri=video.report_uri)
 
 
 def _summary(result: ResultManifest) -> str:
@@ -55,120 +215,3 @@ def _summary(result: ResultManifest) -> str:
         if counts[key]:
             parts.append(f"{counts[key]} {key}")
     return f"{done}/{len(result.videos)} videos: " + ", ".join(parts)
-
-
-def derive_status(status: dict[str, Any], obs: Observation, kind: str) -> dict[str, Any]:
-    """The new status (a full replacement of the fields the operator owns) for one observation."""
-    now = now_iso()
-    gen = obs.generation
-    conditions = list(status.get("conditions") or [])
-    new: dict[str, Any] = {"observedGeneration": gen}
-
-    def cond(type_: str, value: bool, reason: Reason | str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, type_, value, str(getattr(reason, "value", reason)), message, gen, now)
-
-    if obs.pytorchjob is None:
-        if obs.pytorchjob_was_created and not Phase(status.get("phase", "Pending")).is_terminal:
-            message = (f"PyTorchJob {status.get('pytorchJobName')} was deleted before the job finished; "
-                       "delete and re-apply the job to run it again")
-            new.update(phase=Phase.FAILED.value, message=message, completionTime=now)
-            cond("Running", False, Reason.PYTORCHJOB_DELETED, message)
-            cond("Failed", True, Reason.PYTORCHJOB_DELETED, message)
-        new["conditions"] = conditions
-        return new
-
-    state, pj_cond = pytorchjob_state(obs.pytorchjob)
-    if state == "Created" and obs.suspend_requested:
-        # Created suspended, and no training-operator has said so yet (or none runs): the job is suspended
-        # all the same; "waiting for pods" would undo the Suspended status it got at creation.
-        state = "Suspended"
-    pj_status = obs.pytorchjob.get("status") or {}
-    pj_message = pj_cond.get("message", "")
-    if pj_status.get("startTime") and not status.get("startTime"):
-        new["startTime"] = pj_status["startTime"]
-
-    if obs.progress is not None:
-        new["progress"] = {
-            "stage": obs.progress.stage.value,
-            "step": obs.progress.step,
-            "totalSteps": obs.progress.total_steps,
-            "videosDone": obs.progress.videos_done,
-            "videosTotal": obs.progress.videos_total,
-            "summary": obs.progress.summary(),
-            "updatedAt": obs.progress.updated_at.isoformat().replace("+00:00", "Z"),
-        }
-
-    if obs.result is not None and state in ("Succeeded", "Failed"):
-        result = obs.result
-        new["outputs"] = _outputs(result)
-        new["resultUri"] = obs.result_uri
-        summary = _summary(result)
-        progress = dict(new.get("progress") or status.get("progress") or {})
-        progress.update(videosDone=len(result.videos), videosTotal=len(result.videos), summary=summary, stage="done")
-        new["progress"] = progress
-        best = result.best_video()
-        if best is not None and best.uri and best.score is not None:
-            new["best"] = {"name": best.name, "uri": best.uri, "score": best.score}
-            if best.seed is not None:
-                new["best"]["seed"] = best.seed
-            if best.report_uri:
-                new["best"]["reportUri"] = best.report_uri
-        if result.index_uri:
-            new["indexUri"] = result.index_uri
-
-    if state == "Succeeded":
-        if obs.result is None:
-            message = obs.storage_error or "pods finished; waiting for result.json"
-            new.update(phase=Phase.RUNNING.value, message=message)
-            cond("Running", True, Reason.PODS_RUNNING, message)
-        elif obs.result.succeeded:
-            message = _summary(obs.result)
-            new.update(phase=Phase.SUCCEEDED.value, message=message, completionTime=pj_status.get("completionTime") or now)
-            cond("Running", False, Reason.COMPLETED, message)
-            cond("Succeeded", True, Reason.COMPLETED, message)
-            cond("Failed", False, Reason.COMPLETED, message)
-        else:
-            message = obs.result.message or _summary(obs.result)
-            new.update(phase=Phase.FAILED.value, message=message, completionTime=pj_status.get("completionTime") or now)
-            cond("Running", False, Reason.COMPLETED_WITH_FAILURES, message)
-            cond("Failed", True, Reason.COMPLETED_WITH_FAILURES, message)
-    elif state == "Failed":
-        reason = pj_cond.get("reason") or ""
-        if "Deadline" in reason or "deadline" in pj_message:
-            our_reason = Reason.DEADLINE_EXCEEDED
-        elif "BackoffLimit" in reason or "backoff" in pj_message.lower():
-            our_reason = Reason.BACKOFF_LIMIT_EXCEEDED
-        elif obs.result is not None and not obs.result.succeeded and obs.result.videos:
-            our_reason = Reason.COMPLETED_WITH_FAILURES
-        else:
-            our_reason = Reason.RUNTIME_FAILED
-        message = f"PyTorchJob failed ({reason or 'Failed'}): {pj_message}".strip()
-        if obs.result is not None and obs.result.message:
-            message += f"; runtime: {obs.result.message}"
-        elif obs.result is None and obs.storage_error:
-            # e.g. S3 refused the job's credentials: the runtime could write no result.json either.
-            message += f"; no result.json: {obs.storage_error}"
-        new.update(phase=Phase.FAILED.value, message=message, completionTime=pj_status.get("completionTime") or now)
-        cond("Running", False, our_reason, message)
-        cond("Failed", True, our_reason, message)
-    elif state == "Suspended":
-        message = "suspended: pods stopped; set spec.suspend to false to resume"
-        new.update(phase=Phase.SUSPENDED.value, message=message)
-        cond("Running", False, Reason.SUSPENDED, message)
-        cond("Suspended", True, Reason.SUSPENDED, message)
-    elif state in ("Running", "Restarting"):
-        message = "running" if state == "Running" else f"restarting: {pj_message}"
-        if obs.storage_error:
-            message += f" (progress unavailable: {obs.storage_error})"
-        new.update(phase=Phase.RUNNING.value, message=message)
-        cond("Running", True, Reason.PODS_RUNNING, message)
-        if get_condition(conditions, "Suspended"):
-            cond("Suspended", False, Reason.RESUMED, "resumed")
-    else:
-        message = "waiting for pods to start"
-        new.update(phase=Phase.PENDING.value, message=message)
-        if get_condition(conditions, "Suspended"):
-            cond("Suspended", False, Reason.RESUMED, "resumed")
-    new["conditions"] = conditions
-    return new

@@ -3,14 +3,19 @@
 One module owns the whole translation from our spec to the child resource, so handlers stay thin and
 the result can be checked against the PyTorchJob CRD schema in tests. The name is deterministic
 (`v2w-<name>` / `bon-<name>`), which is what makes creation idempotent across retries and restarts.
+What the runtime does travels as one run configuration (`v2w_api.run.RunConfig`), rendered as YAML into
+the container's `--config` argument: a person reads it in `kubectl get pytorchjob -o yaml`, and the
+runtime parses it with the same models.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .api import BEST_OF_N_JOB, VIDEO2WORLD_JOB, BestOfNJobSpec, Video2WorldJobSpec
-from .api.spec import JobSpecCommon
+from v2w_api import API_VERSION, BEST_OF_N_JOB, VIDEO2WORLD_JOB, BestOfNJobSpec, Video2WorldJobSpec
+from v2w_api.run import MAX_RENDERED_BYTES, RunConfig, RunOutput
+from v2w_api.spec import JobSpecCommon
+
 from .config import OperatorConfig
 
 PYTORCHJOB_GROUP = "kubeflow.org"
@@ -41,75 +46,45 @@ def output_prefix(spec: JobSpecCommon, namespace: str, name: str) -> str:
     return f"{spec.output.uri.rstrip('/')}/{namespace}/{name}"
 
 
-def _flag(args: list[str], name: str, value: Any) -> None:
-    if value is not None:
-        args += [f"--{name}", str(value)]
+class RunConfigTooLarge(ValueError):
+    """The rendered run configuration does not fit one container argument."""
 
 
-def runtime_args(kind: str, name: str, spec: Video2WorldJobSpec | BestOfNJobSpec, config: OperatorConfig,
-                 prefix: str, batch_uri: str | None = None) -> list[str]:
-    """The runtime CLI's own flags (the seed's, kept compatible) for this spec."""
-    args: list[str] = []
-    gen = spec.generation
-    _flag(args, "model_size", spec.model.size)
-    _flag(args, "checkpoint_dir", spec.model.checkpoint or config.default_checkpoint(spec.model.size))
-    _flag(args, "dit_path", spec.model.dit_path)
-    _flag(args, "dtype", spec.model.dtype)
-    _flag(args, "num_conditional_frames", gen.num_conditional_frames)
-    _flag(args, "resolution", gen.resolution)
-    _flag(args, "aspect_ratio", gen.aspect_ratio)
-    _flag(args, "fps", gen.fps)
-    _flag(args, "num_steps", gen.num_steps)
-    _flag(args, "guidance", gen.guidance)
-    _flag(args, "seed", gen.seed)
-    own_negative = spec.input.negative_prompt if spec.input is not None else None
-    _flag(args, "negative_prompt", own_negative if own_negative is not None else gen.negative_prompt)
-    par = spec.parallelism
-    _flag(args, "num_gpus", par.gpus)
-    _flag(args, "context_parallel_size", par.context_parallel_size)
-    if par.cfg_parallel is not None:
-        args.append("--cfg_parallel" if par.cfg_parallel else "--no-cfg_parallel")
-    perf = spec.performance
-    if perf.attention_backend != "auto":
-        _flag(args, "attention_backend", perf.attention_backend)
-    if perf.compile:
-        args.append("--compile")
-    if perf.fast_mode != "off":
-        _flag(args, "fast_mode", perf.fast_mode)
-        _flag(args, "step_cache_interval", perf.step_cache_interval)
-    if spec.prompt_refiner.enabled:
-        _flag(args, "refiner_checkpoint", spec.prompt_refiner.checkpoint or config.refiner_checkpoint)
-    else:
-        args.append("--disable_prompt_refiner")
-    if spec.guardrail.enabled:
-        _flag(args, "guardrail_checkpoint", spec.guardrail.checkpoint or config.guardrail_checkpoint)
-        for word in spec.guardrail.blocklist:
-            _flag(args, "guardrail_blocklist", word)
-        if not spec.guardrail.pixelate_faces:
-            args.append("--no_face_pixelation")
-    else:
-        args.append("--disable_guardrail")
-    _flag(args, "output_uri", prefix)
-
+def run_config(kind: str, name: str, spec: Video2WorldJobSpec | BestOfNJobSpec, config: OperatorConfig,
+               prefix: str, batch_uri: str | None = None) -> RunConfig:
+    """What the runtime does for this job: the spec's groups, with the operator's default checkpoints filled in."""
+    model = spec.model.model_copy(update={"checkpoint": spec.model.checkpoint or config.default_checkpoint(spec.model.size)})
+    refiner = spec.prompt_refiner.model_copy(
+        update={"checkpoint": spec.prompt_refiner.checkpoint or config.refiner_checkpoint})  # the critic's too
+    guardrail = spec.guardrail
+    if guardrail.enabled:
+        guardrail = guardrail.model_copy(update={"checkpoint": guardrail.checkpoint or config.guardrail_checkpoint})
+    common = dict(model=model, input=spec.input, generation=spec.generation, prompt_refiner=refiner,
+                  guardrail=guardrail, parallelism=spec.parallelism, performance=spec.performance)
     if isinstance(spec, Video2WorldJobSpec):
-        if spec.input is not None:
-            _flag(args, "save_path", f"{name}.mp4")  # a single video is named after its job
-            _flag(args, "input_path", spec.input.uri)
-            _flag(args, "prompt", spec.input.prompt)
-        else:
-            _flag(args, "batch_input_json", spec.batch_uri or batch_uri)
-    else:
-        bon = spec.best_of_n
-        if spec.input is not None:
-            _flag(args, "input_path", spec.input.uri)
-            _flag(args, "prompt", spec.input.prompt)
-        _flag(args, "num_generations", bon.num_generations)
-        _flag(args, "num_critic_trials", bon.critic.num_trials)
-        _flag(args, "critic_checkpoint", bon.critic.checkpoint or spec.prompt_refiner.checkpoint or config.refiner_checkpoint)
-        if bon.skip_generation:
-            args.append("--skip_generation")
-            _flag(args, "videos_uri", bon.videos_uri)
-    return args + list(config.runtime_extra_args)
+        # A single video is named after its job; an inline batch was stored beside the results (batch_uri).
+        output = RunOutput(uri=prefix, video_name=f"{name}.mp4" if spec.input is not None else None)
+        staged = batch_uri if spec.batch is not None else None
+        return RunConfig(**common, batch_uri=spec.batch_uri or staged, output=output)
+    return RunConfig(**common, best_of_n=spec.best_of_n, output=RunOutput(uri=prefix))
+
+
+def runtime_args(kind: str, run: RunConfig, config: OperatorConfig) -> list[str]:
+    """torchrun's arguments: the program, its run configuration, then the platform's extra flags."""
+    rendered = run.to_yaml()
+    size = len(rendered.encode())
+    if size > MAX_RENDERED_BYTES:
+        raise RunConfigTooLarge(
+            f"the run configuration is {size} bytes, more than the {MAX_RENDERED_BYTES} one container argument "
+            "holds: shorten the prompts or the guardrail blocklist"
+        )
+    return ["--module", _MODULES[kind], "--config", rendered, *config.runtime_extra_args]
+
+
+def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
+    """The reference that makes a child belong to its job: garbage-collected with it, found by its uid."""
+    return {"apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid, "controller": True,
+            "blockOwnerDeletion": True}
 
 
 def batch_json(spec: Video2WorldJobSpec) -> list[dict[str, Any]]:
@@ -184,7 +159,7 @@ def _pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorCon
         "image": sched.image or config.runtime_image,
         "imagePullPolicy": config.image_pull_policy,
         "command": ["torchrun"],
-        "args": ["--module", _MODULES[kind], *args],
+        "args": args,
         "env": _env(spec, config),
         "resources": resources,
         "volumeMounts": mounts,
@@ -221,9 +196,8 @@ def _pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorCon
 def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSpec | BestOfNJobSpec,
           config: OperatorConfig, batch_uri: str | None = None) -> dict[str, Any]:
     """The PyTorchJob for a job, owned by it (garbage-collected with it)."""
-    prefix = output_prefix(spec, namespace, name)
-    args = runtime_args(kind, name, spec, config, prefix, batch_uri)
-    template = _pod_template(kind, name, spec, config, args)
+    run = run_config(kind, name, spec, config, output_prefix(spec, namespace, name), batch_uri)
+    template = _pod_template(kind, name, spec, config, runtime_args(kind, run, config))
     par = spec.parallelism
     replica = {"restartPolicy": "OnFailure", "template": template}
     replica_specs: dict[str, Any] = {"Master": {"replicas": 1, **replica}}
@@ -249,14 +223,7 @@ def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSp
             "name": child_name(kind, name),
             "namespace": namespace,
             "labels": labels,
-            "ownerReferences": [{
-                "apiVersion": "video2world.io/v1alpha1",
-                "kind": kind,
-                "name": name,
-                "uid": uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [owner_reference(kind, name, uid)],
         },
         "spec": {
             "nprocPerNode": str(par.effective_gpus_per_node),

@@ -15,14 +15,11 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .api.manifest import PROGRESS_FILE, RESULT_FILE, ProgressManifest, ResultManifest
+from v2w_api.manifest import PROGRESS_FILE, RESULT_FILE, ProgressManifest, ResultManifest
+from v2w_api.uris import StorageError, parse_s3
 
 # Handlers must not hang on a dead endpoint: fail fast and let the timer come back.
 _CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
-
-
-class StorageError(RuntimeError):
-    """S3 could not be reached or refused the request; the message names the URI, never a credential."""
 
 
 @dataclass(frozen=True)
@@ -32,13 +29,6 @@ class Credentials:
 
     def __repr__(self) -> str:  # never print the values, even by accident
         return "Credentials(***)"
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri}")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return bucket, key
 
 
 def join(prefix: str, name: str) -> str:
@@ -87,9 +77,9 @@ class JobStorage:
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         """The parsed object, or None when it does not exist (yet)."""
-        bucket, key = split_uri(self.uri(name))
+        loc = parse_s3(self.uri(name))
         try:
-            body = self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            body = self._client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
@@ -102,9 +92,9 @@ class JobStorage:
             raise StorageError(f"{self.uri(name)} is not valid JSON") from None
 
     def write_json(self, name: str, doc: Any) -> str:
-        bucket, key = split_uri(self.uri(name))
+        loc = parse_s3(self.uri(name))
         try:
-            self._client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=2).encode(),
+            self._client.put_object(Bucket=loc.bucket, Key=loc.key, Body=json.dumps(doc, indent=2).encode(),
                                     ContentType="application/json")
         except ClientError as exc:
             raise StorageError(f"writing {self.uri(name)}: {exc.response.get('Error', {}).get('Code', 'error')}") from None
@@ -114,13 +104,14 @@ class JobStorage:
 
     def delete_all(self) -> int:
         """Deletes every object under the prefix (cleanupPolicy: Delete); returns how many."""
-        bucket, key = split_uri(self.prefix + "/")
+        loc = parse_s3(self.prefix)
+        prefix = f"{loc.key}/" if loc.key else ""
         deleted = 0
         try:
-            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
                 objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
                 if objects:
-                    self._client.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+                    self._client.delete_objects(Bucket=loc.bucket, Delete={"Objects": objects, "Quiet": True})
                     deleted += len(objects)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"deleting under {self.prefix}/: {type(exc).__name__}") from None

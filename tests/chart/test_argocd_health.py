@@ -11,7 +11,7 @@ import yaml
 
 from lupa import lua51  # the dev extra's lupa embeds Lua 5.1, the dialect of Argo CD's gopher-lua
 
-from v2w_operator.api.status import BestOfNJobStatus, ConditionType, Phase, Reason, Video2WorldJobStatus
+from v2w_api.status import BestOfNJobStatus, ConditionType, Phase, Reason, Video2WorldJobStatus
 
 from tests.chart.helm import ROOT
 

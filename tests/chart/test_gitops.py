@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from v2w_operator.api import KINDS
+from v2w_api import KINDS
 
 from tests.chart.helm import CHART, ROOT, Helm, find
 

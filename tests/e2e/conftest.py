@@ -22,7 +22,7 @@ CHART = ROOT / "charts" / "video2world-operator"
 OPERATOR_NS = "v2w-system"
 OPERATOR_SA = "v2w-operator"
 # The runtime's debug knobs make a CPU video take seconds: 9 frames of 64x96 with the tiny models.
-RUNTIME_DEBUG_ARGS = "--height 64 --width 96 --num_frames 9 --device cpu --dtype float32"
+RUNTIME_DEBUG_ARGS = "--height 64 --width 96 --num_frames 9 --device cpu"
 
 
 @dataclass
@@ -97,7 +97,7 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
     models_dir = workdir / "models"
     subprocess.run([sys.executable, "-m", "v2w_runtime.tiny", "--out", str(models_dir / "video2world")], check=True,
                    capture_output=True)
-    from v2w_runtime.qwen_tiny import write_tiny_qwen
+    from v2w_runtime.tiny.qwen import write_tiny_qwen
 
     write_tiny_qwen(models_dir / "reason1")
     models = {name: stack.upload_tree(client, models_dir / name, bucket, f"models/{name}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from v2w_operator.api import ResultManifest
+from v2w_api import ResultManifest
 
 # The tiny-model jobs run without the refiner and the guardrail unless a test is about them.
 DISABLED = {"promptRefiner": {"enabled": False}, "guardrail": {"enabled": False}}

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.e2e.helpers import DISABLED, condition, phase_is, read_result, s3_key
-from v2w_operator.api import ResultManifest
+from v2w_api import ResultManifest
 
 import stack  # hack/localstack/stack.py
 

@@ -34,8 +34,8 @@ import stack  # hack/localstack/stack.py
 from tests.api.cases import BATCH, BEST, SINGLE
 from tests.cluster.test_spec_fuzz import _with, mutated_manifests
 from v2w_operator import pytorchjob
-from v2w_operator.api import GROUP, KINDS, VERSION
-from v2w_operator.api.status import Reason
+from v2w_api import GROUP, KINDS, VERSION
+from v2w_api.status import Reason
 from v2w_operator.config import OperatorConfig
 from v2w_operator.handlers import backoff
 

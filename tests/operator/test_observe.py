@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from v2w_operator.api.manifest import ProgressManifest, ResultManifest, VideoResult
+from v2w_api.manifest import ProgressManifest, ResultManifest, VideoResult
+from v2w_api.status import BestOfNJobStatus, ConditionType, Phase, Video2WorldJobStatus
 from v2w_operator.observe import Observation, derive_status
+
+V2W = Video2WorldJobStatus
 
 
 def pj(*conds: tuple[str, str, str], **status):
@@ -21,30 +24,30 @@ def result(ok=True, **kw) -> ResultManifest:
 
 
 def conds(status):
-    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    return {c.type.value: (c.status, c.reason) for c in status.conditions}
 
 
 def test_created_is_pending():
-    s = derive_status({}, Observation(3, pj(("Created", "PyTorchJobCreated", ""))), "Video2WorldJob")
-    assert s["phase"] == "Pending" and s["observedGeneration"] == 3
+    s = derive_status(V2W(), Observation(3, pj(("Created", "PyTorchJobCreated", ""))))
+    assert s.phase == Phase.PENDING and s.observed_generation == 3
 
 
 def test_running_carries_progress_summary():
     progress = ProgressManifest(stage="sampling", videos_done=1, videos_total=3, step=12, total_steps=35)
-    s = derive_status({}, Observation(1, pj(("Running", "PyTorchJobRunning", ""), startTime="2026-01-01T00:00:00Z"),
-                                      progress=progress), "Video2WorldJob")
-    assert s["phase"] == "Running" and conds(s)["Running"] == ("True", "PodsRunning")
-    assert s["progress"]["summary"] == "1/3 videos, step 12/35" and s["startTime"] == "2026-01-01T00:00:00Z"
+    s = derive_status(V2W(), Observation(1, pj(("Running", "PyTorchJobRunning", ""), startTime="2026-01-01T00:00:00Z"),
+                                         progress=progress))
+    assert s.phase == Phase.RUNNING and conds(s)["Running"] == ("True", "PodsRunning")
+    assert s.progress.summary == "1/3 videos, step 12/35" and s.to_wire()["startTime"] == "2026-01-01T00:00:00Z"
 
 
 def test_succeeded_needs_result_json():
-    waiting = derive_status({}, Observation(1, pj(("Succeeded", "PyTorchJobSucceeded", ""))), "Video2WorldJob")
-    assert waiting["phase"] == "Running" and "result.json" in waiting["message"]
-    done = derive_status({}, Observation(1, pj(("Succeeded", "PyTorchJobSucceeded", "")), result=result(),
-                                         result_uri="s3://b/p/result.json"), "Video2WorldJob")
-    assert done["phase"] == "Succeeded" and conds(done)["Succeeded"] == ("True", "Completed")
-    assert done["outputs"] == [{"name": "a.mp4", "verdict": "Passed", "uri": "s3://b/p/a.mp4", "seed": 1}]
-    assert done["resultUri"] == "s3://b/p/result.json" and done["completionTime"]
+    waiting = derive_status(V2W(), Observation(1, pj(("Succeeded", "PyTorchJobSucceeded", ""))))
+    assert waiting.phase == Phase.RUNNING and "result.json" in waiting.message
+    done = derive_status(V2W(), Observation(1, pj(("Succeeded", "PyTorchJobSucceeded", "")), result=result(),
+                                            result_uri="s3://b/p/result.json"))
+    assert done.phase == Phase.SUCCEEDED and conds(done)["Succeeded"] == ("True", "Completed")
+    assert done.to_wire()["outputs"] == [{"name": "a.mp4", "verdict": "Passed", "uri": "s3://b/p/a.mp4", "seed": 1}]
+    assert done.result_uri == "s3://b/p/result.json" and done.completion_time
 
 
 def test_best_of_n_best_and_index():
@@ -52,67 +55,68 @@ def test_best_of_n_best_and_index():
               VideoResult(name="g1_100.mp4", status="succeeded", uri="s3://b/g1.mp4", score=100, seed=1,
                           report_uri="s3://b/g1.html")]
     r = result(mode="bestofn", videos=videos, best="g1_100.mp4", index_uri="s3://b/index.html")
-    s = derive_status({}, Observation(1, pj(("Succeeded", "", "")), result=r), "BestOfNJob")
-    assert s["best"] == {"name": "g1_100.mp4", "uri": "s3://b/g1.mp4", "score": 100, "seed": 1,
-                         "reportUri": "s3://b/g1.html"}
-    assert s["indexUri"] == "s3://b/index.html" and [o["score"] for o in s["outputs"]] == [33, 100]
+    s = derive_status(BestOfNJobStatus(), Observation(1, pj(("Succeeded", "", "")), result=r))
+    assert s.to_wire()["best"] == {"name": "g1_100.mp4", "uri": "s3://b/g1.mp4", "score": 100, "seed": 1,
+                                   "reportUri": "s3://b/g1.html"}
+    assert s.index_uri == "s3://b/index.html" and [o.score for o in s.outputs] == [33, 100]
 
 
 def test_guardrail_block_is_a_verdict_not_a_failure():
     videos = [VideoResult(name="a.mp4", status="succeeded", uri="s3://b/a.mp4"),
               VideoResult(name="b.mp4", status="blocked", reason="prompt blocked by blocklist")]
-    s = derive_status({}, Observation(1, pj(("Succeeded", "", "")), result=result(videos=videos)), "Video2WorldJob")
-    assert s["phase"] == "Succeeded"
-    assert s["outputs"][1] == {"name": "b.mp4", "verdict": "Blocked", "reason": "prompt blocked by blocklist"}
-    assert "1 blocked" in s["message"]
+    s = derive_status(V2W(), Observation(1, pj(("Succeeded", "", "")), result=result(videos=videos)))
+    assert s.phase == Phase.SUCCEEDED
+    assert s.outputs[1].to_wire() == {"name": "b.mp4", "verdict": "Blocked", "reason": "prompt blocked by blocklist"}
+    assert "1 blocked" in s.message
 
 
 def test_failures_carry_reason_and_runtime_message():
     failed = pj(("Failed", "PyTorchJobFailed", "Job v2w-x has failed because it has reached the specified backoff limit"))
     r = result(ok=False, videos=[], message="input s3://b/missing.jpg: not found")
-    s = derive_status({}, Observation(1, failed, result=r), "Video2WorldJob")
-    assert s["phase"] == "Failed" and conds(s)["Failed"] == ("True", "BackoffLimitExceeded")
-    assert "backoff limit" in s["message"] and "s3://b/missing.jpg" in s["message"]
+    s = derive_status(V2W(), Observation(1, failed, result=r))
+    assert s.phase == Phase.FAILED and conds(s)["Failed"] == ("True", "BackoffLimitExceeded")
+    assert "backoff limit" in s.message and "s3://b/missing.jpg" in s.message
     deadline = pj(("Failed", "PyTorchJobFailed", "Job x has failed because it was active longer than specified deadline"))
-    assert conds(derive_status({}, Observation(1, deadline), "Video2WorldJob"))["Failed"][1] == "DeadlineExceeded"
+    assert conds(derive_status(V2W(), Observation(1, deadline)))["Failed"][1] == "DeadlineExceeded"
 
 
 def test_a_failure_without_result_json_says_why_it_could_not_be_read():
     failed = pj(("Failed", "PyTorchJobFailed", "Job v2w-x has failed because it has reached the specified backoff limit"))
     error = "reading s3://b/p/ns/x/result.json: InvalidAccessKeyId"
-    s = derive_status({}, Observation(1, failed, storage_error=error), "Video2WorldJob")
-    assert s["phase"] == "Failed" and s["message"].endswith(f"; no result.json: {error}")
+    s = derive_status(V2W(), Observation(1, failed, storage_error=error))
+    assert s.phase == Phase.FAILED and s.message.endswith(f"; no result.json: {error}")
 
 
 def test_suspend_and_resume_conditions():
-    s = derive_status({}, Observation(1, pj(("Suspended", "PyTorchJobSuspended", ""))), "Video2WorldJob")
-    assert s["phase"] == "Suspended" and conds(s)["Suspended"] == ("True", "Suspended")
-    resumed = derive_status(s, Observation(2, pj(("Running", "", ""))), "Video2WorldJob")
-    assert resumed["phase"] == "Running" and conds(resumed)["Suspended"] == ("False", "Resumed")
+    s = derive_status(V2W(), Observation(1, pj(("Suspended", "PyTorchJobSuspended", ""))))
+    assert s.phase == Phase.SUSPENDED and conds(s)["Suspended"] == ("True", "Suspended")
+    resumed = derive_status(s, Observation(2, pj(("Running", "", ""))))
+    assert resumed.phase == Phase.RUNNING and conds(resumed)["Suspended"] == ("False", "Resumed")
 
 
 def test_a_job_created_suspended_stays_suspended_before_the_training_operator_answers():
     # As ensure() leaves it at creation; the PyTorchJob has no condition yet (or no training-operator runs).
-    created = {"phase": "Suspended", "conditions": [{"type": "Suspended", "status": "True", "reason": "Suspended",
-                                                      "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
-    s = derive_status(created, Observation(1, pj(), suspend_requested=True), "Video2WorldJob")
-    assert s["phase"] == "Suspended" and conds(s)["Suspended"] == ("True", "Suspended")
-    assert derive_status(s, Observation(1, pj(), suspend_requested=True), "Video2WorldJob") == s  # nothing to write
-    resumed = derive_status(s, Observation(2, pj()), "Video2WorldJob")
-    assert resumed["phase"] == "Pending" and conds(resumed)["Suspended"] == ("False", "Resumed")
+    created = V2W.model_validate({"phase": "Suspended", "conditions": [
+        {"type": "Suspended", "status": "True", "reason": "Suspended", "message": "",
+         "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+    s = derive_status(created, Observation(1, pj(), suspend_requested=True))
+    assert s.phase == Phase.SUSPENDED and conds(s)["Suspended"] == ("True", "Suspended")
+    assert derive_status(s, Observation(1, pj(), suspend_requested=True)).to_wire() == s.to_wire()  # nothing to write
+    resumed = derive_status(s, Observation(2, pj()))
+    assert resumed.phase == Phase.PENDING and conds(resumed)["Suspended"] == ("False", "Resumed")
     # The PyTorchJob's own conditions win: resumed in the spec but still suspended by the training-operator.
-    still = derive_status(s, Observation(2, pj(("Suspended", "PyTorchJobSuspended", ""))), "Video2WorldJob")
-    assert still["phase"] == "Suspended"
+    still = derive_status(s, Observation(2, pj(("Suspended", "PyTorchJobSuspended", ""))))
+    assert still.phase == Phase.SUSPENDED
 
 
 def test_deleted_pytorchjob_fails_the_job():
-    s = derive_status({"phase": "Running", "pytorchJobName": "v2w-x"},
-                      Observation(1, None, pytorchjob_was_created=True), "Video2WorldJob")
-    assert s["phase"] == "Failed" and conds(s)["Failed"] == ("True", "PyTorchJobDeleted")
+    s = derive_status(V2W(phase=Phase.RUNNING, pytorch_job_name="v2w-x"),
+                      Observation(1, None, pytorchjob_was_created=True))
+    assert s.phase == Phase.FAILED and conds(s)["Failed"] == ("True", "PyTorchJobDeleted")
 
 
 def test_transition_time_moves_only_on_change():
-    first = derive_status({}, Observation(1, pj(("Running", "", ""))), "Video2WorldJob")
-    t0 = next(c for c in first["conditions"] if c["type"] == "Running")["lastTransitionTime"]
-    again = derive_status(first, Observation(1, pj(("Running", "", ""))), "Video2WorldJob")
-    assert next(c for c in again["conditions"] if c["type"] == "Running")["lastTransitionTime"] == t0
+    first = derive_status(V2W(), Observation(1, pj(("Running", "", ""))))
+    t0 = next(c for c in first.conditions if c.type == ConditionType.RUNNING).last_transition_time
+    again = derive_status(first, Observation(1, pj(("Running", "", ""))))
+    assert next(c for c in again.conditions if c.type == ConditionType.RUNNING).last_transition_time == t0

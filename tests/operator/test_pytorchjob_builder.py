@@ -1,4 +1,6 @@
-"""The PyTorchJob builder: names, owner, replicas, GPUs, secrets by reference, PVCs, runtime flags."""
+"""The PyTorchJob builder: names, owner, replicas, GPUs, secrets by reference, PVCs, the run configuration.
+
+(That every spec field reaches the runtime is proven field by field in tests/contract.)"""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import yaml
 
 from tests.api.cases import load_example
 from v2w_operator import pytorchjob
-from v2w_operator.api import KINDS
+from v2w_api import KINDS
+from v2w_api.run import RunConfig
 from v2w_operator.config import OperatorConfig
 
 CONFIG = OperatorConfig(checkpoint_2b="s3://models/2b", checkpoint_14b="pvc://model-store/14b",
@@ -19,25 +22,18 @@ def build(example: str, mutate=None, name="job-a"):
     if mutate:
         mutate(doc["spec"])
     spec = KINDS[doc["kind"]][1].model_validate(doc).spec
-    return pytorchjob.build(doc["kind"], name, "team-a", "uid-123", spec, CONFIG, batch_uri="s3://x/batch.json")
+    return pytorchjob.build(doc["kind"], name, "team-a", "uid-123", spec, CONFIG, batch_uri="s3://jobs/team-a/job-a/batch.json")
 
 
 def container(pj, replica="Master"):
     return pj["spec"]["pytorchReplicaSpecs"][replica]["template"]["spec"]["containers"][0]
 
 
-def flags(pj) -> dict[str, str | bool]:
+def run_config(pj) -> RunConfig:
+    """The run configuration as a person reads it in the PyTorchJob: `--config` and a YAML document."""
     args = container(pj)["args"]
-    out: dict[str, str | bool] = {}
-    i = 2  # after --module <name>
-    while i < len(args):
-        if i + 1 < len(args) and not args[i + 1].startswith("--"):
-            out.setdefault(args[i].lstrip("-"), args[i + 1])
-            i += 2
-        else:
-            out[args[i].lstrip("-")] = True
-            i += 1
-    return out
+    assert args[2] == "--config" and len(args) == 4
+    return RunConfig.from_yaml(args[3], "the PyTorchJob")
 
 
 def test_single_job_names_owner_and_flags():
@@ -49,13 +45,16 @@ def test_single_job_names_owner_and_flags():
     c = container(pj)
     assert c["name"] == "pytorch" and c["command"] == ["torchrun"]
     assert c["args"][:2] == ["--module", "v2w_runtime.video2world"]
-    f = flags(pj)
-    assert f["model_size"] == "2B" and f["checkpoint_dir"] == "s3://models/2b"
-    assert f["input_path"] == "s3://v2w-inputs/video2world/input0.jpg"
-    assert f["output_uri"] == "s3://v2w-results/jobs/team-a/job-a" and f["save_path"] == "job-a.mp4"
-    assert (f["num_steps"], f["guidance"], f["resolution"], f["num_gpus"]) == ("35", "7.0", "720", "1")
-    assert f["refiner_checkpoint"] == "s3://models/reason1" and f["guardrail_checkpoint"] == "s3://models/guard"
-    assert "disable_guardrail" not in f and "disable_prompt_refiner" not in f
+    run = run_config(pj)
+    assert run.model.size == "2B" and run.model.checkpoint == "s3://models/2b"
+    assert run.input.uri == "s3://v2w-inputs/video2world/input0.jpg"
+    assert run.output.uri == "s3://v2w-results/jobs/team-a/job-a" and run.output.video_name == "job-a.mp4"
+    assert (run.generation.num_steps, run.generation.guidance, run.generation.resolution) == (35, 7.0, 720)
+    assert run.prompt_refiner.checkpoint == "s3://models/reason1" and run.guardrail.checkpoint == "s3://models/guard"
+    assert run.guardrail.enabled and run.prompt_refiner.enabled
+    # Readable in the PyTorchJob: block YAML with the groups of the spec.
+    text = container(pj)["args"][3]
+    assert text.startswith("apiVersion: video2world.io/v1alpha1\nkind: RunConfig\nmodel:\n  size: 2B\n")
     assert pj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "default-queue"
 
 
@@ -82,8 +81,9 @@ def test_multi_node_layout_gpus_and_scheduling():
     assert pj["spec"]["runPolicy"] == {"cleanPodPolicy": "None", "backoffLimit": 2, "suspend": False,
                                        "activeDeadlineSeconds": 7200}
     assert pj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
-    f = flags(pj)
-    assert (f["num_generations"], f["num_critic_trials"], f["context_parallel_size"]) == ("5", "3", "8")
+    run = run_config(pj)
+    assert (run.best_of_n.num_generations, run.best_of_n.critic.num_trials) == (5, 3)
+    assert (run.parallelism.gpus, run.parallelism.context_parallel_size) == (16, 8)
     assert c["args"][:2] == ["--module", "v2w_runtime.bestofn"]
 
 
@@ -105,18 +105,17 @@ def test_pvc_uris_become_read_only_mounts():
     assert claims == {"inputs", "model-store"}
     mounts = {m["mountPath"]: m for m in container(pj)["volumeMounts"]}
     assert mounts["/mnt/pvc/model-store"]["readOnly"] is True
-    assert flags(pj)["num_conditional_frames"] == "5"
+    assert run_config(pj).generation.num_conditional_frames == 5
 
 
-def test_batch_goes_by_uri_and_disabled_models_by_flag():
+def test_batch_goes_by_uri_and_a_disabled_guardrail_names_no_checkpoint():
     def no_models(spec):
         spec["guardrail"] = {"enabled": False}
         spec["promptRefiner"] = {"enabled": False}
-    pj = build("video2world-batch-job.yaml", no_models)
-    f = flags(pj)
-    assert f["batch_input_json"] == "s3://x/batch.json"
-    assert f["disable_guardrail"] is True and f["disable_prompt_refiner"] is True
-    assert "guardrail_checkpoint" not in f and "refiner_checkpoint" not in f
+    run = run_config(build("video2world-batch-job.yaml", no_models))
+    assert run.batch_uri == "s3://jobs/team-a/job-a/batch.json" and run.input is None
+    assert not run.guardrail.enabled and not run.prompt_refiner.enabled
+    assert run.guardrail.checkpoint is None
 
 
 def test_batch_json_is_the_seed_format():
@@ -132,11 +131,10 @@ def test_same_spec_same_manifest():
     assert yaml.safe_dump(build("bestofn-job.yaml")) == yaml.safe_dump(build("bestofn-job.yaml"))
 
 
-def test_speed_options_reach_the_runtime_only_when_asked():
-    f = flags(build("video2world-job.yaml"))
-    assert not {"attention_backend", "compile", "fast_mode"} & set(f)
+def test_speed_options_reach_the_runtime():
+    assert run_config(build("video2world-job.yaml")).performance.fast_mode == "off"
 
     def fast(spec):
         spec["performance"] = {"fastMode": "step_cache", "stepCacheInterval": 5, "compile": True}
-    f = flags(build("video2world-job.yaml", fast))
-    assert (f["fast_mode"], f["step_cache_interval"], f["compile"]) == ("step_cache", "5", True)
+    perf = run_config(build("video2world-job.yaml", fast)).performance
+    assert (perf.fast_mode, perf.step_cache_interval, perf.compile) == ("step_cache", 5, True)

@@ -1,0 +1,229 @@
+"""The kopf handlers without a cluster: validate → stage → create, the status written as the keys that changed
+(none when nothing did), an unreadable status replaced, and S3 read under the recorded output prefix."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.api.cases import BATCH, SINGLE, load_example
+from v2w_api.status import Video2WorldJobStatus
+from v2w_operator import handlers, pytorchjob
+from v2w_operator.s3 import Credentials
+
+LOGGER = logging.getLogger("test-handlers")
+NAMESPACE = "team-a"
+
+
+class FakeCustomObjects:
+    """The PyTorchJobs of a fake API server: create (409 when taken) and get (404 when absent)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.creates = 0
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        self.creates += 1
+        key = (namespace, body["metadata"]["name"])
+        if key in self.objects:
+            raise ApiException(status=409)
+        self.objects[key] = body
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        if (namespace, name) not in self.objects:
+            raise ApiException(status=404)
+        return self.objects[(namespace, name)]
+
+
+class FakeStorage:
+    def __init__(self, prefix: str, reads: dict[str, Any]) -> None:
+        self.prefix, self.reads = prefix.rstrip("/"), reads
+
+    def uri(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+    def write_json(self, name: str, doc: Any) -> str:
+        self.reads.setdefault("written", []).append((self.uri(name), doc))
+        return self.uri(name)
+
+    def progress(self):
+        return None
+
+    def result(self):
+        return None
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    api = FakeCustomObjects()
+    events: list[tuple[str, str, str]] = []
+    storage: dict[str, Any] = {"prefixes": []}
+
+    def storage_for(spec, prefix, credentials):
+        storage["prefixes"].append(prefix)
+        return FakeStorage(prefix, storage)
+
+    monkeypatch.setattr(handlers, "custom_objects", lambda: api)
+    monkeypatch.setattr(handlers, "_credentials", lambda spec, namespace: Credentials("id", "secret"))
+    monkeypatch.setattr(handlers, "_storage", storage_for)
+    monkeypatch.setattr(kopf, "info", lambda body, reason, message: events.append(("Normal", reason, message)))
+    monkeypatch.setattr(kopf, "warn", lambda body, reason, message: events.append(("Warning", reason, message)))
+    return api, events, storage
+
+
+def job(example: str = SINGLE, status: dict | None = None, name: str = "job-a", mutate=None) -> dict[str, Any]:
+    doc = load_example(example)
+    doc["metadata"] = {"name": name, "namespace": NAMESPACE, "uid": "uid-1", "generation": 1,
+                       "creationTimestamp": "2026-01-01T00:00:00Z"}
+    if mutate:
+        mutate(doc["spec"])
+    if status is not None:
+        doc["status"] = status
+    return doc
+
+
+def ensure(doc: dict[str, Any], retry: int = 0) -> dict[str, Any]:
+    """Run the create handler once; the status keys it patched."""
+    body, patch = kopf.Body(doc), kopf.Patch()
+    try:
+        handlers.ensure(body=body, meta=body.meta, status=body.status, name=doc["metadata"]["name"],
+                        namespace=NAMESPACE, uid="uid-1", patch=patch, retry=retry, logger=LOGGER, extra=True)
+    finally:
+        doc["_patch"] = dict(patch.get("status") or {})
+    return doc["_patch"]
+
+
+def sync(doc: dict[str, Any], pj: dict[str, Any]) -> dict[str, Any]:
+    body, patch = kopf.Body(doc), kopf.Patch()
+    index = {(NAMESPACE, pj["metadata"]["name"]): [pj]}
+    handlers.sync(body=body, meta=body.meta, status=body.status, name=doc["metadata"]["name"], namespace=NAMESPACE,
+                  patch=patch, logger=LOGGER, pytorchjobs=index)
+    return dict(patch.get("status") or {})
+
+
+def applied(doc: dict[str, Any], status_patch: dict[str, Any]) -> dict[str, Any]:
+    """The job as the API server keeps it after a merge patch of its status."""
+    out = copy.deepcopy({k: v for k, v in doc.items() if k != "_patch"})
+    status = out.setdefault("status", {})
+    for key, value in status_patch.items():
+        if value is None:
+            status.pop(key, None)
+        else:
+            status[key] = value
+    return out
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions") or []}
+
+
+def test_a_new_job_gets_one_pytorchjob_and_a_second_run_writes_nothing(cluster):
+    api, events, _ = cluster
+    doc = job()
+    written = ensure(doc)
+    assert api.creates == 1 and (NAMESPACE, "v2w-job-a") in api.objects
+    assert written["phase"] == "Pending" and written["pytorchJobName"] == "v2w-job-a"
+    assert written["outputPrefix"] == f"s3://v2w-results/jobs/{NAMESPACE}/job-a/"
+    assert written["observedGeneration"] == 1 and conditions(written) == {"Accepted": ("True", "PyTorchJobCreated")}
+    assert ("Normal", "PyTorchJobCreated", "created PyTorchJob v2w-job-a") in events
+    assert ensure(applied(doc, written)) == {} and api.creates == 1  # resumed after a restart: nothing to do
+
+
+def test_a_job_created_suspended_is_suspended(cluster):
+    written = ensure(job(mutate=lambda spec: spec.update(suspend=True)))
+    assert written["phase"] == "Suspended" and conditions(written)["Suspended"] == ("True", "Suspended")
+    assert "set spec.suspend to false" in written["message"]
+
+
+def test_an_invalid_spec_fails_the_job_for_good(cluster):
+    api, events, _ = cluster
+    doc = job(mutate=lambda spec: spec["generation"].update(guidance="lots"))
+    with pytest.raises(kopf.PermanentError, match="invalid spec: spec.generation.guidance"):
+        ensure(doc)
+    written = doc["_patch"]
+    assert written["phase"] == "Failed" and written["message"].startswith("invalid spec: spec.generation.guidance")
+    assert conditions(written) == {"Accepted": ("False", "InvalidSpec"), "Failed": ("True", "InvalidSpec")}
+    assert events[-1][:2] == ("Warning", "InvalidSpec") and api.creates == 0
+
+
+def test_a_run_configuration_too_large_for_its_argument_is_an_invalid_spec(cluster, monkeypatch):
+    api, events, _ = cluster
+    message = "the run configuration is 300000 bytes, more than the 131072 one container argument holds"
+
+    def too_large(*args, **kwargs):
+        raise pytorchjob.RunConfigTooLarge(message)
+
+    monkeypatch.setattr(pytorchjob, "build", too_large)
+    doc = job()
+    with pytest.raises(kopf.PermanentError, match="300000 bytes"):
+        ensure(doc)
+    written = doc["_patch"]
+    assert written["phase"] == "Failed" and written["message"] == message
+    assert conditions(written) == {"Accepted": ("False", "InvalidSpec"), "Failed": ("True", "InvalidSpec")}
+    assert events[-1] == ("Warning", "InvalidSpec", message) and api.creates == 0
+
+
+def test_a_missing_secret_waits_and_each_retry_writes_only_what_changed(cluster, monkeypatch):
+    api, events, _ = cluster
+
+    def no_secret(spec, namespace):
+        raise ApiException(status=404)
+
+    monkeypatch.setattr(handlers, "_credentials", no_secret)
+    doc = job()
+    with pytest.raises(kopf.TemporaryError, match="Secret v2w-s3 not found in namespace team-a"):
+        ensure(doc)
+    written = doc["_patch"]
+    assert written["phase"] == "Pending" and conditions(written) == {"Accepted": ("False", "SecretMissing")}
+    again = applied(doc, written)
+    with pytest.raises(kopf.TemporaryError):
+        ensure(again, retry=1)
+    assert again["_patch"] == {} and api.creates == 0  # the same status: no write
+
+
+def test_the_inline_batch_is_staged_under_the_recorded_output_prefix(cluster):
+    api, _, storage = cluster
+    written = ensure(job(BATCH, status={"outputPrefix": "s3://elsewhere/recorded/"}))
+    [(uri, entries)] = storage["written"]
+    assert uri == "s3://elsewhere/recorded/batch.json" and len(entries) == 3
+    assert "outputPrefix" not in written  # kept as it was
+    args = api.objects[(NAMESPACE, "v2w-job-a")]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert "s3://elsewhere/recorded/batch.json" in " ".join(args["containers"][0]["args"])
+
+
+def test_an_unreadable_status_is_read_as_empty_and_replaced(cluster, caplog):
+    doc = job(status={"phase": "Pending", "leftover": {"from": "someone"}, "pytorchJobName": 7})
+    with caplog.at_level(logging.WARNING, logger=LOGGER.name):
+        written = ensure(doc)
+    assert "unreadable status" in caplog.text
+    assert written["leftover"] is None and written["pytorchJobName"] == "v2w-job-a"
+    assert "phase" not in written  # Pending, as stored
+
+
+def test_the_timer_reads_s3_under_the_recorded_prefix_and_writes_nothing_when_nothing_changed(cluster):
+    _, events, storage = cluster
+    doc = applied(job(), ensure(job()))
+    doc["status"]["outputPrefix"] = "s3://elsewhere/recorded/"
+    pj = {"metadata": {"name": "v2w-job-a"}, "status": {"conditions": [
+        {"type": "Running", "status": "True", "reason": "PyTorchJobRunning", "message": ""}],
+        "startTime": "2026-01-01T00:00:05Z"}}
+    written = sync(doc, pj)
+    assert storage["prefixes"][-1] == "s3://elsewhere/recorded/"
+    assert written["phase"] == "Running" and written["startTime"] == "2026-01-01T00:00:05Z"
+    assert set(written) == {"phase", "message", "conditions", "startTime"}
+    assert events[-1] == ("Normal", "Running", "running")
+    assert sync(applied(doc, written), pj) == {}
+
+
+def test_write_status_patches_changed_keys_and_none_for_a_key_that_went():
+    before = {"phase": "Running", "message": "running", "resultUri": "s3://b/r.json", "conditions": []}
+    after = Video2WorldJobStatus(phase="Running", message="running (progress unavailable: S3)")
+    patch = kopf.Patch()
+    handlers.write_status(patch, before, after)
+    assert dict(patch["status"]) == {"message": "running (progress unavailable: S3)", "resultUri": None,
+                                     "outputs": []}
