@@ -85,6 +85,7 @@ class Candidate:
     refined_prompt: str | None = None
     input: str | None = None
     warnings: list[str] = field(default_factory=list)
+    run_settings: dict = field(default_factory=dict)
 
 
 def scored_files(names: set[str]) -> dict[str, list[str]]:
@@ -171,15 +172,16 @@ def best_of_n(run: Run) -> ResultManifest | None:
             claim_folder(target, config, names)
         names = generate_missing(run, jobs, names, progress)
 
-    # 2. The critic on every video without a critique, spread over the group leaders
+    # 2. The critic on every video without a critique, spread over every rank (one critic load each): a
+    # context-parallel group made each video together, but each rank judges whole videos on its own
     if leader:
         progress.stage(Stage.CRITIC, message="scoring videos")
     candidates = None
     if leader:
         source_names = source.top_names() if source is not target else names
         candidates = find_candidates(source, jobs, names, source_names, generating)
-    mine = layout.shard(ctx.broadcast(candidates))
-    if mine and layout.is_group_leader:
+    mine = ctx.broadcast(candidates)[layout.rank :: layout.world_size]
+    if mine:
         critic = run.load_critic()
         for candidate in mine:
             log.info("scoring %s (%d trials)", candidate.source, critic.num_trials)
@@ -298,6 +300,7 @@ def find_candidates(source: OutputTarget, jobs: list[Job], names: set[str], sour
                 candidate.refined_prompt = record.get("refined_prompt")
                 candidate.input = record.get("input")
                 candidate.warnings = list(record.get("warnings") or [])
+                candidate.run_settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
             except (ValueError, AttributeError, storage.StorageError):
                 pass
         out.append(candidate)
@@ -319,7 +322,8 @@ def score_candidate(target: OutputTarget, source: OutputTarget, critic: Critic, 
     critique = Critique(
         video=candidate.base, source_uri=source.uri_of(candidate.source), seed=candidate.seed,
         prompt=candidate.prompt, refined_prompt=candidate.refined_prompt, trials=trials, counts=counts,
-        score=score(counts), settings=critic.settings(), warnings=warnings, poster=poster(frames),
+        score=score(counts), settings=critic.settings(), run_settings=candidate.run_settings, warnings=warnings,
+        poster=poster(frames),
     )
     # Files of an earlier, interrupted attempt that came to another score.
     for name in names:
@@ -327,7 +331,7 @@ def score_candidate(target: OutputTarget, source: OutputTarget, critic: Critic, 
         if match and match.group("base") == candidate.base and name.rsplit(".", 1)[0] != critique.stem:
             target.remove(name)
     target.put(local, critique.video_file, "video/mp4")
-    target.write_text(critique.report_file, render_report(critique, local.read_bytes()), "text/html; charset=utf-8")
+    target.write_text(critique.report_file, render_report(critique), "text/html; charset=utf-8")
     target.write_json(critique.critique_file, critique.model_dump(mode="json"))
     if candidate.owned:
         target.remove(candidate.source)
@@ -345,12 +349,9 @@ def load_critique(target: OutputTarget, name: str) -> Critique | None:
 def finish(target: OutputTarget, critiques: list[Critique], *, prompt: str | None) -> tuple[list[Critique], str]:
     """Rank, publish best.mp4 and index.html; returns the ranking and the index URI."""
     ranked = rank(critiques)
-    best_bytes = None
     if ranked:
-        best = target.fetch(ranked[0].video_file)
-        target.put(best, BEST_VIDEO, "video/mp4")
-        best_bytes = best.read_bytes()
-    html = render_index(ranked, best_bytes, prompt=prompt, best_file=BEST_VIDEO if ranked else None)
+        target.put(target.fetch(ranked[0].video_file), BEST_VIDEO, "video/mp4")
+    html = render_index(ranked, prompt=prompt, best_file=BEST_VIDEO if ranked else None)
     return ranked, target.write_text(INDEX_FILE, html, "text/html; charset=utf-8")
 
 

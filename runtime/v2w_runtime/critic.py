@@ -18,24 +18,27 @@ from v2w_api.manifest import CriticTrials
 
 from .qwen import QwenVL, Sampling, sample_frames
 
+# Cosmos-Reason1 was trained to critique videos in one XML template (its own video-critic prompt): an
+# overview, then one <component> per element of the scene with an <analysis> and an <anomaly> verdict, then
+# the <answer>. We ask for that template in our own words; the parser below also reads looser answers.
 SYSTEM = (
-    "You are a strict quality inspector for generated videos. You look for anything that could not "
-    "happen in a real recording."
+    "You inspect generated videos for artifacts and anomalies: anything that could not happen in a real "
+    "recording. Look at the whole video and reply in this template:\n"
+    "<think>\n"
+    "<overview>\nOne or two sentences on what the video shows.\n</overview>\n"
+    "<component name=\"A main element of the scene\">\n"
+    "<analysis>\nHow it looks and moves, frame to frame.\n</analysis>\n"
+    "<anomaly>Yes or No</anomaly>\n"
+    "</component>\n"
+    "(one <component> per main element)\n"
+    "</think>\n"
+    "<answer>\nYes if the video has any anomaly or artifact, No if it has none.\n</answer>"
 )
 
 QUESTION = (
-    "Watch this video closely. Does it contain any anomaly or artifact? Examples: objects that appear, "
-    "vanish, merge or change shape or colour for no reason; bodies, hands or faces that are distorted; "
-    "motion that breaks physics (floating, passing through solid things, sudden jumps); flicker, "
-    "smearing, warped textures or garbled text.\n\n"
-    "Reply in exactly this form:\n"
-    "<think>\n"
-    "Components:\n"
-    "- <a main element of the scene>: <how it looks and moves>\n"
-    "Anomalies:\n"
-    "- <element>: <what is wrong>   (write \"- none\" when nothing is wrong)\n"
-    "</think>\n"
-    "<answer>Yes</answer> if the video has any anomaly or artifact, <answer>No</answer> if it has none."
+    "Does this video contain any anomaly or artifact? For example objects that appear, vanish, merge or change "
+    "shape or colour for no reason; distorted bodies, hands or faces; motion that breaks physics; flicker, "
+    "flashes, smearing, warped textures or garbled text."
 )
 
 # Sampling settings for the critic: sampled trials, so K answers are K independent looks.
@@ -51,6 +54,11 @@ _VERDICT = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
 _THINK_OPEN = re.compile(r"<\s*think\s*>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)
 _ANSWER_OPEN = re.compile(r"<\s*answer\s*>", re.IGNORECASE)
+_COMPONENT = re.compile(r"<\s*component\b([^>]*)>(.*?)(?:<\s*/\s*component\s*>|\Z)", re.DOTALL | re.IGNORECASE)
+_COMPONENT_NAME = re.compile(r"""name\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+_ANALYSIS = re.compile(r"<\s*analysis\s*>(.*?)(?:<\s*/\s*analysis\s*>|\Z)", re.DOTALL | re.IGNORECASE)
+_ANOMALY_TAG = re.compile(r"<\s*anomaly\s*>(.*?)<\s*/\s*anomaly\s*>", re.DOTALL | re.IGNORECASE)
+_OVERVIEW = re.compile(r"<\s*overview\s*>(.*?)(?:<\s*/\s*overview\s*>|\Z)", re.DOTALL | re.IGNORECASE)
 _HEADER = re.compile(r"^[\s#*_]*(components?|anomal(?:y|ies)|artifacts?)[\s*_]*:[\s*_]*(.*)$", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+(.*\S)\s*$")
 _NOTHING = re.compile(r"^(none|nothing|n/?a|no (?:anomal(?:y|ies)|artifacts?)(?: (?:found|detected|observed))?)\W*$",
@@ -66,12 +74,35 @@ class TrialAnswer(BaseModel):
     parsed: bool = Field(..., description="Whether a Yes/No verdict could be read.")
     anomaly: bool | None = Field(None, description="True: the critic found an anomaly (answered Yes).")
     reasoning: str = Field("", description="The text inside <think>.")
-    components: list[str] = Field(default_factory=list)
-    anomalies: list[str] = Field(default_factory=list)
+    overview: str | None = Field(None, description="The critic's short description of the video, when it gave one.")
+    components: list[str] = Field(default_factory=list, description="Elements of the scene the critic looked at.")
+    anomalies: list[str] = Field(default_factory=list, description="What it found wrong, as 'element: why'.")
     error: str | None = Field(None, description="Why the answer could not be parsed.")
 
 
+def _component_items(reasoning: str) -> dict[str, list[str]] | None:
+    """Components and anomalies from Cosmos-Reason1's XML template, or None when it did not use it."""
+    blocks = _COMPONENT.findall(reasoning)
+    if not blocks:
+        return None
+    sections: dict[str, list[str]] = {"components": [], "anomalies": []}
+    for attributes, body in blocks:
+        named = _COMPONENT_NAME.search(attributes)
+        name = " ".join(next((g for g in named.groups() if g), "").split() if named else []) or "component"
+        analysis = _ANALYSIS.search(body)
+        detail = " ".join((analysis.group(1) if analysis else _ANOMALY_TAG.sub("", body)).split())
+        sections["components"].append(f"{name}: {detail}" if detail else name)
+        verdict = _ANOMALY_TAG.search(body)
+        if verdict and _VERDICT.match(verdict.group(1).strip()) and verdict.group(1).strip().lower().startswith("y"):
+            sections["anomalies"].append(f"{name}: {detail}" if detail else name)
+    return sections
+
+
 def _section_items(reasoning: str) -> dict[str, list[str]]:
+    """Components and anomalies from either the XML template or "Components:/Anomalies:" lists."""
+    found = _component_items(reasoning)
+    if found is not None:
+        return found
     sections: dict[str, list[str]] = {"components": [], "anomalies": []}
     current: str | None = None
     for line in reasoning.splitlines():
@@ -132,6 +163,7 @@ def parse_answer(raw: str, trial: int = 0, seed: int | None = None) -> TrialAnsw
             error = "no <answer> tag and no 'Answer: Yes/No' line"
 
     sections = _section_items(reasoning or outside)
+    overview = _OVERVIEW.search(reasoning or outside)
     return TrialAnswer(
         trial=trial,
         seed=seed,
@@ -139,6 +171,7 @@ def parse_answer(raw: str, trial: int = 0, seed: int | None = None) -> TrialAnsw
         parsed=verdict is not None,
         anomaly=None if verdict is None else verdict == "yes",
         reasoning=reasoning,
+        overview=" ".join(overview.group(1).split()) or None if overview else None,
         components=sections["components"],
         anomalies=sections["anomalies"],
         error=error,
@@ -184,9 +217,22 @@ class Critique(BaseModel):
     counts: CriticTrials
     score: int = Field(..., ge=0, le=100)
     settings: dict = Field(default_factory=dict, description="Critic settings: trials, fps, sampling, checkpoint.")
+    run_settings: dict = Field(default_factory=dict, description="How the video was made (its run record's settings).")
     warnings: list[str] = Field(default_factory=list)
     poster: str | None = Field(None, description="A small JPEG still of the video as a data: URI.")
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def anomaly_summary(self) -> str | None:
+        """The anomaly the critic named most often, with how many trials named it."""
+        named: dict[str, int] = {}
+        for trial in self.trials:
+            for anomaly in dict.fromkeys(trial.anomalies):
+                named[anomaly] = named.get(anomaly, 0) + 1
+        if not named:
+            return None
+        anomaly, count = max(named.items(), key=lambda item: (item[1], item[0]))
+        return f"{anomaly} ({count} of {len(self.trials)} trials)"
 
     @property
     def label(self) -> str:

@@ -132,6 +132,19 @@ class QwenVL:
         """
         import torch
 
+        inputs = self.prompt_inputs(question, frames, system=system, fps=fps, max_pixels=max_pixels)
+        if seed is not None:
+            torch.manual_seed(seed)
+            if torch.cuda.is_available():
+                torch.cuda.manual_seed_all(seed)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **sampling.generate_kwargs())
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
+
+    def prompt_inputs(self, question: str, frames: np.ndarray, *, system: str | None = None, fps: float | None = None,
+                      max_pixels: int | None = None):
+        """The model's inputs for `question` about `frames`, up to the assistant's turn (what `ask` generates from)."""
         frames = check_frames(frames)
         is_video = frames.shape[0] > 1
         content = [{"type": "video" if is_video else "image"}, {"type": "text", "text": question}]
@@ -152,16 +165,7 @@ class QwenVL:
             min_pixels = min(processor.size.get("shortest_edge", 56 * 56), max_pixels)
             size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
             kwargs["videos_kwargs" if is_video else "images_kwargs"] = {"size": size}
-        inputs = self.processor(**kwargs).to(self.device)
-
-        if seed is not None:
-            torch.manual_seed(seed)
-            if torch.cuda.is_available():
-                torch.cuda.manual_seed_all(seed)
-        with torch.inference_mode():
-            output = self.model.generate(**inputs, **sampling.generate_kwargs())
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
+        return self.processor(**kwargs).to(self.device)
 
 
 def check_frames(frames: np.ndarray) -> np.ndarray:

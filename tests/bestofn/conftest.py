@@ -15,7 +15,7 @@ SMALL = ["--height", "32", "--width", "48", "--num_frames", "9", "--num_steps", 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from v2w_runtime.tiny.qwen import write_tiny_qwen
+    from v2w_runtime.tiny.critic import write_tiny_critic
     from v2w_runtime.tiny import write_checkpoint
 
     torch.set_num_threads(2)
@@ -26,7 +26,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(image)
     return {
         "video2world": write_checkpoint(root / "video2world", seed=0),
-        "reason": write_tiny_qwen(root / "cosmos-reason1", seed=0),
+        # A tiny Cosmos-Reason1 that answers: the critic's verdicts parse and depend on the video.
+        "reason": write_tiny_critic(root / "cosmos-reason1", seed=0),
         "input": image,
     }
 
@@ -39,7 +40,7 @@ def cli_args(models: dict[str, Path], save_path: str, *extra: str) -> list[str]:
         "--prompt", PROMPT,
         "--disable_guardrail",
         "--device", "cpu",
-        "--critic_max_new_tokens", "12",
+        "--critic_max_new_tokens", "160",  # the whole template: about 110 tokens
         "--refiner_max_new_tokens", "16",
         "--save_path", save_path,
         *SMALL,
@@ -47,13 +48,45 @@ def cli_args(models: dict[str, Path], save_path: str, *extra: str) -> list[str]:
     ]
 
 
+FLAWED_SEED = 8  # the generation of the shared run that gets a flash frame
+
+
+def flash_seeds(seeds: set[int]):
+    """A `Run.load_generator` that puts a white flash frame into the videos of `seeds` after they are made:
+    the flawed generator of a test, never the product's."""
+    from v2w_runtime.runner import Run
+    from v2w_runtime.tiny.critic import inject_artifact
+
+    load = Run.load_generator
+
+    def load_generator(self):
+        generator = load(self)
+        generate = generator.generate
+
+        def flawed(input, prompt, seed, **kwargs):
+            made = generate(input, prompt, seed, **kwargs)
+            if seed in seeds and made.frames is not None:
+                made.frames = inject_artifact(made.frames, "flash", index=len(made.frames) // 2)
+            return made
+
+        generator.generate = flawed
+        return generator
+
+    return load_generator
+
+
 @pytest.fixture(scope="session")
 def bestofn_run(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One whole best-of-N run (3 generations, 2 critic trials) on CPU, shared by several tests."""
+    """One whole best-of-N run (3 generations, 2 critic trials) on CPU, shared by several tests; the generation
+    with seed 8 carries a flash frame."""
     from v2w_runtime.bestofn import main
+    from v2w_runtime.runner import Run
 
     out = tmp_path_factory.mktemp("bestofn") / "run"
-    code = main(cli_args(tiny_models, str(out), "--num_generations", "3", "--num_critic_trials", "2", "--seed", "7"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Run, "load_generator", flash_seeds({FLAWED_SEED}))
+        code = main(cli_args(tiny_models, str(out), "--num_generations", "3", "--num_critic_trials", "2",
+                             "--seed", "7"))
     assert code == 0
     return out
 

@@ -12,7 +12,7 @@ from v2w_api.manifest import ResultManifest
 from v2w_runtime.bestofn import main
 from v2w_runtime.critic import Critique
 
-from .conftest import PROMPT, cli_args, write_video
+from .conftest import FLAWED_SEED, PROMPT, cli_args, write_video
 
 SCORED_MP4 = re.compile(r"^gen(\d\d)_seed(\d+)_score(\d{3})\.mp4$")
 
@@ -38,6 +38,16 @@ def test_whole_loop_files_and_result(bestofn_run: Path):
 
     result = ResultManifest.model_validate_json((bestofn_run / "result.json").read_text())
     assert result.mode == "bestofn" and result.succeeded
+    # The critic answers, and its answers depend on the video: the flawed generation ranks last with the lowest
+    # score, the clean ones before it; a score is the share of parsed trials that answered No, in the name.
+    assert [v.seed for v in result.videos][-1] == FLAWED_SEED
+    flawed = result.videos[-1]
+    assert flawed.trials.parsed == 2 and flawed.trials.anomaly == 2 and flawed.score == 0
+    for video in result.videos[:-1]:
+        assert video.trials.parsed >= 1 and video.score > flawed.score
+        assert video.score == round(100 * video.trials.no_anomaly / video.trials.parsed)
+        assert f"_score{video.score:03d}.mp4" in video.name
+    assert result.best_video().seed != FLAWED_SEED
     assert [v.name for v in result.videos if v.status == "succeeded"] == [v.name for v in result.videos]
     assert {v.seed for v in result.videos} == {7, 8, 9}
     assert result.best == result.videos[0].name

@@ -32,6 +32,17 @@ def test_components_and_anomalies_text():
     assert answer.reasoning.startswith("Components:")
 
 
+def test_cosmos_reason1_template_fills_components_anomalies_and_overview():
+    """The XML template Cosmos-Reason1 answers in: each <component> with its analysis, the ones whose
+    <anomaly> says Yes listed as anomalies."""
+    answer = parse_answer(next(c["raw"] for c in CASES if c["id"] == "reason1_template_yes"))
+    assert answer.overview == "A worker fills bottles on a belt."
+    assert answer.components == ["Worker's hand: The fingers merge with the jar for a few frames.",
+                                 "Belt: Moves left evenly.", "Bottles: One bottle vanishes mid-belt."]
+    assert answer.anomalies == ["Worker's hand: The fingers merge with the jar for a few frames.",
+                                "Bottles: One bottle vanishes mid-belt."]
+
+
 def _trial(parsed: bool, anomaly: bool | None) -> TrialAnswer:
     return TrialAnswer(trial=0, raw="", parsed=parsed, anomaly=anomaly)
 

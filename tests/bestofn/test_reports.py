@@ -1,8 +1,8 @@
-"""The HTML pages: escaping, the ranking, the embedded video and the names that carry the score."""
+"""The HTML pages: escaping, the ranking, the score chart, videos as files next to the pages, and the names
+that carry the score."""
 
 from __future__ import annotations
 
-import base64
 import re
 
 from v2w_api.manifest import CriticTrials
@@ -43,35 +43,52 @@ def test_report_escapes_model_and_user_text():
     evil_answer = f"<think>Components:\n- {EVIL}: odd\nAnomalies:\n- {EVIL}\n</think><answer>Yes</answer>"
     c = critique("v", [evil_answer, NO], prompt=f"A bus {EVIL}")
     c.refined_prompt = f"Refined {EVIL}"
-    page = render_report(c, b"\x00\x00\x00\x18ftypmp42")
+    page = render_report(c)
     assert "<script>window" not in page and "<img src=x" not in page
     assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in page
-    assert page.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") >= 4  # prompt, refined, component, anomaly
+    assert page.count("&lt;img src=x onerror=&#34;alert(1)&#34;&gt;") >= 4  # prompt, refined, component, anomaly
     assert "script-src 'none'" in page  # CSP as a second wall
-    assert re.search(r'<source src="data:video/mp4;base64,[A-Za-z0-9+/=]+" type="video/mp4">', page)
-    embedded = re.search(r"base64,([A-Za-z0-9+/=]+)", page).group(1)
-    assert base64.b64decode(embedded) == b"\x00\x00\x00\x18ftypmp42"
+    # The video is the file next to the page, not a copy inside it.
+    assert '<source src="v_score050.mp4" type="video/mp4">' in page and "base64" not in page.split("poster")[0]
     assert 'id="score">050<' in page
     assert "<strong class=\"mid\">unparsable</strong>" not in page
 
 
 def test_report_shows_every_trial_and_unparsable_ones():
     c = critique("v", [NO, "no idea", YES])
-    page = render_report(c, None)
+    page = render_report(c)
     assert page.count('class="trial"') == 3
     assert "<strong class=\"mid\">unparsable</strong>" in page and "wheel melts" in page
 
 
-def test_index_lists_all_in_rank_order():
-    ranked = rank([critique("a", [YES]), critique("b", [NO]), critique("c", [NO, YES], prompt=EVIL)])
-    page = render_index(ranked, b"mp4bytes", prompt=EVIL, best_file="best.mp4")
+def test_index_lists_all_in_rank_order_with_their_score_chart_and_video():
+    ranked = rank([critique("a", [YES]), critique("b", [NO]), critique("c", [NO, YES, "no idea"], prompt=EVIL)])
+    page = render_index(ranked, prompt=EVIL, best_file="best.mp4")
     assert re.findall(r'data-name="([^"]+)"', page) == ["b", "c", "a"]
     assert "<script>" not in page
     assert 'href="b_score100.html"' in page and 'href="best.mp4"' in page
+    # per video: a bar as wide as its score, one mark per trial (parsed or not), and its own playable video
+    assert re.findall(r'class="fill (\w+)" style="width:(\d+)%"', page) == [("good", "100"), ("mid", "50"), ("bad", "0")]
+    row_c = page[page.index('data-name="c"'):page.index('data-name="a"')]
+    assert re.findall(r'<span class="(no|yes|unparsed)"></span>', row_c) == ["no", "yes", "unparsed"]
+    assert "1 unparsable, not scored" in row_c and '<source src="c_score050.mp4"' in row_c
+    assert "wheel melts (1 of 3 trials)" in row_c  # the anomaly the critic named
+
+
+def test_report_lists_the_components_of_cosmos_reason1_s_template():
+    answer = ("<think><overview>A bus leaves.</overview><component name=\"Bus\"><analysis>Moves on.</analysis>"
+              "<anomaly>No</anomaly></component><component name=\"Light\"><analysis>One frame flashes white."
+              "</analysis><anomaly>Yes</anomaly></component></think><answer>Yes</answer>")
+    page = render_report(critique("v", [answer]))
+    components = re.search(r'<ul class="components">(.*?)</ul>', page, re.S).group(1)
+    anomalies = re.search(r'<ul class="anomalies">(.*?)</ul>', page, re.S).group(1)
+    assert "Bus: Moves on." in components and "Light: One frame flashes white." in components
+    assert "Light: One frame flashes white." in anomalies and "Bus" not in anomalies
+    assert '<p class="overview">A bus leaves.</p>' in page
 
 
 def test_empty_index():
-    assert "No video was scored" in render_index([], None)
+    assert "No video was scored" in render_index([])
 
 
 def test_counts_model_is_the_manifest_one():

@@ -1,4 +1,4 @@
-"""HTML reports for best-of-N: one page per video and an index, self-contained and escaped."""
+"""HTML pages for best-of-N: a report per video and an index, rendered from templates, escaped, no scripts."""
 
 from .html import data_uri, rank, render_index, render_report
 

@@ -53,8 +53,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE tokenizer with the Qwen special tokens, trained locally."""
+def build_tokenizer(vocab_size: int = 512, extra_corpus: list[str] | None = None):
+    """A byte-level BPE tokenizer with the Qwen special tokens, trained locally (on `extra_corpus` too)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -66,7 +66,7 @@ def build_tokenizer(vocab_size: int = 512):
         show_progress=False,
         special_tokens=[],
     )
-    bpe.train_from_iterator(_CORPUS, trainer=trainer)
+    bpe.train_from_iterator(_CORPUS + list(extra_corpus or []), trainer=trainer)
     state = bpe.model.__getstate__()
     import json
 
