@@ -89,6 +89,8 @@ class OutputStatus(APIModel):
     seed: int | None = Field(None, description="Seed the video was sampled with.")
     score: int | None = Field(None, ge=0, le=100, description="Critic score, 0-100 (best-of-N).")
     report_uri: str | None = Field(None, description="S3 URI of the HTML report (best-of-N).")
+    url: str | None = Field(None, description="HTTPS link to the MP4 (presigned; when the operator makes links).")
+    report_url: str | None = Field(None, description="HTTPS link to the report (presigned; when the operator makes links).")
 
 
 class BestStatus(APIModel):
@@ -99,6 +101,8 @@ class BestStatus(APIModel):
     score: int = Field(..., ge=0, le=100, description="Its critic score, 0-100.")
     seed: int | None = Field(None, description="Its seed.")
     report_uri: str | None = Field(None, description="Its HTML report.")
+    url: str | None = Field(None, description="HTTPS link to the best video (presigned; when the operator makes links).")
+    report_url: str | None = Field(None, description="HTTPS link to its report (presigned; when the operator makes links).")
 
 
 class JobStatus(APIModel):
@@ -114,6 +118,9 @@ class JobStatus(APIModel):
     progress: Progress | None = Field(None, description="Progress while running.")
     outputs: list[OutputStatus] = Field(default_factory=list, description="Every video the job made or refused.")
     result_uri: str | None = Field(None, description="S3 URI of result.json.")
+    links_expire_at: datetime | None = Field(
+        None, description="When the HTTPS links in this status stop working; the operator renews them before."
+    )
     message: str | None = Field(None, description="Human-readable summary of the latest state.")
 
     @property
@@ -131,4 +138,5 @@ class BestOfNJobStatus(JobStatus):
 
     best: BestStatus | None = Field(None, description="The best video.")
     index_uri: str | None = Field(None, description="S3 URI of index.html, all videos ranked best first.")
+    index_url: str | None = Field(None, description="HTTPS link to index.html (presigned; when the operator makes links).")
 

@@ -20,6 +20,14 @@ class OperatorConfig(BaseModel):
     s3_endpoint: str | None = Field(None, description="Default S3 endpoint (MinIO and other S3-compatible stores).")
     s3_region: str | None = Field(None)
     credentials_secret: str | None = Field(None, description="Default Secret name with S3 credentials.")
+    links_public_endpoint: str | None = Field(
+        None,
+        description="S3 endpoint that people's browsers reach; when set, the status carries presigned HTTPS links to "
+        "every video, report and index.",
+    )
+    links_ttl_seconds: int = Field(
+        86400, ge=60, le=604800, description="Lifetime of those links (SigV4 allows 7 days at most); renewed before."
+    )
     gpu_resource_name: str = Field("nvidia.com/gpu")
     queue_name: str | None = Field(None, description="Default Kueue LocalQueue.")
     pvc_mount_root: str = Field("/mnt/pvc", description="Where pvc://<claim>/ volumes are mounted in runtime pods.")

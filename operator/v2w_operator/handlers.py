@@ -28,13 +28,13 @@ from v2w_api.manifest import RESULT_FILE
 from v2w_api.spec import JobSpecCommon, Video2WorldJobSpec
 from v2w_api.status import BestOfNJobStatus, ConditionType, JobStatus, Phase, Reason, Video2WorldJobStatus
 
-from . import metrics, pytorchjob
-from .conditions import set_condition
+from . import links, metrics, pytorchjob
+from .conditions import set_condition, utcnow
 from .config import OperatorConfig
 from .credentials import CredentialCache
 from .kube import core, custom_objects
 from .observe import Observation, derive_status, pytorchjob_state
-from .s3 import Credentials, JobStorage, StorageError
+from .s3 import Credentials, JobStorage, StorageError, presign
 
 CONFIG = OperatorConfig.from_env()
 ANNOTATION_PREFIX = "video2world.io"
@@ -339,22 +339,45 @@ def sync(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, names
     """Follow the PyTorchJob and the runtime's files into the status."""
     kind = body["kind"]
     current, stored = read_status(kind, status, logger)
-    if not current.pytorch_job_name or current.is_terminal:
+    if not current.pytorch_job_name:
         return
     try:
         spec = _parse(kind, body)
     except ValidationError:
         return  # the create handler reported it
+    if current.is_terminal:  # nothing moves a finished job; only its links are renewed before they end
+        write_status(patch, stored, _with_links(current, current, spec, namespace, logger))
+        return
     pj = _watched_pytorchjob(pytorchjobs, namespace, current.pytorch_job_name)
     obs = Observation(generation=meta.get("generation"), pytorchjob=pj, pytorchjob_was_created=True,
                       suspend_requested=spec.suspend)
     if pj is not None:
         prefix = _output_prefix(spec, current, namespace, name)
         _read_runtime_files(obs, pytorchjob_state(pj)[0], spec, namespace, prefix)
-    new = derive_status(current, obs)
+    new = _with_links(current, derive_status(current, obs), spec, namespace, logger)
     write_status(patch, stored, new)
     if new.phase != current.phase:
         _announce(kind, body, namespace, name, new)
+
+
+def _with_links(previous: JobStatus, new: JobStatus, spec: JobSpecCommon, namespace: str,
+                logger: logging.Logger) -> JobStatus:
+    """`new` with HTTPS links to its results, when the platform asks for them: the ones `previous` had, or fresh
+    ones (signed with the job's own credentials, locally) where they are missing or near their end."""
+    if not CONFIG.links_public_endpoint:
+        return new
+    kept = links.keep(previous, new)
+    now = utcnow()
+    if not links.due(kept, now, CONFIG.links_ttl_seconds):
+        return kept
+    try:
+        credentials = _credentials(spec, namespace)
+        region = spec.output.region or CONFIG.s3_region
+        return links.attach(kept, lambda uri: presign(uri, CONFIG.links_public_endpoint, region, credentials,
+                                                      CONFIG.links_ttl_seconds), now, CONFIG.links_ttl_seconds)
+    except (StorageError, ApiException, KeyError) as exc:
+        logger.warning("no links for now: %s", _safe_error(exc))  # the s3:// URIs are there; try at the next poll
+        return kept
 
 
 def _watched_pytorchjob(index: kopf.Index | None, namespace: str, name: str) -> dict[str, Any] | None:

@@ -19,7 +19,8 @@ from v2w_api.manifest import PROGRESS_FILE, RESULT_FILE, ProgressManifest, Resul
 from v2w_api.uris import StorageError, parse_s3
 
 # Handlers must not hang on a dead endpoint: fail fast and let the timer come back.
-_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"})
+_CLIENT_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2, "mode": "standard"},
+                        signature_version="s3v4")  # SigV4: what S3 accepts from new buckets, links included
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,19 @@ def _client(endpoint: str | None, region: str | None, credentials: Credentials |
             _CLIENTS.pop(next(iter(_CLIENTS)))
         _CLIENTS[key] = boto3.session.Session().client("s3", **kwargs)
         return _CLIENTS[key]
+
+
+def presign(uri: str, endpoint: str | None, region: str | None, credentials: Credentials | None,
+            ttl_seconds: int) -> str:
+    """An HTTPS link to the object `uri` through `endpoint` (the one browsers reach), valid `ttl_seconds`.
+
+    Signing is local: no request goes to S3."""
+    loc = parse_s3(uri)
+    try:
+        return _client(endpoint, region, credentials).generate_presigned_url(
+            "get_object", Params={"Bucket": loc.bucket, "Key": loc.key}, ExpiresIn=ttl_seconds)
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageError(f"cannot sign a link to {uri}: {type(exc).__name__}") from None
 
 
 class JobStorage:

@@ -97,9 +97,9 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
     models_dir = workdir / "models"
     subprocess.run([sys.executable, "-m", "v2w_runtime.tiny", "--out", str(models_dir / "video2world")], check=True,
                    capture_output=True)
-    from v2w_runtime.tiny.qwen import write_tiny_qwen
+    from v2w_runtime.tiny.critic import write_tiny_critic
 
-    write_tiny_qwen(models_dir / "reason1")
+    write_tiny_critic(models_dir / "reason1")  # a tiny Cosmos-Reason1 that answers: the critic really ranks
     models = {name: stack.upload_tree(client, models_dir / name, bucket, f"models/{name}")
               for name in ("video2world", "reason1")}
     for i in range(3):
@@ -116,6 +116,9 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
         "V2W_S3_ENDPOINT": minio.endpoint,
         "V2W_S3_REGION": minio.region,
         "V2W_RUNTIME_EXTRA_ARGS": RUNTIME_DEBUG_ARGS,
+        # Presigned links in the status, as a platform with a public S3 endpoint would set them.
+        "V2W_LINKS_PUBLIC_ENDPOINT": minio.endpoint,
+        "V2W_LINKS_TTL_SECONDS": "3600",
     }
     operator = stack.start_operator(kubeconfig, env, workdir / "logs" / "operator.log")
     s = Stack(kube, minio, bucket, models, operator, executor, env, kubeconfig, workdir)

@@ -80,37 +80,6 @@ def test_best_of_n_job_reports_the_best_video_and_its_score(e2e):
     assert str(best.score) in table.splitlines()[1]
 
 
-def test_best_of_n_scores_the_videos_of_an_earlier_job(e2e):
-    """skipGeneration: a BestOfNJob scores what a Video2WorldJob made, and writes only into its own prefix."""
-    ns = e2e.namespace()
-    batch = [{"input": f"s3://{e2e.bucket}/inputs/input{i}.jpg", "prompt": f"Take {i} of the depot.",
-              "output": f"take-{i}"} for i in range(2)]
-    e2e.apply(ns, e2e.job("Video2WorldJob", "takes", {"batch": batch, **DISABLED}))
-    made, _ = e2e.wait_for(ns, "v2wjob", "takes", phase_is("Succeeded", "Failed"), what="the videos to score")
-    assert made["status"]["phase"] == "Succeeded", made["status"]
-    earlier = made["status"]["outputPrefix"]
-    before = {o["Key"] for o in e2e.minio.client().list_objects_v2(Bucket=e2e.bucket,
-                                                                   Prefix=f"results/{ns}/takes/")["Contents"]}
-
-    e2e.apply(ns, e2e.job("BestOfNJob", "judge", {
-        "bestOfN": {"skipGeneration": True, "videosUri": earlier, "critic": {"numTrials": 2}}, **DISABLED}))
-    obj, _ = e2e.wait_for(ns, "bonjob", "judge", phase_is("Succeeded", "Failed"), timeout=400, what="a final phase")
-    status = obj["status"]
-    assert status["phase"] == "Succeeded", status
-    assert sorted(o["name"].split("_score")[0] for o in status["outputs"]) == ["take-0", "take-1"]
-    result = read_result(e2e, obj)
-    best = result.best_video()
-    assert status["best"]["name"] == best.name and status["best"]["uri"].startswith(f"s3://{e2e.bucket}/results/{ns}/judge/")
-    assert {v.seed for v in result.videos} == {0, 1}  # read from the earlier job's run records
-    bucket, key = s3_key(status["indexUri"])
-    assert key == f"results/{ns}/judge/index.html"
-    assert best.name.rsplit(".", 1)[0] in e2e.minio.client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    # The earlier job's prefix is read, never written.
-    after = {o["Key"] for o in e2e.minio.client().list_objects_v2(Bucket=e2e.bucket,
-                                                                  Prefix=f"results/{ns}/takes/")["Contents"]}
-    assert after == before
-
-
 def test_runtime_failure_becomes_failed_with_the_runtime_message(e2e):
     ns = e2e.namespace()
     doc = e2e.job("Video2WorldJob", "broken", {
