@@ -3,9 +3,11 @@
 
 Starts etcd, kube-apiserver, kube-controller-manager and MinIO on loopback; installs the PyTorchJob
 CRD and ours; gives the operator the chart's ServiceAccount and RBAC and runs it with `kopf run`;
-starts the executor (the stand-in for training-operator + kubelet); writes tiny random checkpoints
-of the real architectures into MinIO; applies the example jobs; prints `kubectl get` as they
-progress; and ends with where the videos and the best-of-N report are.
+starts the executor (the stand-in for training-operator + kubelet); writes tiny checkpoints of the real
+architectures into MinIO (a tiny Cosmos-Reason1 that really critiques); applies the example jobs, scaled
+to two CPU cores (it says what it changed); prints `kubectl get` as they progress. Then it plays a flawed
+generator: it copies the batch's videos, gives one a flash frame, and lets a best-of-N job judge them.
+It ends with where the videos are and a link to the ranking.
 """
 
 from __future__ import annotations
@@ -37,26 +39,114 @@ def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def demo_manifest(path: Path) -> dict:
-    """An example as a user would apply it, scaled to what two CPU cores can run."""
+def demo_manifest(path: Path) -> tuple[dict, list[str]]:
+    """An example as a user would apply it, scaled to what two CPU cores can run, and what was changed."""
     doc = copy.deepcopy(yaml.safe_load(path.read_text()))
     spec = doc["spec"]
-    spec.setdefault("generation", {})["numSteps"] = 4
-    if doc["kind"] == "BestOfNJob":
+    changed = []
+
+    def change(where: str, old, new, why: str) -> None:
+        changed.append(f"{where}: {old} -> {new} ({why})")
+
+    steps = spec.setdefault("generation", {}).get("numSteps", 35)
+    spec["generation"]["numSteps"] = 4
+    change("spec.generation.numSteps", steps, 4, "a tiny model on a CPU")
+    if "parallelism" in spec and spec["parallelism"] != {"gpus": 1}:
+        change("spec.parallelism", spec["parallelism"], {"gpus": 1}, "one CPU process plays one GPU")
         spec["parallelism"] = {"gpus": 1}
-        spec["bestOfN"]["numGenerations"] = 3
-        spec["bestOfN"]["critic"]["numTrials"] = 2
-        spec.pop("scheduling", None)  # no Kueue queue or GPU taints on the local stack
-    return doc
+    if doc["kind"] == "BestOfNJob":
+        bon = spec["bestOfN"]
+        change("spec.bestOfN.numGenerations", bon.get("numGenerations", 5), 3, "time")
+        change("spec.bestOfN.critic.numTrials", bon.get("critic", {}).get("numTrials", 3), 2, "time")
+        bon["numGenerations"] = 3
+        bon.setdefault("critic", {})["numTrials"] = 2
+    if spec.pop("scheduling", None) is not None:
+        change("spec.scheduling", "(queue, tolerations)", "removed", "no Kueue queue or GPU taints here")
+    return doc, changed
+
+
+FLAWED = "snowy-intersection-traffic"
+JUDGE = {
+    "apiVersion": "video2world.io/v1alpha1", "kind": "BestOfNJob", "metadata": {"name": "judge-the-batch"},
+    "spec": {"bestOfN": {"skipGeneration": True, "videosUri": f"s3://v2w-results/to-judge/{NAMESPACE}/",
+                         "critic": {"numTrials": 3}},
+             "output": {"uri": "s3://v2w-results/jobs", "credentialsSecret": {"name": "v2w-s3"}}},
+}
+
+
+def copy_with_a_flaw(s3, job: str, work: Path) -> None:
+    """The batch job's videos and run records, copied to be judged; one of them gets a flash frame."""
+    from v2w_runtime.bestofn import read_video
+    from v2w_runtime.outputs import write_mp4
+    from v2w_runtime.tiny.critic import inject_artifact
+
+    work.mkdir(parents=True, exist_ok=True)
+    prefix = f"jobs/{NAMESPACE}/{job}/"
+    for obj in s3.list_objects_v2(Bucket="v2w-results", Prefix=prefix).get("Contents", []):
+        name = obj["Key"][len(prefix):]
+        if not name.endswith((".mp4", ".json")) or name in ("result.json", "progress.json", "batch.json"):
+            continue
+        local = work / name
+        s3.download_file("v2w-results", obj["Key"], str(local))
+        if name == f"{FLAWED}.mp4":
+            frames, fps = read_video(local)
+            write_mp4(inject_artifact(frames, "flash", index=len(frames) // 2), local, int(fps))
+            print(f"  {name}: frame {len(frames) // 2} of {len(frames)} turned white")
+        s3.upload_file(str(local), "v2w-results", f"to-judge/{NAMESPACE}/{name}")
+
+
+def watch(plane, timeout: float) -> bool:
+    """`kubectl get v2wjobs,bonjobs` whenever it changes, until every job has finished; True if all succeeded."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        table = plane.kubectl("get", "v2wjobs,bonjobs", "-n", NAMESPACE).stdout
+        if table != last:
+            print(time.strftime("%H:%M:%S"), "\n" + table, flush=True)
+            last = table
+        items = json.loads(plane.kubectl("get", "video2world", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+        phases = [(i.get("status") or {}).get("phase") for i in items]
+        if items and all(p in ("Succeeded", "Failed") for p in phases):
+            return all(p == "Succeeded" for p in phases)
+        time.sleep(3)
+    return False
+
+
+def print_results(plane, s3, local: Path) -> bool:
+    """Every job's outputs and scores; the best-of-N folders downloaded next to the demo, and their links."""
+    items = json.loads(plane.kubectl("get", "video2world", "-n", NAMESPACE, "-o", "json").stdout)["items"]
+    # The examples first, the judging of the flawed batch last: its ranking is what the demo ends with.
+    items.sort(key=lambda i: (i["kind"] == "BestOfNJob", i["metadata"]["name"] == JUDGE["metadata"]["name"]))
+    ok = True
+    for item in items:
+        status = item.get("status") or {}
+        ok &= status.get("phase") == "Succeeded"
+        print(f"{item['kind']}/{item['metadata']['name']}: {status.get('phase')} — {status.get('message')}")
+        for output in status.get("outputs") or []:
+            print(f"  {output['verdict']:8} {output.get('uri') or output.get('reason')}"
+                  + (f"  score {output['score']:03d}" if output.get("score") is not None else ""))
+        if status.get("indexUri"):
+            bucket, _, key = status["indexUri"][len("s3://"):].partition("/")
+            prefix = key.rsplit("/", 1)[0]
+            folder = local / item["metadata"]["name"]
+            for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", []):
+                target = folder / obj["Key"][len(prefix) + 1:]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, obj["Key"], str(target))
+            best = status.get("best") or {}
+            print(f"  best: {best.get('name')} (score {best.get('score')})")
+            print(f"  ranking (presigned, while the stack runs): {status.get('indexUrl')}")
+            print(f"  ranking (downloaded, the videos play next to it): {folder / 'index.html'}")
+    return ok
 
 
 def write_models(out: Path) -> None:
     subprocess.run([sys.executable, "-m", "v2w_runtime.tiny", "--out", str(out / "video2world")], check=True)
+    from v2w_runtime.tiny.critic import write_tiny_critic
     from v2w_runtime.tiny.guardrail import write_tiny_guardrail
-    from v2w_runtime.tiny.qwen import write_tiny_qwen
 
     write_tiny_guardrail(out / "guardrail")
-    write_tiny_qwen(out / "reason1")
+    write_tiny_critic(out / "reason1")  # refiner and critic: answers in Cosmos-Reason1's template
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             "V2W_POLL_INTERVAL_SECONDS": "2",
             "V2W_METRICS_PORT": str(stack.free_port()),
             "V2W_RUNTIME_EXTRA_ARGS": DEBUG_ARGS,
+            "V2W_LINKS_PUBLIC_ENDPOINT": minio.endpoint,  # presigned links in the status
+            "V2W_LINKS_TTL_SECONDS": "3600",
         }, workdir / "logs" / "operator.log"))
 
         say(f"applying the examples in namespace {NAMESPACE} (with the S3 Secret they name)")
@@ -106,44 +198,19 @@ def main(argv: list[str] | None = None) -> int:
                       f"--from-literal=AWS_ACCESS_KEY_ID={minio.access_key}",
                       f"--from-literal=AWS_SECRET_ACCESS_KEY={minio.secret_key}")
         for name in EXAMPLES:
-            out = plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(demo_manifest(ROOT / "examples" / name)))
-            print(out.stdout.strip())
+            doc, changed = demo_manifest(ROOT / "examples" / name)
+            print(f"examples/{name}, scaled for this CPU-only stack:" + "".join(f"\n    {c}" for c in changed))
+            print("  " + plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(doc)).stdout.strip())
+        ok = watch(plane, args.timeout)
 
-        say("kubectl get v2wjobs,bonjobs (every few seconds until all finish)")
-        deadline = time.monotonic() + args.timeout
-        last = ""
-        while time.monotonic() < deadline:
-            table = plane.kubectl("get", "v2wjobs,bonjobs", "-n", NAMESPACE).stdout
-            if table != last:
-                print(time.strftime("%H:%M:%S"), "\n" + table, flush=True)
-                last = table
-            items = json.loads(plane.kubectl("get", "video2world", "-n", NAMESPACE, "-o", "json").stdout)["items"]
-            if items and all((i.get("status") or {}).get("phase") in ("Succeeded", "Failed") for i in items):
-                break
-            time.sleep(3)
+        say("a flawed generator, played by this demo: the batch's videos, one with a white flash frame, "
+            "judged by a best-of-N job (skipGeneration)")
+        copy_with_a_flaw(s3, "city-batch", workdir / "takes")
+        plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump(JUDGE))
+        ok &= watch(plane, args.timeout)
 
         say("results")
-        items = json.loads(plane.kubectl("get", "video2world", "-n", NAMESPACE, "-o", "json").stdout)["items"]
-        local = workdir / "results"
-        ok = True
-        for item in items:
-            status = item.get("status") or {}
-            ok &= status.get("phase") == "Succeeded"
-            print(f"{item['kind']}/{item['metadata']['name']}: {status.get('phase')} — {status.get('message')}")
-            for output in status.get("outputs") or []:
-                print(f"  {output['verdict']:8} {output.get('uri') or output.get('reason')}"
-                      + (f"  score {output['score']:03d}" if output.get("score") is not None else ""))
-            if status.get("indexUri"):
-                bucket, _, key = status["indexUri"][len("s3://"):].partition("/")
-                prefix = key.rsplit("/", 1)[0]
-                for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", []):
-                    target = local / obj["Key"][len(prefix) + 1:]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    s3.download_file(bucket, obj["Key"], str(target))
-                url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600)
-                print(f"  best: {status.get('best', {}).get('uri')} (score {status.get('best', {}).get('score')})")
-                print(f"  report (presigned, while the stack runs): {url}")
-                print(f"  report (downloaded): {local / 'index.html'}")
+        ok &= print_results(plane, s3, workdir / "results")
         if args.keep:
             say("the stack keeps running; Ctrl-C stops it")
             print(f"export KUBECONFIG={plane.kubeconfig}")
