@@ -19,6 +19,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # every Unicode White_Space character in the `\x{...}` form both RE2 and Rust read (Python's `re` does not:
 # see `python_pattern`).
 NOT_SPACE = r"[^\x00-\x20\x7f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+# Unicode's White_Space characters: what CEL's `trim()` on the API server removes (Go's unicode.IsSpace), and
+# so what counts as blank on both sides. Python's own `str.strip()` also removes \x1c-\x1f, which Go keeps.
+WHITE_SPACE = "\t\n\v\f\r \x85\xa0\u1680" + "".join(chr(c) for c in range(0x2000, 0x200B)) + "\u2028\u2029\u202f\u205f\u3000"
 S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/" + NOT_SPACE + r"*)?$"
 PVC_URI = r"^pvc://[a-z0-9]([\-a-z0-9]*[a-z0-9])?(/" + NOT_SPACE + r"*)?$"
 HTTP_URI = r"^https?://[^/" + NOT_SPACE[2:] + r"+(/" + NOT_SPACE + r"*)?$"
@@ -45,6 +48,11 @@ def python_pattern(pattern: str) -> str:
 
 def has_dot_dot_segment(uri: str) -> bool:
     return re.search(DOT_DOT_SEGMENT, uri.split("://", 1)[-1]) is not None
+
+
+def is_blank(text: str) -> bool:
+    """True for an empty text or one of white space only, as the API server's CEL `trim()` reads it."""
+    return not text.strip(WHITE_SPACE)
 
 
 def is_image_uri(uri: str) -> bool:

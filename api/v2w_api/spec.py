@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 from .base import (
     DNS_SUBDOMAIN,
@@ -17,6 +18,7 @@ from .base import (
     OUTPUT_NAME,
     APIModel,
     cel,
+    is_blank,
     is_image_uri,
 )
 from .uris import InputURI, S3URI, StorageURI
@@ -31,7 +33,23 @@ ContextParallelSize = Literal[CONTEXT_PARALLEL_SIZES]
 AttentionBackend = Literal["auto", "default", "cudnn", "flash", "efficient", "math"]
 FastMode = Literal["off", "step_cache"]
 
-Prompt = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
+BLANK_PROMPT = "must not be empty or only white space"
+
+
+def _not_blank(value: str) -> str:
+    if is_blank(value):
+        raise PydanticCustomError("blank_prompt", BLANK_PROMPT)
+    return value
+
+
+# A prompt says what to generate: empty or white space only is refused, with one rule on both sides (the
+# pydantic check and the CRD's CEL rule read white space alike, see `base.WHITE_SPACE`).
+Prompt = Annotated[
+    str,
+    StringConstraints(max_length=16384),
+    AfterValidator(_not_blank),
+    Field(json_schema_extra={"x-kubernetes-validations": [cel("self.trim() != ''", BLANK_PROMPT)]}),
+]
 NegativePrompt = Annotated[str, StringConstraints(max_length=16384)]
 OutputName = Annotated[str, StringConstraints(pattern=OUTPUT_NAME)]
 

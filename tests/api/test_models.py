@@ -61,3 +61,20 @@ def test_api_models_import_without_torch():
         "sys.exit(1 if bad else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# White space as the API server's CEL `trim()` reads it (Go's unicode.IsSpace); the file separators
+# \x1c-\x1f are white space to Python's str.strip() but not to the server, so they are not blank here either.
+BLANK_PROMPTS = [" ", "\t\n\v\f\r", "\x85\xa0", "\u1680\u2000\u200a", "\u2028\u2029\u202f\u205f\u3000"]
+NOT_BLANK_PROMPTS = ["a", " a ", "\x1c", "\x1f", "\u200b", "\ufeff", "\x00", "\x7f"]
+
+
+@pytest.mark.parametrize("prompt", BLANK_PROMPTS + NOT_BLANK_PROMPTS, ids=ascii)
+def test_a_prompt_is_blank_exactly_when_the_api_server_says_so(prompt):
+    doc = load_example("video2world-job.yaml")
+    doc["spec"]["input"]["prompt"] = prompt
+    if prompt in BLANK_PROMPTS:
+        with pytest.raises(ValidationError, match="must not be empty or only white space"):
+            Video2WorldJob.model_validate(doc)
+    else:
+        Video2WorldJob.model_validate(doc)

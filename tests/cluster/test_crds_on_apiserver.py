@@ -97,3 +97,20 @@ def test_spec_is_frozen_once_the_pytorchjob_exists_except_suspend(crds_applied, 
 def test_explain_teaches_the_api(crds_applied):
     out = crds_applied.kubectl("explain", "video2worldjob.spec.parallelism").stdout
     assert "contextParallelSize" in out and "GPUs that share one video" in out
+
+
+def test_server_and_models_read_a_blank_prompt_alike(crds_applied, namespace):
+    from tests.api.test_models import BLANK_PROMPTS, NOT_BLANK_PROMPTS
+
+    for i, prompt in enumerate(BLANK_PROMPTS + NOT_BLANK_PROMPTS):
+        doc = load_example("video2world-job.yaml")
+        doc["metadata"]["name"] = f"prompt-{i}"
+        doc["spec"]["input"]["prompt"] = prompt
+        result = crds_applied.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-",
+                                      input=json.dumps(doc), check=False)
+        if prompt in BLANK_PROMPTS:
+            assert result.returncode != 0, ascii(prompt)
+            assert "spec.input.prompt: Invalid value" in result.stderr, result.stderr
+            assert "must not be empty or only white space" in result.stderr, result.stderr
+        else:
+            assert result.returncode == 0, (ascii(prompt), result.stderr)

@@ -48,6 +48,8 @@ def test_video_shorter_than_five_frames(cli, media):
         ([{"input_video": "a.jpg", "output_video": "a.mp4"}], "entry 0: prompt: field required"),
         ([{"input_video": "a.jpg", "prompt": "x", "output_video": "a.mp4"}, "oops"], "entry 1 is str"),
         ("not json", "not valid JSON"),
+        ([{"input_video": "a.jpg", "prompt": " \t\u3000", "output_video": "a.mp4"}],
+         "entry 0: prompt: must not be empty or only white space"),
     ],
 )
 def test_bad_batch_json(cli, content, message):
@@ -115,3 +117,10 @@ def test_usage_errors(cli, media):
     run = cli("--input_path", str(media["image"]), "--prompt", "x", "--height", "50", "--disable_guardrail",
               "--disable_prompt_refiner", fast=False)
     assert run.code == 2 and "--height (debug.height): must be a multiple of 16, not 50" in run.err
+
+
+def test_a_blank_prompt_is_refused_as_the_api_refuses_it(cli, media):
+    run = cli("--input_path", str(media["image"]), "--prompt", " \t\n")
+    assert run.code == 2, run.err
+    assert "--prompt" in run.err and "input.prompt" in run.err and "must not be empty or only white space" in run.err
+    assert not Path("output").exists()  # refused while reading the command line: nothing written
