@@ -124,3 +124,17 @@ def test_a_blank_prompt_is_refused_as_the_api_refuses_it(cli, media):
     assert run.code == 2, run.err
     assert "--prompt" in run.err and "input.prompt" in run.err and "must not be empty or only white space" in run.err
     assert not Path("output").exists()  # refused while reading the command line: nothing written
+
+
+@pytest.mark.parametrize("program", ["video2world", "bestofn"])
+def test_a_negative_seed_is_refused_as_the_api_refuses_it(program, media, tiny_checkpoint, capsys):
+    """`--seed -5`: the CRD refuses spec.generation.seed below 0, and so does RunConfig for both programs."""
+    import importlib
+
+    main = importlib.import_module(f"v2w_runtime.{program}").main
+    code = main(["--checkpoint_dir", str(tiny_checkpoint), "--input_path", str(media["image"]), "--prompt", "a bus",
+                 "--seed", "-5", "--save_path", "output/seeded" + (".mp4" if program == "video2world" else "")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--seed (generation.seed): Input should be greater than or equal to 0" in err
+    assert not Path("output").exists()
