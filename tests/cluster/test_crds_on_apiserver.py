@@ -114,3 +114,19 @@ def test_server_and_models_read_a_blank_prompt_alike(crds_applied, namespace):
             assert "must not be empty or only white space" in result.stderr, result.stderr
         else:
             assert result.returncode == 0, (ascii(prompt), result.stderr)
+
+
+def test_kubectl_apply_f_examples_applies_every_file(crds_applied):
+    """`kubectl apply -f examples/`, as a new user types it: every file there is a manifest that applies
+    (the seed's batch JSON lives under assets/video2world/, not here)."""
+    import stack
+
+    kube = crds_applied
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(stack.pytorchjob_crd()))
+    stack.wait_established(kube, "pytorchjobs.kubeflow.org")
+    result = kube.kubectl("apply", "--dry-run=server", "-f", str(EXAMPLES), check=False)
+    assert result.returncode == 0, result.stderr
+    manifests = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+    names = {yaml.safe_load(p.read_text())["metadata"]["name"] for p in manifests}
+    assert all(f"/{name} created (server dry run)" in result.stdout or f"/{name} configured (server dry run)"
+               in result.stdout or f"/{name} unchanged (server dry run)" in result.stdout for name in names), result.stdout
