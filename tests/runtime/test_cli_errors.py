@@ -18,7 +18,7 @@ def test_missing_input(cli):
     assert run.code == 2
     assert "nowhere/input.jpg" in run.err and "no such file" in run.err
     assert not Path("output/generated_video.mp4").exists()
-    result = read_json("output/result.json")
+    result = read_json("output/generated_video.result.json")
     assert result["succeeded"] is False and "nowhere/input.jpg" in result["message"]
 
 

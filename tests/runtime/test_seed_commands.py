@@ -113,3 +113,18 @@ def test_multi_gpu_form_with_a_script_path(checkout):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_video(checkout / "output" / "video2world_2b_2gpu.mp4")[0].shape == (9, 64, 96, 3)
     assert proc.stdout.count("summary:") == 1  # rank 0 alone reports
+
+
+def test_the_commands_sharing_output_keep_each_its_own_record(checkout):
+    """Every command above wrote into output/: each run's progress and result files are named after it
+    (the save path's stem, or the batch file's), and none overwrote another's."""
+    out = checkout / "output"
+    expected = {"video2world_2b": ["video2world_2b.mp4"], "video2world_2b_5frames": ["video2world_2b_5frames.mp4"],
+                "video2world_2b_2gpu": ["video2world_2b_2gpu.mp4"],
+                "batch_example": [Path(e["output_video"]).name for e in json.loads(
+                    (checkout / "assets" / "video2world" / "batch_example.json").read_text())]}
+    for record, videos in expected.items():
+        result = ResultManifest.model_validate_json((out / f"{record}.result.json").read_text())
+        assert result.succeeded and [v.name for v in result.videos] == videos, record
+        assert json.loads((out / f"{record}.progress.json").read_text())["stage"] == "done", record
+    assert not (out / "result.json").exists() and not (out / "progress.json").exists()
