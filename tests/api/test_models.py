@@ -27,6 +27,10 @@ def test_invalid_spec_is_refused_naming_the_field(case: Case):
         KINDS[doc["kind"]][1].model_validate(doc)
     locs = [".".join(str(p) for p in err["loc"]) for err in info.value.errors()]
     assert any(case.pydantic_loc.startswith(loc) and loc.startswith("spec") for loc in locs), (case.field, locs)
+    # A person reads the refusal: no raw regex, and a pattern's own message where it has one.
+    assert "should match pattern" not in str(info.value)
+    if case.message:
+        assert case.message in str(info.value), str(info.value)
 
 
 def test_defaults_follow_the_seed_cli():
