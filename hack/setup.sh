@@ -17,9 +17,11 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 if ! python3 -c "import v2w_operator, v2w_runtime, kopf, torch, diffusers, pytest" 2>/dev/null \
-   || [[ pyproject.toml -nt "${V2W_CACHE_DIR:-$HOME/.cache/video2world}/pip-stamp" ]]; then
+   || [[ pyproject.toml -nt "${V2W_CACHE_DIR:-$HOME/.cache/video2world}/pip-stamp" ]] \
+   || [[ constraints.txt -nt "${V2W_CACHE_DIR:-$HOME/.cache/video2world}/pip-stamp" ]]; then
   log "installing the project and its extras (torch is large the first time; pip's cache keeps it)"
-  python3 -m pip install -q --disable-pip-version-check -e ".[operator,runtime,dev]"
+  # The same pinned versions as the images (constraints.txt, written by hack/constraints.py).
+  python3 -m pip install -q --disable-pip-version-check --constraint constraints.txt -e ".[operator,runtime,dev]"
   mkdir -p "${V2W_CACHE_DIR:-$HOME/.cache/video2world}" && touch "${V2W_CACHE_DIR:-$HOME/.cache/video2world}/pip-stamp"
 fi
 

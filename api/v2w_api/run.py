@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .base import API_VERSION, APIModel
+from .manifest import PROGRESS_FILE, RESULT_FILE
 from .spec import (
     DEFAULT_NEGATIVE_PROMPT,
     BestOfNSpec,
@@ -63,14 +64,33 @@ class RunOutput(APIModel):
         None, max_length=255,
         description="File name of the one video of a single-input run (`<job name>.mp4` for a job).",
     )
+    record_name: str | None = Field(
+        None, max_length=200,
+        description=(
+            "Names this run's own progress and result files, `<recordName>.progress.json` and "
+            "`<recordName>.result.json`, so that runs started by hand into one folder keep each its own (the "
+            "command line sets it to the --save_path's stem, or the batch file's). Unset: `progress.json` and "
+            "`result.json`, the files the operator reads under a job's prefix."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_name(self) -> "RunOutput":
-        name = self.video_name
-        if name is not None and (not name.strip() or "/" in name or "\\" in name or name in (".", "..")
-                                 or _CONTROL.search(name)):
-            raise ValueError(f"output video name {name!r} must be one file name (no folders, no control characters)")
+        for what, name in (("output video name", self.video_name), ("record name", self.record_name)):
+            if name is not None and (not name.strip() or "/" in name or "\\" in name or name in (".", "..")
+                                     or _CONTROL.search(name)):
+                raise ValueError(f"{what} {name!r} must be one file name (no folders, no control characters)")
         return self
+
+    @property
+    def progress_file(self) -> str:
+        """The name of this run's progress file in its output folder or prefix."""
+        return f"{self.record_name}.{PROGRESS_FILE}" if self.record_name else PROGRESS_FILE
+
+    @property
+    def result_file(self) -> str:
+        """The name of this run's result file in its output folder or prefix (written last)."""
+        return f"{self.record_name}.{RESULT_FILE}" if self.record_name else RESULT_FILE
 
 
 class DebugSettings(APIModel):

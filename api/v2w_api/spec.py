@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 from .base import (
     DNS_SUBDOMAIN,
@@ -17,9 +18,11 @@ from .base import (
     OUTPUT_NAME,
     APIModel,
     cel,
+    is_blank,
+    matching,
     is_image_uri,
 )
-from .uris import InputURI, S3URI, StorageURI
+from .uris import BatchInputURI, InputURI, S3URI, StorageURI
 
 ModelSize = Literal["2B", "14B"]
 DType = Literal["bfloat16", "float16", "float32"]
@@ -31,9 +34,29 @@ ContextParallelSize = Literal[CONTEXT_PARALLEL_SIZES]
 AttentionBackend = Literal["auto", "default", "cudnn", "flash", "efficient", "math"]
 FastMode = Literal["off", "step_cache"]
 
-Prompt = Annotated[str, StringConstraints(min_length=1, max_length=16384)]
+BLANK_PROMPT = "must not be empty or only white space"
+
+
+def _not_blank(value: str) -> str:
+    if is_blank(value):
+        raise PydanticCustomError("blank_prompt", BLANK_PROMPT)
+    return value
+
+
+# A prompt says what to generate: empty or white space only is refused, with one rule on both sides (the
+# pydantic check and the CRD's CEL rule read white space alike, see `base.WHITE_SPACE`).
+Prompt = Annotated[
+    str,
+    StringConstraints(max_length=16384),
+    AfterValidator(_not_blank),
+    Field(json_schema_extra={"x-kubernetes-validations": [cel("self.trim() != ''", BLANK_PROMPT)]}),
+]
 NegativePrompt = Annotated[str, StringConstraints(max_length=16384)]
-OutputName = Annotated[str, StringConstraints(pattern=OUTPUT_NAME)]
+OutputName = matching(OUTPUT_NAME, "must be one file name: up to 128 letters, digits, '.', '_' or '-', starting "
+                      "with a letter or digit (no folders)", 128)
+DNS_NAME_MESSAGE = ("must be a lower-case DNS name: a-z, 0-9, '-' and '.', starting and ending with a letter or "
+                    "digit")
+DNSName = matching(DNS_SUBDOMAIN, DNS_NAME_MESSAGE, 253)
 
 
 
@@ -76,7 +99,7 @@ class InputSpec(APIModel):
 class BatchEntry(APIModel):
     """One entry of a batch: the seed's `{input_video, prompt, output_video}` with a safe output name."""
 
-    input: InputURI = Field(..., description="Conditioning image or video URI.")
+    input: BatchInputURI = Field(..., description="Conditioning image or video URI (at most 1024 characters).")
     prompt: Prompt = Field(..., description="Text prompt for this entry.")
     output: OutputName = Field(
         ...,
@@ -266,7 +289,7 @@ class PerformanceSpec(APIModel):
 class SecretKeyRef(APIModel):
     """A Secret in the job's namespace that holds S3 credentials. Only its name travels; never its values."""
 
-    name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)] = Field(
+    name: DNSName = Field(
         ..., description="Secret name, in the job's namespace."
     )
     access_key_id_key: Annotated[str, StringConstraints(min_length=1, max_length=253)] = Field(
@@ -284,10 +307,11 @@ class OutputSpec(APIModel):
         ...,
         description="S3 prefix for the results; the job writes under `<uri>/<namespace>/<name>/`.",
     )
-    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://[^/" + NOT_SPACE[2:] + r"+/?$", max_length=512)] | None = Field(
+    endpoint: matching(r"^https?://[^/" + NOT_SPACE[2:] + r"+/?$", "must be the http:// or https:// URL of the S3 "
+                       "endpoint, a host and port without a path", 512) | None = Field(
         None, description="S3 endpoint URL for MinIO and other S3-compatible stores; AWS when unset."
     )
-    region: Annotated[str, StringConstraints(pattern=r"^[a-z0-9\-]{1,64}$")] | None = Field(
+    region: matching(r"^[a-z0-9\-]{1,64}$", "must be an S3 region such as us-east-1 (a-z, 0-9 and '-')", 64) | None = Field(
         None, description="S3 region."
     )
     credentials_secret: SecretKeyRef | None = Field(
@@ -312,7 +336,8 @@ class Toleration(APIModel):
     toleration_seconds: int | None = Field(None, ge=0, description="For NoExecute: how long the pod stays bound.")
 
 
-Quantity = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")]
+Quantity = matching(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$",
+                    "must be a quantity such as 8, 500m or 16Gi", 64)
 
 
 class SchedulingSpec(APIModel):
@@ -321,7 +346,8 @@ class SchedulingSpec(APIModel):
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
         None, description="Runtime image override; defaults to the operator's configured image."
     )
-    gpu_resource_name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.\-]+/[a-z0-9.\-_]+$")] | None = Field(
+    gpu_resource_name: matching(r"^[a-z0-9.\-]+/[a-z0-9.\-_]+$", "must be an extended resource name such as "
+                                "nvidia.com/gpu", 316) | None = Field(
         None, description="Extended resource name of a GPU, e.g. nvidia.com/gpu; defaults to the operator's."
     )
     cpu: Quantity | None = Field(None, description="CPU request per pod.")
@@ -330,13 +356,13 @@ class SchedulingSpec(APIModel):
         Annotated[str, StringConstraints(max_length=316)], Annotated[str, StringConstraints(max_length=63)]
     ] = Field(default_factory=dict, max_length=64, description="Node labels the pods must match.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=64, description="Pod tolerations.")
-    priority_class_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)] | None = Field(
+    priority_class_name: DNSName | None = Field(
         None, description="PriorityClass of the pods."
     )
-    queue_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)] | None = Field(
+    queue_name: DNSName | None = Field(
         None, description="Kueue LocalQueue that admits the PyTorchJob (label kueue.x-k8s.io/queue-name)."
     )
-    service_account_name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN, max_length=253)] | None = Field(
+    service_account_name: DNSName | None = Field(
         None, description="ServiceAccount of the runtime pods."
     )
 
@@ -418,7 +444,7 @@ class Video2WorldJobSpec(JobSpecCommon):
                 _five_frame_rule("input.uri"),
                 cel(
                     "self.generation.numConditionalFrames != 5 || !has(self.batch) || self.batch.all(e, "
-                    f"!e.input.lowerAscii().matches({CEL_IMAGE_PATH}))",
+                    f"!has(e.input) || !e.input.lowerAscii().matches({CEL_IMAGE_PATH}))",
                     "numConditionalFrames 5 needs every batch input to be a video, not a still image",
                     ".generation.numConditionalFrames",
                 ),

@@ -40,6 +40,7 @@ class Reason(str, Enum):
     PYTORCHJOB_CRD_MISSING = "PyTorchJobCRDMissing"
     PYTORCHJOB_DELETED = "PyTorchJobDeleted"
     SECRET_MISSING = "SecretMissing"
+    CLAIM_MISSING = "ClaimMissing"
     STORAGE_UNREACHABLE = "StorageUnreachable"
     WAITING_FOR_PODS = "WaitingForPods"
     PODS_RUNNING = "PodsRunning"

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, Field, StringConstraints, ValidationInfo, WrapValidator
+from pydantic import AfterValidator, ValidationInfo, WrapValidator
 
-from .base import DOT_DOT_SEGMENT, INPUT_URI, S3_URI, STORAGE_URI, cel, has_dot_dot_segment
+from .base import DOT_DOT_SEGMENT, INPUT_URI, S3_URI, STORAGE_URI, cel, has_dot_dot_segment, matching
 
 # Validation context key: `Model.model_validate(data, context={LOCAL_PATHS: True})` admits plain paths.
 LOCAL_PATHS = "local_paths"
@@ -71,25 +71,29 @@ def _or_local_path(value: Any, handler, info: ValidationInfo) -> Any:
 NO_DOT_DOT = cel(f"!self.matches(r'{DOT_DOT_SEGMENT}')", "must not contain a '..' path segment")
 
 
-def _uri_type(pattern: str, max_length: int):
-    return Annotated[
-        str,
-        StringConstraints(pattern=pattern, max_length=max_length),
-        AfterValidator(_no_dot_dot),
-        WrapValidator(_or_local_path),  # last, so outermost: it decides before the URI rules run
-        Field(json_schema_extra={"x-kubernetes-validations": [NO_DOT_DOT]}),
-    ]
+def _uri_type(pattern: str, max_length: int, message: str):
+    # _or_local_path last, so outermost: it decides before the URI rules run.
+    return matching(pattern, message, max_length, AfterValidator(_no_dot_dot), WrapValidator(_or_local_path),
+                    rules=[NO_DOT_DOT])
 
 
+_NO_SPACES = "with no spaces or control characters"
 # A checkpoint, a weights file or a folder of videos: on a PVC or in S3.
-StorageURI = _uri_type(STORAGE_URI, 1024)
+StorageURI = _uri_type(STORAGE_URI, 1024, "must be pvc://<claim>/<path> (claim: a lower-case DNS label) or "
+                       f"s3://<bucket>/<prefix> (bucket: 3-63 of a-z, 0-9, '.', '-'), {_NO_SPACES}")
 # A conditioning input or a batch file: also over HTTP(S).
-InputURI = _uri_type(INPUT_URI, 2048)
+_INPUT_MESSAGE = f"must be an s3://<bucket>/<key>, pvc://<claim>/<path> or http(s):// URI {_NO_SPACES}"
+InputURI = _uri_type(INPUT_URI, 2048, _INPUT_MESSAGE)
+# A batch entry's input: the same, at most 1024 characters (the API server bounds the cost of the rule on
+# each of up to 256 entries by the longest URI it may meet).
+BatchInputURI = _uri_type(INPUT_URI, 1024, _INPUT_MESSAGE)
 # Results: S3 only (the operator reads them back from there).
-S3URI = _uri_type(S3_URI, 1024)
+S3URI = _uri_type(S3_URI, 1024, "must be an s3:// URI with a bucket: s3://<bucket>/<prefix> (bucket: 3-63 of "
+                  f"a-z, 0-9, '.', '-'), {_NO_SPACES}")
 
 __all__ = [
     "LOCAL_PATHS",
+    "BatchInputURI",
     "InputURI",
     "S3Location",
     "S3URI",

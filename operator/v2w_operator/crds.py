@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel
 
 from v2w_api import BEST_OF_N_JOB, GROUP, VERSION, VIDEO2WORLD_JOB, BestOfNJob, KindNames, Video2WorldJob
-from v2w_api.base import cel
+from v2w_api.base import PATTERN_MESSAGE, cel
 
 # Keys of pydantic's JSON schema that a structural CRD schema does not take.
 _DROPPED_KEYS = {"title", "$schema", "discriminator"}
@@ -89,7 +89,66 @@ def _resolve(node: Any, defs: dict[str, Any], path: str) -> Any:
             out[key] = value
     if "properties" in out:
         out.setdefault("type", "object")
+    if "pattern" in out:
+        out = _pattern_as_rule(out, path)
     return out
+
+
+def _pattern_as_rule(node: dict[str, Any], path: str) -> dict[str, Any]:
+    """A pattern becomes a CEL rule with the message its type gives: the API server's own refusal of a
+    pattern shows the raw regex (`should match '^s3://…'`), a rule shows the message."""
+    message = node.pop(PATTERN_MESSAGE, None)
+    if message is None:
+        raise SchemaError(f"{path}: a pattern without a message a person can read (use v2w_api.base.matching)")
+    pattern = node.pop("pattern")
+    if "'" in pattern:
+        raise SchemaError(f"{path}: the pattern holds a quote, which a CEL raw string cannot")
+    if "maxLength" not in node:
+        raise SchemaError(f"{path}: a pattern rule needs a maxLength to bound its cost")
+    node["x-kubernetes-validations"] = [cel(f"self.matches(r'{pattern}')", message),
+                                        *node.get("x-kubernetes-validations", [])]
+    return node
+
+
+def _cel_literal(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def _rules_instead_of_blocking_checks(node: Any, list_map_keys: tuple[str, ...] = ()) -> None:
+    """Enums and required fields of the spec as CEL rules with messages.
+
+    The API server skips every CEL rule of an object once a schema check of the kind it calls blocking
+    failed (an enum, a required field, a type, maxLength, maxItems), and then adds the line "some validation
+    rules were not checked because the object was invalid". As rules, a wrong enum value or a missing field
+    is reported with the others and without that line. Types and lengths stay schema checks (a rule's cost
+    is bounded by them), and so do the keys of a list-map, which Kubernetes needs required."""
+    if not isinstance(node, dict):
+        return
+    rules: list[dict[str, Any]] = []
+    if "enum" in node and node.get("type") in ("string", "integer", "number"):
+        values = node.pop("enum")
+        shown = ", ".join(str(v) for v in values)
+        rules.append(cel(f"self in [{', '.join(_cel_literal(v) for v in values)}]", f"must be one of: {shown}"))
+        description = node.get("description", "")
+        if not all(str(v) in description for v in values):  # `kubectl explain` shows the values still
+            node["description"] = f"{description} One of: {shown}.".strip()
+    required = [name for name in node.get("required", []) if name not in list_map_keys]
+    if required:
+        kept = [name for name in node["required"] if name in list_map_keys]
+        if kept:
+            node["required"] = kept
+        else:
+            del node["required"]
+        for name in required:
+            rules.append(cel(f"has(self.{name})", f"{name} is required", f".{name}", reason="FieldValueRequired"))
+    if rules:
+        node["x-kubernetes-validations"] = rules + node.get("x-kubernetes-validations", [])
+    for sub in (node.get("properties") or {}).values():
+        _rules_instead_of_blocking_checks(sub)
+    if isinstance(node.get("items"), dict):
+        _rules_instead_of_blocking_checks(node["items"], tuple(node.get("x-kubernetes-list-map-keys", ())))
+    if isinstance(node.get("additionalProperties"), dict):
+        _rules_instead_of_blocking_checks(node["additionalProperties"])
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -160,6 +219,7 @@ def openapi_schema(resource: type[BaseModel]) -> dict[str, Any]:
     spec_model = resource.model_fields["spec"].annotation
     status_model = _model_of(resource.model_fields["status"].annotation)
     _apply_group_defaults(props["spec"], spec_model)
+    _rules_instead_of_blocking_checks(props["spec"])
     props["status"] = _strip_defaults(props["status"])
     conditions = props["status"]["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"

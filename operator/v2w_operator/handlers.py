@@ -204,6 +204,7 @@ def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, nam
                status=current, stored=stored, patch=patch, retry=retry)
     spec = _validate(job)
     if not (current.pytorch_job_name and _get_pytorchjob(namespace, job.child)):
+        _check_claims(job, spec)
         batch_uri = _stage(job, spec)
         _create_child(job, spec, batch_uri, meta.get("creationTimestamp"))
     _accepted(job, spec)
@@ -215,6 +216,25 @@ def _validate(job: _Job) -> JobSpecCommon:
         return _parse(job.kind, job.body)
     except ValidationError as exc:
         _refuse(job, f"invalid spec: {'; '.join(_describe(e) for e in exc.errors())}")
+
+
+def _check_claims(job: _Job, spec: JobSpecCommon) -> None:
+    """Every PersistentVolumeClaim the pods mount must exist in the job's namespace: without one the pods
+    would wait unscheduled and the job would only read "waiting for pods to start"."""
+    missing = []
+    for claim in sorted(pytorchjob.volume_claims(spec, CONFIG)):
+        try:
+            core().read_namespaced_persistent_volume_claim(claim, job.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            missing.append(claim)
+    if missing:
+        names = ", ".join(missing)
+        _retry_later(job, Reason.CLAIM_MISSING,
+                     f"PersistentVolumeClaim{'s' if len(missing) > 1 else ''} {names} not found in namespace "
+                     f"{job.namespace} (pvc://<claim>/ URIs name claims of the job's own namespace); create "
+                     f"{'them' if len(missing) > 1 else 'it'}")
 
 
 def _stage(job: _Job, spec: JobSpecCommon) -> str | None:

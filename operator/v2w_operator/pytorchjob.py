@@ -129,6 +129,16 @@ def _env(spec: JobSpecCommon, config: OperatorConfig) -> list[dict[str, Any]]:
     return env
 
 
+def volume_claims(spec: JobSpecCommon, config: OperatorConfig) -> set[str]:
+    """The PersistentVolumeClaims the pods mount: every `pvc://` URI of the spec, and of the operator's default
+    checkpoints the job uses (what `run_config` fills in)."""
+    refiner = spec.prompt_refiner.checkpoint or config.refiner_checkpoint
+    guardrail = (spec.guardrail.checkpoint or config.guardrail_checkpoint) if spec.guardrail.enabled else None
+    defaults = [spec.model.checkpoint or config.default_checkpoint(spec.model.size), refiner, guardrail]
+    return spec.volume_claims() | {uri[len("pvc://"):].split("/", 1)[0] for uri in defaults
+                                   if uri and uri.startswith("pvc://")}
+
+
 def _volumes(spec: JobSpecCommon, config: OperatorConfig) -> tuple[list[dict], list[dict]]:
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
@@ -140,7 +150,7 @@ def _volumes(spec: JobSpecCommon, config: OperatorConfig) -> tuple[list[dict], l
         {"name": "cache", "mountPath": CACHE_DIR},
         {"name": "dshm", "mountPath": SHM_DIR},
     ]
-    for i, claim in enumerate(sorted(spec.volume_claims())):
+    for i, claim in enumerate(sorted(volume_claims(spec, config))):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{config.pvc_mount_root}/{claim}", "readOnly": True})
     return volumes, mounts

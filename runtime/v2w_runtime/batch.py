@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from v2w_api.spec import Prompt
+
 from . import storage
 
 
@@ -28,7 +30,7 @@ class BatchItem(BaseModel):
         ..., min_length=1, validation_alias=AliasChoices("input_video", "input"),
         description="Conditioning image or video (path, pvc://, s3:// or https://).",
     )
-    prompt: str = Field(..., min_length=1)
+    prompt: Prompt = Field(..., description="Text prompt (the API's rule: not empty, not only white space).")
     output_video: str = Field(
         ..., min_length=1, validation_alias=AliasChoices("output_video", "output"),
         description="Output file, inside the output folder.",

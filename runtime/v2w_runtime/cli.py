@@ -292,7 +292,7 @@ def _from_flags(program: Program, given: _Given, output_flags: dict[str, str]) -
         # Scoring only: nothing is conditioned on, so the input and prompt are not part of the run.
         values.pop("input.uri", None)
         values.pop("input.prompt", None)
-    for path, value in output_keys(program, output_flags).items():
+    for path, value in output_keys(program, output_flags, batch_uri=values.get("batch_uri")).items():
         given.set(path, value, " ".join(f"--{k} {v}" for k, v in output_flags.items()) or "--save_path")
         values[path] = value
     return _validate(_tree(values), "the command line", given)
@@ -313,7 +313,8 @@ def _from_file(program: Program, source: str, given: _Given, output_flags: dict[
         data.setdefault("bestOfN", {})
     from_file = RunConfig.parse(data, name)
     if output_flags:
-        for path, value in output_keys(program, output_flags, from_file).items():
+        batch_uri = given.values.get("batch_uri") or from_file.batch_uri
+        for path, value in output_keys(program, output_flags, from_file, batch_uri).items():
             given.set(path, value, " ".join(f"--{k} {v}" for k, v in output_flags.items()))
     config = _validate(_merge(data, _tree(given.values)), f"{name} with the command line's flags", given)
     for path, flag in given.flag_of.items():
@@ -335,11 +336,15 @@ def _validate(tree: dict[str, Any], source: str, given: _Given) -> RunConfig:
         raise RunConfigError(f"{source}: {message}") from None
 
 
-def output_keys(program: Program, flags: dict[str, str], base: RunConfig | None = None) -> dict[str, Any]:
+def output_keys(program: Program, flags: dict[str, str], base: RunConfig | None = None,
+                batch_uri: str | None = None) -> dict[str, Any]:
     """`--save_path` / `--output_uri` as the configuration's output keys, the way the seed reads them.
 
     video2world: --save_path is the single video's file; its folder is the output folder, unless
-    --output_uri names an S3 prefix to upload to. best-of-N: either names the folder or prefix.
+    --output_uri names an S3 prefix to upload to. The seed's commands share one folder (`output/`), so a run
+    started this way names its progress and result files after itself (`output.recordName`): the save
+    path's stem (`video2world_2b.result.json`), or the batch file's (`batch_example.result.json`).
+    best-of-N: either names the folder or prefix, which is the run's own (result.json in it).
     """
     save = flags.get("save_path")
     uri = flags.get("output_uri")
@@ -363,7 +368,20 @@ def output_keys(program: Program, flags: dict[str, str], base: RunConfig | None 
         out["output.video_name"] = name if name.lower().endswith(".mp4") else name + ".mp4"
     if uri:
         out["output.uri"] = uri
+    record = _record_name(batch_uri, out.get("output.video_name") or (base.output.video_name if base else None))
+    if record:
+        out["output.record_name"] = record
     return out
+
+
+def _record_name(batch_uri: str | None, video_name: str | None) -> str | None:
+    """The stem a hand-started video2world run names its progress and result files with."""
+    if batch_uri:
+        name = PurePosixPath(batch_uri.split("?", 1)[0].replace("\\", "/")).name
+        return name[: -len(".json")] if name.lower().endswith(".json") and len(name) > 5 else name or None
+    if video_name:
+        return video_name[: -len(".mp4")] if video_name.lower().endswith(".mp4") else video_name
+    return None
 
 
 def _read_config(source: str) -> tuple[str, str]:

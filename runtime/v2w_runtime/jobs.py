@@ -18,7 +18,7 @@ from v2w_api.run import RunConfig
 from . import storage
 from .batch import load_batch
 from .checkpoints import cache_dir
-from .outputs import OutputPathError, resolve_output
+from .outputs import OutputPathError, resolve_output, side_file_names
 
 # The seed's output folder: batch entries written as `output/x.mp4` land at `x` under an S3 prefix.
 SEED_OUTPUT_FOLDER = Path("output")
@@ -44,10 +44,20 @@ def batch_root(config: RunConfig) -> Path:
     return SEED_OUTPUT_FOLDER if storage.is_s3(uri) else storage.local_path(uri)
 
 
+def _overwrites_the_run_files(config: RunConfig, name: str) -> str | None:
+    """The run's progress or result file that a video's own files would overwrite, if any."""
+    ours = {config.output.progress_file, config.output.result_file}
+    clash = ours & {name, *side_file_names(name).values()}
+    return clash.pop() if clash else None
+
+
 def plan_jobs(config: RunConfig) -> list[Job]:
     if config.input is not None:
         name = config.output.video_name or "generated_video.mp4"
-        return [Job(0, config.input.uri, config.input.prompt, name, config.generation.seed, config.negative_prompt)]
+        job = Job(0, config.input.uri, config.input.prompt, name, config.generation.seed, config.negative_prompt)
+        if clash := _overwrites_the_run_files(config, name):
+            job.error = f"video {name!r}: its side files would overwrite the run's {clash}; choose another name"
+        return [job]
     root = batch_root(config)
     jobs, seen = [], set()
     for i, item in enumerate(load_batch(config.batch_uri, cache_dir() / "inputs")):
@@ -58,6 +68,8 @@ def plan_jobs(config: RunConfig) -> list[Job]:
             job.name = resolve_output(item.output_video, root)
         except OutputPathError as exc:
             job.error = f"entry {i}: {exc}"
+        if job.error is None and (clash := _overwrites_the_run_files(config, job.name)):
+            job.error = f"entry {i}: output {item.output_video!r} would overwrite the run's {clash}"
         if job.error is None and job.name in seen:
             job.error = f"entry {i}: output {item.output_video!r} is also the output of an earlier entry"
         seen.add(job.name)

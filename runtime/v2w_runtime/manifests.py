@@ -1,6 +1,7 @@
 """progress.json and result.json: the runtime's side of the contract with the operator.
 
-Only the global leader (rank 0) writes them. progress.json is rewritten at every stage change and every
+A run started by hand names them after itself (`<record>.progress.json`, `<record>.result.json`, see
+`RunOutput.record_name`) and the output target carries the names. Only the global leader (rank 0) writes them. progress.json is rewritten at every stage change and every
 few sampler steps (or at most every few seconds); result.json is written once, last.
 """
 
@@ -9,8 +10,6 @@ from __future__ import annotations
 import time
 
 from v2w_api.manifest import (
-    PROGRESS_FILE,
-    RESULT_FILE,
     ProgressManifest,
     ResultManifest,
     Stage,
@@ -39,10 +38,11 @@ class ProgressReporter:
         if not self.enabled:
             return
         self.state.updated_at = utcnow()
-        path = self.target.path(PROGRESS_FILE)
+        name = self.target.progress_file
+        path = self.target.path(name)
         write_text(path, self.state.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
         if self.target.uri:
-            storage.s3_put_bytes(path.read_bytes(), self.target.uri_of(PROGRESS_FILE))
+            storage.s3_put_bytes(path.read_bytes(), self.target.uri_of(name))
 
     def stage(self, stage: Stage, current: str | None = None, message: str | None = None) -> None:
         self.state.stage = stage
@@ -77,11 +77,11 @@ def summarize(videos: list[VideoResult]) -> tuple[bool, str]:
 
 
 def write_result(target: OutputTarget, result: ResultManifest) -> str:
-    """Write result.json locally and upload it (last of all files); returns its URI or path."""
-    path = target.path(RESULT_FILE)
+    """Write the run's result file locally and upload it (last of all files); returns its URI or path."""
+    path = target.path(target.result_file)
     write_text(path, result.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n")
     if target.uri:
-        return storage.s3_put_bytes(path.read_bytes(), target.uri_of(RESULT_FILE))
+        return storage.s3_put_bytes(path.read_bytes(), target.uri_of(target.result_file))
     return str(path)
 
 

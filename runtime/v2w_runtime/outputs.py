@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from v2w_api.manifest import PROGRESS_FILE, RESULT_FILE
+
 from . import storage
 
 
@@ -29,6 +31,9 @@ class OutputTarget:
 
     root: Path
     uri: str | None = None  # s3://bucket/prefix when uploading
+    # The run's own progress and result files (RunOutput.progress_file / result_file).
+    progress_file: str = PROGRESS_FILE
+    result_file: str = RESULT_FILE
 
     def path(self, name: str) -> Path:
         return self.root / safe_name(name, str(self.uri or self.root))

@@ -75,13 +75,16 @@ class Run:
     # 0. Where files go
     def open_target(self) -> OutputTarget:
         """The output folder, or the S3 prefix staged in a local folder; an unreachable bucket fails here."""
-        uri = self.config.output.uri
+        output = self.config.output
+        uri = output.uri
         if storage.is_s3(uri):
             storage.parse_s3(uri)
             self.target = OutputTarget.staged(uri, f"v2w-{self.mode}-")
+            self.target.progress_file, self.target.result_file = output.progress_file, output.result_file
             storage.check_s3_access(uri)
         else:
-            self.target = OutputTarget(storage.local_path(uri))
+            self.target = OutputTarget(storage.local_path(uri), progress_file=output.progress_file,
+                                       result_file=output.result_file)
         return self.target
 
     def open_source(self, uri: str) -> OutputTarget:
@@ -204,7 +207,7 @@ class Run:
             try:
                 write(self.target, self.result([], succeeded=False, message=message))
             except (OSError, storage.StorageError) as exc:
-                print(f"error: could not write result.json: {exc}", file=sys.stderr)
+                print(f"error: could not write {self.target.result_file}: {exc}", file=sys.stderr)
         return code
 
     def close(self) -> None:

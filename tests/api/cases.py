@@ -59,6 +59,7 @@ class Case:
     mutate: Callable[[dict], None]
     field: str  # the path the API server's message must name
     api_only: bool = False  # metadata rules that pydantic does not see
+    message: str | None = None  # the words both refusals must use (a pattern's readable message)
 
     def manifest(self, name: str | None = None) -> dict[str, Any]:
         doc = copy.deepcopy(load_example(self.example))
@@ -94,10 +95,25 @@ INVALID = [
          "spec.parallelism.gpusPerNode"),
     Case("missing-prompt", SINGLE, _delete("spec.input.prompt"), "spec.input.prompt"),
     Case("empty-prompt", SINGLE, _set("spec.input.prompt", ""), "spec.input.prompt"),
-    Case("bad-output-s3-uri", SINGLE, _set("spec.output.uri", "http://v2w-results/jobs"), "spec.output.uri"),
+    Case("blank-prompt", SINGLE, _set("spec.input.prompt", " \t\n\u3000"), "spec.input.prompt"),
+    Case("blank-batch-prompt", BATCH, _set("spec.batch.1.prompt", "   "), "spec.batch[1].prompt"),
+    Case("blank-bestofn-prompt", BEST, _set("spec.input.prompt", "\u00a0\u2028 "), "spec.input.prompt"),
+    Case("bad-output-s3-uri", SINGLE, _set("spec.output.uri", "http://v2w-results/jobs"), "spec.output.uri",
+         message="must be an s3:// URI with a bucket"),
     Case("output-uri-dot-dot", SINGLE, _set("spec.output.uri", "s3://v2w-results/jobs/../other"), "spec.output.uri"),
     Case("missing-output", SINGLE, _delete("spec.output"), "spec.output"),
-    Case("input-uri-scheme", SINGLE, _set("spec.input.uri", "file:///etc/passwd"), "spec.input.uri"),
+    Case("input-uri-scheme", SINGLE, _set("spec.input.uri", "file:///etc/passwd"), "spec.input.uri",
+         message="must be an s3://<bucket>/<key>, pvc://<claim>/<path> or http(s):// URI"),
+    Case("checkpoint-scheme", SINGLE, _set("spec.model.checkpoint", "/models/2b"), "spec.model.checkpoint",
+         message="must be pvc://<claim>/<path>"),
+    Case("endpoint-with-path", SINGLE, _set("spec.output.endpoint", "https://minio:9000/bucket"),
+         "spec.output.endpoint", message="must be the http:// or https:// URL of the S3 endpoint"),
+    Case("region-upper-case", SINGLE, _set("spec.output.region", "EU-West-1"), "spec.output.region",
+         message="must be an S3 region"),
+    Case("memory-quantity", BEST, _set("spec.scheduling.memory", "16 GB"), "spec.scheduling.memory",
+         message="must be a quantity such as 8, 500m or 16Gi"),
+    Case("gpu-resource-name", BEST, _set("spec.scheduling.gpuResourceName", "gpu"), "spec.scheduling.gpuResourceName",
+         message="must be an extended resource name"),
     Case("checkpoint-dot-dot", SINGLE, _set("spec.model.checkpoint", "pvc://models/../../etc"), "spec.model.checkpoint"),
     Case("unknown-field", SINGLE, _set("spec.turbo", True), "spec.turbo"),
     Case("input-and-batch", SINGLE,
@@ -107,12 +123,13 @@ INVALID = [
          "spec.generation.numConditionalFrames"),
     Case("five-frames-batch-image", BATCH, _set("spec.generation.numConditionalFrames", 5),
          "spec.generation.numConditionalFrames"),
-    Case("batch-output-escapes", BATCH, _set("spec.batch.0.output", "../../etc/cron.d/x"), "spec.batch[0].output"),
+    Case("batch-output-escapes", BATCH, _set("spec.batch.0.output", "../../etc/cron.d/x"), "spec.batch[0].output",
+         message="must be one file name"),
     Case("batch-output-absolute", BATCH, _set("spec.batch.1.output", "/tmp/x.mp4"), "spec.batch[1].output"),
     Case("batch-output-duplicate", BATCH, _set("spec.batch.1.output", "bus-terminal-night-movement"), "spec.batch"),
     Case("batch-empty", BATCH, _set("spec.batch", []), "spec.batch"),
     Case("secret-name-invalid", SINGLE, _set("spec.output.credentialsSecret.name", "My_Secret"),
-         "spec.output.credentialsSecret.name"),
+         "spec.output.credentialsSecret.name", message="must be a lower-case DNS name"),
     Case("toleration-operator", BEST, _set("spec.scheduling.tolerations.0.operator", "Maybe"),
          "spec.scheduling.tolerations[0].operator"),
     Case("zero-generations", BEST, _set("spec.bestOfN.numGenerations", 0), "spec.bestOfN.numGenerations"),

@@ -53,3 +53,26 @@ def test_printer_columns_and_names():
         cols = [c["name"] for c in doc["spec"]["versions"][0]["additionalPrinterColumns"]]
         assert cols[:3] == ["Phase", "Progress", "GPUs"] and cols[-1] == "Age"
     assert "Best" in [c["name"] for c in bon["spec"]["versions"][0]["additionalPrinterColumns"]]
+
+
+def test_every_pattern_is_a_rule_with_a_readable_message():
+    """The API server refuses a schema `pattern` by printing the regex; every pattern is a CEL rule with the
+    message its type gives instead, and the spec's enums and required fields are rules as well (a failed
+    enum or required check would skip every rule and add "some validation rules were not checked")."""
+    for name, doc in crds.all_crds().items():
+        schema = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        for path, node in _walk(schema):
+            assert "pattern" not in node and "x-v2w-pattern-message" not in node, f"{name}: {path}"
+            for rule in node.get("x-kubernetes-validations", []):
+                assert rule.get("message") and "matches(r'^" not in rule["message"], f"{name}: {path}: {rule}"
+        for path, node in _walk(schema["properties"]["spec"]):
+            assert "enum" not in node, f"{name}: {path}"
+            # list-map keys stay required: Kubernetes needs them so
+            assert set(node.get("required", [])) <= {"output"}, f"{name}: {path}"
+
+
+def test_a_pattern_without_a_message_is_refused_by_the_generator():
+    import pytest
+
+    with pytest.raises(crds.SchemaError, match="without a message"):
+        crds._resolve({"type": "string", "pattern": "^a$", "maxLength": 3}, {}, "X.field")

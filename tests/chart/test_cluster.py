@@ -30,6 +30,7 @@ NAMESPACED_NEEDS: dict[tuple[str, str, str], set[str]] = {
     ("", "pods", "log"): set(),
     ("", "pods", "exec"): set(),
     ("", "secrets", ""): {"get"},
+    ("", "persistentvolumeclaims", ""): {"get"},
     ("", "events", ""): {"create"},
     ("events.k8s.io", "events", ""): set(),
     ("", "configmaps", ""): set(),

@@ -124,7 +124,7 @@ def test_each_image_copies_only_the_packages_it_runs():
     for image, packages in expected.items():
         copied = {src.rstrip("/") for value in values_of(instructions(IMAGES[image]), "COPY")
                   if not value.startswith("--from=") for src in value.split()[:-1]}
-        assert copied - {"pyproject.toml", "README.md"} == packages, (image, copied)
+        assert copied - {"pyproject.toml", "README.md", "constraints.txt"} == packages, (image, copied)
 
 
 def test_no_add_instruction_and_no_checkpoints_baked():
@@ -204,3 +204,57 @@ def test_runtime_clis_are_console_scripts_of_the_project():
         assert importlib.util.find_spec(module) is not None, f"{cli} points at {module}, which does not exist"
     (cmd,) = values_of(final_stage(IMAGES["runtime"]), "CMD")
     assert exec_form(cmd)[0] in clis
+
+
+CONSTRAINTS = ROOT / "constraints.txt"
+
+
+def _pins() -> dict[str, str]:
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[re.sub(r"[-_.]+", "-", req.name).lower()] = spec.version
+    return pins
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_each_image_installs_with_the_one_constraints_file(image):
+    runs = " ".join(values_of(instructions(IMAGES[image]), "RUN"))
+    install = re.search(r"pip install [^&;]*\"\.\[[a-z]+\]\"", runs).group(0)
+    assert "--constraint constraints.txt" in install, install
+
+
+def test_setup_installs_with_the_same_constraints():
+    setup = (ROOT / "hack" / "setup.sh").read_text()
+    (install,) = [line for line in setup.splitlines() if "pip install" in line]
+    assert "--constraint constraints.txt" in install and '".[operator,runtime,dev]"' in install
+    assert "constraints.txt -nt" in setup  # a new pin reinstalls
+
+
+def test_constraints_pin_every_requirement_within_its_range():
+    """Every requirement of every extra is pinned to one version inside the range pyproject allows, except
+    torch and torchvision, which the runtime image takes from its CUDA base image."""
+    from packaging.requirements import Requirement
+
+    pins = _pins()
+    project = PYPROJECT["project"]
+    for text in project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]:
+        req = Requirement(text)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        if name in ("torch", "torchvision"):
+            assert name not in pins, f"{name} is the base image's"
+            continue
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), (text, pins[name])
+    assert not any(name.startswith("nvidia-") or name == "triton" for name in pins)
+
+
+def test_constraints_are_what_the_tests_run_with():
+    """The pins are the versions installed here (hack/constraints.py wrote them from this environment)."""
+    for name in ("transformers", "diffusers", "pydantic", "kopf", "kubernetes", "huggingface-hub"):
+        assert importlib.metadata.version(name) == _pins()[name], name

@@ -310,6 +310,9 @@ def test_the_defaults_arrive_unchanged():
     assert config.model.checkpoint == CONFIG.checkpoint_2b and config.guardrail.checkpoint == CONFIG.guardrail_checkpoint
     assert config.prompt_refiner.checkpoint == CONFIG.refiner_checkpoint
     assert config.output.video_name == f"{NAME}.mp4"
+    # the files the operator reads: no record name, so progress.json and result.json under the job's prefix
+    assert config.output.record_name is None
+    assert (config.output.progress_file, config.output.result_file) == ("progress.json", "result.json")
     bon = build("BestOfNJob", base("BestOfNJob")).config
     assert bon.best_of_n == BestOfNJobSpec.model_validate(base("BestOfNJob")).best_of_n
     assert bon.critic_checkpoint == CONFIG.refiner_checkpoint  # the critic defaults to the refiner's checkpoint

@@ -24,3 +24,12 @@ def s3_key(uri: str) -> tuple[str, str]:
 def read_result(e2e, obj) -> ResultManifest:
     bucket, key = s3_key(obj["status"]["resultUri"])
     return ResultManifest.model_validate_json(e2e.minio.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def make_claim(e2e, namespace: str, name: str) -> None:
+    """A PersistentVolumeClaim (the executor plays it with the folder <pvc-root>/<namespace>/<name>)."""
+    import yaml
+
+    e2e.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}}))

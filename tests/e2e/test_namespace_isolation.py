@@ -14,7 +14,7 @@ import yaml
 
 import stack  # hack/localstack/stack.py
 from tests.chart.test_cluster import Ask, review
-from tests.e2e.helpers import DISABLED, condition, phase_is, s3_key
+from tests.e2e.helpers import DISABLED, condition, make_claim, phase_is, s3_key
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
@@ -107,6 +107,8 @@ def test_a_namespace_user_cannot_point_the_operator_at_another_namespaces_secret
 
 def test_pvc_uris_mount_only_claims_of_the_jobs_own_namespace(e2e):
     ns = e2e.namespace()
+    for claim in ("models-a", "weights", "inputs-a"):
+        _claim(e2e, ns, claim)
     doc = e2e.job("Video2WorldJob", "on-pvc", {
         "model": {"checkpoint": "pvc://models-a/video2world", "ditPath": "pvc://weights/dit.safetensors"},
         "input": {"uri": "pvc://inputs-a/clips/in.jpg", "prompt": "A tram turns a corner."},
@@ -163,6 +165,7 @@ def test_runtime_pods_pass_the_restricted_pod_security_standard(e2e):
     RuntimeDefault seccomp), and the root filesystem is read-only on top."""
     ns = e2e.namespace()
     e2e.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    _claim(e2e, ns, "inputs-a")
     e2e.apply(ns, e2e.job("Video2WorldJob", "strict", {
         "input": {"uri": "pvc://inputs-a/in.jpg", "prompt": "A tram turns a corner."}, "suspend": True, **DISABLED}))
     e2e.wait_for(ns, "v2wjob", "strict", phase_is("Suspended"), timeout=60, what="Suspended")
@@ -181,15 +184,12 @@ def test_runtime_pods_pass_the_restricted_pod_security_standard(e2e):
     assert refused.returncode != 0 and "PodSecurity" in refused.stderr, refused.stderr
 
 
-def _claim(e2e, namespace: str, name: str) -> None:
-    e2e.kubectl("apply", "-f", "-", input=yaml.safe_dump({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace},
-        "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "1Gi"}}}}))
+_claim = make_claim
 
 
 def test_a_claim_name_resolves_in_the_jobs_own_namespace(e2e):
-    """Jobs in A and B name the same claim, which holds the input in B only. B's job reads it; A's pods wait
-    for a claim of that name in A (as the scheduler makes them), and once A has one, see A's, not B's."""
+    """Jobs in A and B name the same claim, which holds the input in B only. B's job reads it; A's job waits
+    for a claim of that name in A (ClaimMissing, naming A), and once A has one, sees A's, not B's."""
     ns_a, ns_b = e2e.namespace(), e2e.namespace()
     _claim(e2e, ns_b, "shared")
     folder = e2e.workdir / "pvcs" / ns_b / "shared" / "clips"
@@ -200,12 +200,11 @@ def test_a_claim_name_resolves_in_the_jobs_own_namespace(e2e):
     for ns in (ns_b, ns_a):
         e2e.apply(ns, e2e.job("Video2WorldJob", "from-claim", spec))
 
-    e2e.wait_for(ns_a, "v2wjob", "from-claim", lambda o: (o.get("status") or {}).get("pytorchJobName"), timeout=60,
-                 what="its PyTorchJob")
-    waiting = f"{ns_a}/v2w-from-claim waits for PersistentVolumeClaim shared in {ns_a}"
-    e2e.wait_for(ns_a, "v2wjob", "from-claim", lambda o: waiting in e2e.executor.log_tail(400), timeout=30,
-                 what="the executor holding its pods")
-    assert e2e.get(ns_a, "v2wjob", "from-claim")["status"]["phase"] == "Pending"
+    waiting, _ = e2e.wait_for(ns_a, "v2wjob", "from-claim",
+                              lambda o: (condition(o, "Accepted") or {}).get("reason") == "ClaimMissing", timeout=60,
+                              what="Accepted=False/ClaimMissing")
+    assert f"PersistentVolumeClaim shared not found in namespace {ns_a}" in condition(waiting, "Accepted")["message"]
+    assert waiting["status"]["phase"] == "Pending" and e2e.get(ns_a, "pytorchjob", "v2w-from-claim") is None
     pod_log = e2e.workdir / "executor" / "logs" / f"{ns_a}_v2w-from-claim_master-0.log"
     assert not pod_log.exists()
     _claim(e2e, ns_a, "shared")  # an empty claim of the same name in A

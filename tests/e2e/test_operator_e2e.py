@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.e2e.helpers import DISABLED, condition, phase_is, read_result, s3_key
+from tests.e2e.helpers import DISABLED, condition, make_claim, phase_is, read_result, s3_key
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
@@ -109,6 +109,34 @@ def test_missing_secret_is_a_condition_then_recovers(e2e):
     obj, _ = e2e.wait_for(ns, "v2wjob", "waits", lambda o: (condition(o, "Accepted") or {}).get("status") == "True",
                           timeout=90, what="Accepted=True after the Secret appeared")
     assert e2e.get(ns, "pytorchjob", "v2w-waits") is not None
+
+
+def test_missing_claim_is_a_condition_then_recovers(e2e):
+    """A pvc:// input whose claim is not there: the job says which claim, in its condition (not "waiting for
+    pods to start" with the claim named only in a log), makes no PyTorchJob, and goes on once it exists."""
+    import stack
+
+    ns = e2e.namespace()
+    doc = e2e.job("Video2WorldJob", "on-claim", {
+        "input": {"uri": "pvc://clips/night/in.jpg", "prompt": "A tram turns a corner."}, **DISABLED})
+    e2e.apply(ns, doc)
+    obj, _ = e2e.wait_for(ns, "v2wjob", "on-claim",
+                          lambda o: (condition(o, "Accepted") or {}).get("reason") == "ClaimMissing", timeout=60,
+                          what="Accepted=False/ClaimMissing")
+    accepted = condition(obj, "Accepted")
+    assert accepted["status"] == "False" and "PersistentVolumeClaim clips not found" in accepted["message"]
+    assert ns in accepted["message"] and obj["status"]["phase"] == "Pending"
+    assert e2e.get(ns, "pytorchjob", "v2w-on-claim") is None
+    events = json.loads(e2e.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+    assert any(e["reason"] == "ClaimMissing" and "clips" in e["message"] for e in events)
+
+    folder = e2e.workdir / "pvcs" / ns / "clips" / "night"
+    folder.mkdir(parents=True)
+    (folder / "in.jpg").write_bytes(stack.sample_image(3, (96, 64)))
+    make_claim(e2e, ns, "clips")
+    obj, _ = e2e.wait_for(ns, "v2wjob", "on-claim", phase_is("Succeeded", "Failed"), what="a final phase")
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert condition(obj, "Accepted")["status"] == "True"
 
 
 def test_suspend_then_resume(e2e):

@@ -56,7 +56,7 @@ SETTLE_TIMEOUT = 60.0
 REQUESTS_PER_POLL = 2
 # One retry of a job that waits: its Secret read, kopf's progress annotations and wake-up touch, an event.
 REQUESTS_PER_TRY = 6
-RETRY_REASONS = {Reason.SECRET_MISSING.value, Reason.STORAGE_UNREACHABLE.value}
+RETRY_REASONS = {Reason.SECRET_MISSING.value, Reason.CLAIM_MISSING.value, Reason.STORAGE_UNREACHABLE.value}
 
 
 # Fixed cases ahead of the drawn ones, as the fuzz keeps its own: the fuzz seldom draws a boolean for
@@ -153,7 +153,7 @@ def _settled(obj: dict) -> bool:
 
 
 def _retrying(obj: dict) -> bool:
-    """Waiting for its Secret or storage: the create handler tries again with backoff."""
+    """Waiting for its Secret, a claim or storage: the create handler tries again with backoff."""
     return (_condition(obj, "Accepted") or {}).get("reason") in RETRY_REASONS
 
 

@@ -40,6 +40,20 @@ class FakeCustomObjects:
         return self.objects[(namespace, name)]
 
 
+class FakeCore:
+    """The PersistentVolumeClaims of a fake API server: get (404 when absent)."""
+
+    def __init__(self) -> None:
+        self.claims: set[tuple[str, str]] = set()
+        self.reads: list[tuple[str, str]] = []
+
+    def read_namespaced_persistent_volume_claim(self, name, namespace):
+        self.reads.append((namespace, name))
+        if (namespace, name) not in self.claims:
+            raise ApiException(status=404)
+        return {"metadata": {"name": name, "namespace": namespace}}
+
+
 class FakeStorage:
     def __init__(self, prefix: str, reads: dict[str, Any]) -> None:
         self.prefix, self.reads = prefix.rstrip("/"), reads
@@ -58,6 +72,9 @@ class FakeStorage:
         return None
 
 
+CORE = FakeCore()
+
+
 @pytest.fixture
 def cluster(monkeypatch):
     api = FakeCustomObjects()
@@ -69,6 +86,9 @@ def cluster(monkeypatch):
         return FakeStorage(prefix, storage)
 
     monkeypatch.setattr(handlers, "custom_objects", lambda: api)
+    monkeypatch.setattr(handlers, "core", lambda: CORE)
+    CORE.claims.clear()
+    CORE.reads.clear()
     monkeypatch.setattr(handlers, "_credentials", lambda spec, namespace: Credentials("id", "secret"))
     monkeypatch.setattr(handlers, "_storage", storage_for)
     monkeypatch.setattr(kopf, "info", lambda body, reason, message: events.append(("Normal", reason, message)))
@@ -184,6 +204,38 @@ def test_a_missing_secret_waits_and_each_retry_writes_only_what_changed(cluster,
     with pytest.raises(kopf.TemporaryError):
         ensure(again, retry=1)
     assert again["_patch"] == {} and api.creates == 0  # the same status: no write
+
+
+def test_a_missing_claim_is_named_in_the_condition_and_the_job_goes_on_once_it_exists(cluster):
+    """A pvc:// URI whose claim is not in the job's namespace: Pending with Accepted=False/ClaimMissing naming
+    the claim, no PyTorchJob (its pods would only wait unscheduled), retried with backoff."""
+    api, events, _ = cluster
+    doc = job("video2world-5frame-job.yaml")  # pvc://model-store/… and pvc://inputs/…
+    CORE.claims.add((NAMESPACE, "inputs"))
+    with pytest.raises(kopf.TemporaryError, match="PersistentVolumeClaim model-store not found in namespace team-a"):
+        ensure(doc)
+    written = doc["_patch"]
+    assert written["phase"] == "Pending" and conditions(written) == {"Accepted": ("False", "ClaimMissing")}
+    assert "model-store" in written["message"] and "inputs" not in written["message"]
+    assert events[-1][:2] == ("Warning", "ClaimMissing") and api.creates == 0
+    assert set(CORE.reads) == {(NAMESPACE, "inputs"), (NAMESPACE, "model-store")}  # its own namespace only
+
+    CORE.claims.add((NAMESPACE, "model-store"))
+    again = applied(doc, written)
+    written = ensure(again, retry=1)
+    assert conditions(written)["Accepted"] == ("True", "PyTorchJobCreated") and api.creates == 1
+
+
+def test_a_default_checkpoint_on_a_claim_is_checked_and_mounted(cluster, monkeypatch):
+    api, _, _ = cluster
+    monkeypatch.setattr(handlers, "CONFIG", handlers.CONFIG.model_copy(update={"checkpoint_2b": "pvc://ckpt/2b"}))
+    doc = job()
+    with pytest.raises(kopf.TemporaryError, match="PersistentVolumeClaim ckpt not found"):
+        ensure(doc)
+    CORE.claims.add((NAMESPACE, "ckpt"))
+    ensure(applied(doc, doc["_patch"]), retry=1)
+    pod = api.objects[(NAMESPACE, "v2w-job-a")]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == ["ckpt"]
 
 
 def test_the_inline_batch_is_staged_under_the_recorded_output_prefix(cluster):

@@ -3,7 +3,7 @@
 The 4-rank launch of conftest.py (gloo, CPU) with --context_parallel_size 2: two data-parallel groups, each a
 Ulysses pair, share a batch of three videos (group 0 makes entries 0 and 2, group 1 entry 1). Its
 output folder must hold the same files as a single-process run of the batch: MP4 frames equal, prompt
-files equal, run records equal but for timings and the parallel flags, and one result.json listing all
+files equal, run records equal but for timings and the parallel flags, and one batch.result.json listing all
 three videos, written by rank 0.
 """
 
@@ -78,10 +78,10 @@ def test_side_files_and_result_match(single, parallel):
     for name in files(single):
         if name.endswith(".txt"):
             assert (out / name).read_text() == (single / name).read_text(), name
-        elif name.endswith(".json") and name != "progress.json":
+        elif name.endswith(".json") and name != "batch.progress.json":
             got, expected = (json.loads((d / name).read_text()) for d in (out, single))
             assert scrub(got, out) == scrub(expected, single), name
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / "batch.result.json").read_text())
     assert [v["name"] for v in result["videos"]] == [f"video{i}.mp4" for i in range(3)]
     assert stdout.count("summary: 3 video(s)") == 1  # rank 0 alone reports
 

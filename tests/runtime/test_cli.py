@@ -37,6 +37,32 @@ def test_defaults_match_the_seed():
     assert "Sampling steps. (default: 35)" in " ".join(build_parser("video2world").format_help().split())
 
 
+def test_a_hand_started_run_names_its_record_after_itself():
+    """Runs of the seed's commands share output/: each names its progress and result files after its save
+    path or batch file; a configuration without a record name (the operator's) keeps result.json."""
+    single = parse("video2world", ["--prompt", "a bus", "--save_path", "output/video2world_2b.mp4"])
+    assert (single.output.record_name, single.output.result_file, single.output.progress_file) == (
+        "video2world_2b", "video2world_2b.result.json", "video2world_2b.progress.json")
+    batch = parse("video2world", ["--batch_input_json", "assets/video2world/batch_example.json"])
+    assert batch.output.result_file == "batch_example.result.json"
+    assert parse("video2world", ["--prompt", "a bus"]).output.result_file == "generated_video.result.json"
+    from_job = parse("video2world", ["--config", single.model_copy(
+        update={"output": single.output.model_copy(update={"record_name": None})}).to_yaml()])
+    assert (from_job.output.result_file, from_job.output.progress_file) == ("result.json", "progress.json")
+    assert parse("bestofn", ["--prompt", "a bus"]).output.result_file == "result.json"  # its folder is its own
+
+
+def test_an_entry_may_not_overwrite_the_runs_own_files(cli, media):
+    batch = [{"input_video": str(media["image"]), "prompt": "a bus", "output_video": "batch.result.mp4"},
+             {"input_video": str(media["image"]), "prompt": "a bus", "output_video": "fine.mp4"}]
+    Path("batch.json").write_text(json.dumps(batch))
+    run = cli("--batch_input_json", "batch.json")
+    assert run.code == 1
+    result = ResultManifest.model_validate(read_json("output/batch.result.json"))
+    assert [v.status for v in result.videos] == ["failed", "succeeded"]
+    assert "would overwrite the run's batch.result.json" in result.videos[0].reason
+
+
 def test_single_image_to_mp4_with_side_files(cli, media):
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus leaves the depot",
               "--save_path", "output/single.mp4", "--fps", "12")
@@ -50,10 +76,10 @@ def test_single_image_to_mp4_with_side_files(cli, media):
     assert record["settings"]["generation"]["fps"] == 12 and record["versions"]["diffusers"].startswith("0.42")
     assert {"load_input", "sampling", "decoding", "writing"} <= set(record["timings_s"])
     assert record["model"]["checkpoint"] and record["model"]["transformer_config"]["num_layers"] == 2
-    result = ResultManifest.model_validate(read_json("output/result.json"))
+    result = ResultManifest.model_validate(read_json("output/single.result.json"))
     assert result.succeeded and [v.status for v in result.videos] == ["succeeded"]
     assert result.videos[0].uri == "output/single.mp4" and result.videos[0].files["record"] == "output/single.json"
-    progress = ProgressManifest.model_validate(read_json("output/progress.json"))
+    progress = ProgressManifest.model_validate(read_json("output/single.progress.json"))
     assert progress.stage.value == "done" and progress.videos_done == 1 and progress.videos_total == 1
     assert "1 succeeded" in run.out
 
@@ -92,7 +118,7 @@ def test_batch_of_three_with_one_bad_entry(cli, media, tmp_path):
     assert run.code == 1
     assert Path("output/one.mp4").is_file() and Path("output/three.mp4").is_file()
     assert not Path("output/two.mp4").exists()
-    result = ResultManifest.model_validate(read_json("output/result.json"))
+    result = ResultManifest.model_validate(read_json("output/batch.result.json"))
     assert not result.succeeded
     assert [(v.name, v.status) for v in result.videos] == [("one.mp4", "succeeded"), ("two.mp4", "failed"),
                                                            ("three.mp4", "succeeded")]
@@ -112,7 +138,7 @@ def test_batch_output_may_not_escape_the_output_folder(cli, media, tmp_path):
     assert run.code == 1
     assert not Path("../escaped.mp4").exists() and not Path("escaped.mp4").exists()
     assert not (Path.cwd().parent / "abs-escape.mp4").exists()
-    result = read_json("output/result.json")
+    result = read_json("output/batch.result.json")
     assert [v["status"] for v in result["videos"]] == ["failed", "failed", "succeeded"]
     assert "escapes the output folder" in result["videos"][0]["reason"]
     assert "'../escaped.mp4'" in result["videos"][0]["reason"]
@@ -155,7 +181,7 @@ def test_guardrail_block_is_recorded_and_the_batch_goes_on(cli, media, guardrail
     record = read_json("output/blocked.json")
     assert record["status"] == "blocked" and "forbidden" in record["reason"]
     assert record["guardrail"] == [{"stage": "prompt", "allowed": False, "check": "blocklist", "reason": "the word 'forbidden'"}]
-    result = read_json("output/result.json")
+    result = read_json("output/batch.result.json")
     assert result["succeeded"] is True
     assert [v["status"] for v in result["videos"]] == ["blocked", "succeeded"]
     assert "forbidden" in result["videos"][0]["reason"] and "uri" not in result["videos"][0]
@@ -184,7 +210,7 @@ def test_guardrail_error_fails_closed(cli, media, monkeypatch):
     assert run.code == 3
     assert "guardrail" in run.err and "cannot run" in run.err
     assert not Path("output/v.mp4").exists()
-    result = read_json("output/result.json")
+    result = read_json("output/v.result.json")
     assert result["succeeded"] is False and "guardrail" in result["message"]
 
 
@@ -219,6 +245,6 @@ def test_http_input_and_api_spelled_batch(cli, media):
         server.shutdown()
     assert run.code == 1
     assert read_video(Path("output/web.mp4"))[0].shape == (9, 64, 96, 3)
-    result = read_json("output/result.json")
+    result = read_json("output/batch.result.json")
     assert [v["status"] for v in result["videos"]] == ["succeeded", "failed"]
     assert "absent.png" in result["videos"][1]["reason"] and "404" in result["videos"][1]["reason"]

@@ -18,7 +18,7 @@ def test_missing_input(cli):
     assert run.code == 2
     assert "nowhere/input.jpg" in run.err and "no such file" in run.err
     assert not Path("output/generated_video.mp4").exists()
-    result = read_json("output/result.json")
+    result = read_json("output/generated_video.result.json")
     assert result["succeeded"] is False and "nowhere/input.jpg" in result["message"]
 
 
@@ -48,6 +48,8 @@ def test_video_shorter_than_five_frames(cli, media):
         ([{"input_video": "a.jpg", "output_video": "a.mp4"}], "entry 0: prompt: field required"),
         ([{"input_video": "a.jpg", "prompt": "x", "output_video": "a.mp4"}, "oops"], "entry 1 is str"),
         ("not json", "not valid JSON"),
+        ([{"input_video": "a.jpg", "prompt": " \t\u3000", "output_video": "a.mp4"}],
+         "entry 0: prompt: must not be empty or only white space"),
     ],
 )
 def test_bad_batch_json(cli, content, message):
@@ -115,3 +117,24 @@ def test_usage_errors(cli, media):
     run = cli("--input_path", str(media["image"]), "--prompt", "x", "--height", "50", "--disable_guardrail",
               "--disable_prompt_refiner", fast=False)
     assert run.code == 2 and "--height (debug.height): must be a multiple of 16, not 50" in run.err
+
+
+def test_a_blank_prompt_is_refused_as_the_api_refuses_it(cli, media):
+    run = cli("--input_path", str(media["image"]), "--prompt", " \t\n")
+    assert run.code == 2, run.err
+    assert "--prompt" in run.err and "input.prompt" in run.err and "must not be empty or only white space" in run.err
+    assert not Path("output").exists()  # refused while reading the command line: nothing written
+
+
+@pytest.mark.parametrize("program", ["video2world", "bestofn"])
+def test_a_negative_seed_is_refused_as_the_api_refuses_it(program, media, tiny_checkpoint, capsys):
+    """`--seed -5`: the CRD refuses spec.generation.seed below 0, and so does RunConfig for both programs."""
+    import importlib
+
+    main = importlib.import_module(f"v2w_runtime.{program}").main
+    code = main(["--checkpoint_dir", str(tiny_checkpoint), "--input_path", str(media["image"]), "--prompt", "a bus",
+                 "--seed", "-5", "--save_path", "output/seeded" + (".mp4" if program == "video2world" else "")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--seed (generation.seed): Input should be greater than or equal to 0" in err
+    assert not Path("output").exists()

@@ -35,7 +35,7 @@ def test_real_guardrail_blocks_a_prompt_and_passes_the_other(cli, media, tiny_gu
     run = cli("--batch_input_json", "batch.json", "--guardrail_checkpoint", str(tiny_guardrail),
               "--guardrail_blocklist", "zeppelin", "--disable_prompt_refiner", *SMALL, fast=False)
     assert run.code == 0, run.err
-    result = read_json("output/result.json")
+    result = read_json("output/batch.result.json")
     assert [v["status"] for v in result["videos"]] == ["blocked", "succeeded"]
     assert not Path("output/blocked.mp4").exists() and Path("output/allowed.mp4").is_file()
     blocked = read_json("output/blocked.json")
@@ -54,5 +54,5 @@ def test_real_refiner_prompt_is_recorded(cli, media, tiny_refiner):
     # the tiny random model writes random but readable words; they are the prompt the sampler saw
     assert record["refined_prompt"] and record["refined_prompt"] != "a bus"
     assert text.startswith(record["refined_prompt"]) and "# Original prompt\na bus" in text
-    result = read_json("output/result.json")
+    result = read_json("output/r.result.json")
     assert result["videos"][0]["status"] == "succeeded"

@@ -329,7 +329,7 @@ def test_a_bad_entry_fails_alone_in_a_batch(cli, media, files):
     Path("batch.json").write_text(json.dumps(batch))
     run = cli("--batch_input_json", "batch.json")
     assert run.code == 1, run.err  # some failed, the run went on
-    result = ResultManifest.model_validate(read_json("output/result.json"))
+    result = ResultManifest.model_validate(read_json("output/batch.result.json"))
     assert [(v.name, v.status) for v in result.videos] == [
         ("first.mp4", "succeeded"), ("bomb.mp4", "failed"), ("half.mp4", "failed"), ("text.mp4", "failed"),
         ("last.mp4", "succeeded")]

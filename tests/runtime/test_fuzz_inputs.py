@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from v2w_runtime.batch import BatchError, BatchItem, parse_batch
 from v2w_runtime.critic import count_trials, parse_answer, score
 from v2w_runtime.outputs import OutputPathError, OutputTarget, resolve_output
+from v2w_api.base import is_blank
 from v2w_api.run import RunConfig, RunConfigError
 from v2w_runtime.cli import UsageError, build_parser, parse
 
@@ -52,6 +53,7 @@ BATCHES = st.one_of(JSON, st.lists(st.one_of(ENTRY, JSON), max_size=5))
 @example([])
 @example([{"input_video": "a.jpg", "prompt": "p", "output_video": "../x.mp4"}])
 @example([{"input_video": "a.jpg", "prompt": "p"}])
+@example([{"input_video": "a.jpg", "prompt": "\u3000 ", "output_video": "a"}])
 def test_batch_json_is_parsed_or_refused_naming_the_entry(data):
     try:
         items = parse_batch(data, "batch.json")
@@ -63,7 +65,7 @@ def test_batch_json_is_parsed_or_refused_naming_the_entry(data):
         return
     assert isinstance(data, list) and len(items) == len(data)
     for item, entry in zip(items, data):
-        assert isinstance(item, BatchItem) and item.prompt and item.input_video and item.output_video
+        assert isinstance(item, BatchItem) and not is_blank(item.prompt) and item.input_video and item.output_video
         assert not set(entry) - {"input_video", "input", "prompt", "output_video", "output", "seed",
                                  "negative_prompt", "negativePrompt"}
 

@@ -26,7 +26,7 @@ def test_rerun_skips_finished_entries_and_remakes_the_rest(cli, media, tmp_path,
     kept = first.stat().st_mtime_ns, first.read_bytes()
     # The earlier attempt died after entry 0 was published and before entry 1's MP4 was.
     Path("out/take-1.mp4").unlink()
-    Path("out/result.json").unlink()
+    Path("out/batch.result.json").unlink()
 
     with caplog.at_level(logging.INFO, logger="v2w_runtime"):
         run = cli(*args)
@@ -35,13 +35,13 @@ def test_rerun_skips_finished_entries_and_remakes_the_rest(cli, media, tmp_path,
     assert Path("out/take-1.mp4").stat().st_size > 1000
     assert "take-0.mp4: already made by an earlier attempt" in caplog.text
     assert "take-1.mp4: already made" not in caplog.text
-    result = ResultManifest.model_validate(read_json("out/result.json"))
+    result = ResultManifest.model_validate(read_json("out/batch.result.json"))
     assert [(v.name, v.status, v.uri) for v in result.videos] == [
         ("take-0.mp4", "succeeded", "out/take-0.mp4"), ("take-1.mp4", "succeeded", "out/take-1.mp4")]
     kept_video = result.videos[0]
     assert kept_video.prompt == "take 0" and kept_video.seed == 0 and kept_video.files["record"] == "out/take-0.json"
     assert "sampling" in kept_video.timings  # carried over from the record
-    progress = ProgressManifest.model_validate(read_json("out/progress.json"))
+    progress = ProgressManifest.model_validate(read_json("out/batch.progress.json"))
     assert progress.videos_done == progress.videos_total == 2
 
 

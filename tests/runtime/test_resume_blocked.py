@@ -66,7 +66,7 @@ def test_blocked_prompt_is_kept_on_restart_and_listed_once(cli, media, guardrail
 
     # The worker was killed after the blocked entry was recorded and before the other's MP4 went out.
     Path("output/allowed.mp4").unlink()
-    Path("output/result.json").unlink()
+    Path("output/batch.result.json").unlink()
     generated.clear()
     with caplog.at_level(logging.INFO, logger="v2w_runtime"):
         again = cli(*args, fast=False)
@@ -76,7 +76,7 @@ def test_blocked_prompt_is_kept_on_restart_and_listed_once(cli, media, guardrail
     assert "blocked.mp4: blocked by the guardrail in an earlier attempt, kept as blocked" in caplog.text
     assert not Path("output/blocked.mp4").exists() and Path("output/allowed.mp4").stat().st_size > 1000
 
-    result = ResultManifest.model_validate(read_json("output/result.json"))
+    result = ResultManifest.model_validate(read_json("output/batch.result.json"))
     assert [(v.name, v.status) for v in result.videos] == [("blocked.mp4", "blocked"), ("allowed.mp4", "succeeded")]
     assert result.succeeded and result.counts() == {"succeeded": 1, "blocked": 1, "failed": 0, "skipped": 0}
     blocked = result.videos[0]
@@ -84,7 +84,7 @@ def test_blocked_prompt_is_kept_on_restart_and_listed_once(cli, media, guardrail
     assert blocked.reason.startswith("guardrail blocked the prompt (blocklist")
     assert blocked.files == {"prompt": "output/blocked.txt", "record": "output/blocked.json"}
     assert blocked.prompt == BLOCKED_PROMPT and blocked.seed == 0
-    progress = ProgressManifest.model_validate(read_json("output/progress.json"))
+    progress = ProgressManifest.model_validate(read_json("output/batch.progress.json"))
     assert progress.videos_done == progress.videos_total == 2
 
     # Without the blocklist term the settings differ: the verdict is not carried over, the entry is made.
@@ -117,7 +117,7 @@ def test_prompt_and_video_verdicts_are_kept_on_restart_over_s3(cli, s3_env, medi
     assert not {"words.mp4", "frames.mp4"} & set(before)
 
     # Killed before result.json went up: the restart makes nothing and rewrites no record.
-    client.delete_object(Bucket=bucket, Key=f"{prefix}/result.json")
+    client.delete_object(Bucket=bucket, Key=f"{prefix}/batch.result.json")
     generated.clear()
     again = cli(*args, fast=False)
     assert again.code == 0, again.err
@@ -126,7 +126,7 @@ def test_prompt_and_video_verdicts_are_kept_on_restart_over_s3(cli, s3_env, medi
     for name in ("words.json", "words.txt", "frames.json", "frames.txt"):
         assert after[name] == before[name], name
     result = ResultManifest.model_validate_json(
-        client.get_object(Bucket=bucket, Key=f"{prefix}/result.json")["Body"].read())
+        client.get_object(Bucket=bucket, Key=f"{prefix}/batch.result.json")["Body"].read())
     assert [(v.name, v.status) for v in result.videos] == [("words.mp4", "blocked"), ("frames.mp4", "blocked")]
     assert result.succeeded and result.counts()["blocked"] == 2
     assert "guardrail blocked the prompt" in result.videos[0].reason

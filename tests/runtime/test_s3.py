@@ -53,14 +53,14 @@ def test_batch_from_s3_to_s3(cli, s3_env, bucket, tmp_path):
               checkpoint=f"s3://{bucket}/models/tiny")
     assert run.code == 1, run.err  # the third input does not exist
     assert keys(client, bucket, prefix) == {
-        "first.mp4", "first.txt", "first.json", "second.mp4", "second.txt", "second.json", "progress.json",
-        "result.json",
+        "first.mp4", "first.txt", "first.json", "second.mp4", "second.txt", "second.json", "batch.progress.json",
+        "batch.result.json",
     }
     client.download_file(bucket, f"{prefix}/second.mp4", str(tmp_path / "second.mp4"))
     frames, meta = read_video(tmp_path / "second.mp4")
     assert frames.shape == (9, 64, 96, 3) and meta["fps"] == 16
 
-    body = client.get_object(Bucket=bucket, Key=f"{prefix}/result.json")["Body"].read().decode()
+    body = client.get_object(Bucket=bucket, Key=f"{prefix}/batch.result.json")["Body"].read().decode()
     assert s3_env.secret_key not in body
     result = ResultManifest.model_validate_json(body)
     assert [v.status for v in result.videos] == ["succeeded", "succeeded", "failed"]
@@ -69,7 +69,7 @@ def test_batch_from_s3_to_s3(cli, s3_env, bucket, tmp_path):
                                       "record": f"s3://{bucket}/{prefix}/first.json"}
     assert "absent.png" in result.videos[2].reason
     progress = ProgressManifest.model_validate_json(
-        client.get_object(Bucket=bucket, Key=f"{prefix}/progress.json")["Body"].read())
+        client.get_object(Bucket=bucket, Key=f"{prefix}/batch.progress.json")["Body"].read())
     assert progress.videos_done == progress.videos_total == 3
     record = json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/first.json")["Body"].read())
     assert s3_env.secret_key not in json.dumps(record) and record["input"] == f"s3://{bucket}/inputs/still.png"
@@ -89,7 +89,7 @@ def test_console_entry_point_with_s3_save_path(s3_env, bucket, tmp_path):
     proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = s3_env.client()
-    assert {"five.mp4", "five.txt", "five.json", "progress.json", "result.json"} <= keys(client, bucket, "single")
+    assert {"five.mp4", "five.txt", "five.json", "five.progress.json", "five.result.json"} <= keys(client, bucket, "single")
     assert f"s3://{bucket}/single/five.mp4" in proc.stdout
 
 

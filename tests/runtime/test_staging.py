@@ -39,7 +39,7 @@ def test_staging_removed_when_a_run_raises(cli, media, minio, s3_out, staging_di
         cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", f"s3://{s3_out}/run/a.mp4")
     assert len(seen) == 1 and len(seen[0]) == 1  # it was staged in a folder of its own while running
     assert list(staging_dir.iterdir()) == []
-    assert "run/progress.json" in _keys(minio, s3_out)  # what reached the prefix stays there
+    assert "run/a.progress.json" in _keys(minio, s3_out)  # what reached the prefix stays there
 
 
 @pytest.mark.s3
@@ -56,7 +56,7 @@ def test_staging_removed_when_the_upload_fails(cli, media, minio, s3_out, stagin
     monkeypatch.setattr(Video2WorldGenerator, "generate", bucket_goes_away)
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", f"s3://{s3_out}/run/a.mp4")
     assert run.code != 0
-    assert f"cannot write s3://{s3_out}/run/result.json: no such bucket" in run.err
+    assert f"cannot write s3://{s3_out}/run/a.result.json: no such bucket" in run.err
     assert list(staging_dir.iterdir()) == []
 
 
@@ -69,7 +69,7 @@ def test_staging_removed_when_the_guardrail_fails_closed(cli, media, minio, s3_o
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", f"s3://{s3_out}/run/a.mp4")
     assert run.code == runner.EXIT_GUARDRAIL, run.err
     assert list(staging_dir.iterdir()) == []
-    result = json.loads(minio.client().get_object(Bucket=s3_out, Key="run/result.json")["Body"].read())
+    result = json.loads(minio.client().get_object(Bucket=s3_out, Key="run/a.result.json")["Body"].read())
     assert result["succeeded"] is False and "unreadable" in result["message"]
 
 
@@ -78,7 +78,7 @@ def test_staging_removed_after_a_successful_run(cli, media, minio, s3_out, stagi
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", f"s3://{s3_out}/run/a.mp4")
     assert run.code == 0, run.err
     assert list(staging_dir.iterdir()) == []
-    assert {"run/a.mp4", "run/result.json"} <= _keys(minio, s3_out)
+    assert {"run/a.mp4", "run/a.result.json"} <= _keys(minio, s3_out)
 
 
 def test_local_output_folder_kept_when_a_run_raises(cli, media, staging_dir, tmp_path, monkeypatch):
@@ -89,7 +89,7 @@ def test_local_output_folder_kept_when_a_run_raises(cli, media, staging_dir, tmp
     with pytest.raises(RuntimeError, match="fell over"):
         cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", str(out / "a.mp4"))
     assert (out / "earlier.mp4").read_bytes() == b"kept"
-    assert (out / "progress.json").is_file()
+    assert (out / "a.progress.json").is_file()
     assert list(staging_dir.iterdir()) == []  # a local run stages nothing
 
 
@@ -101,4 +101,4 @@ def test_local_output_folder_kept_when_the_guardrail_fails_closed(cli, media, tm
     out = tmp_path / "out"
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", str(out / "a.mp4"))
     assert run.code == runner.EXIT_GUARDRAIL
-    assert json.loads((out / "result.json").read_text())["succeeded"] is False
+    assert json.loads((out / "a.result.json").read_text())["succeeded"] is False

@@ -40,10 +40,10 @@ def test_batch_across_two_ranks(tiny_checkpoint, media, tmp_path, cli):
     (tmp_path / "batch.json").write_text(json.dumps(batch))
     proc = torchrun(["--checkpoint_dir", str(tiny_checkpoint), "--batch_input_json", "batch.json", *FAST], tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]  # c.mp4 has no input
-    result = read_json(tmp_path / "output" / "result.json")
+    result = read_json(tmp_path / "output" / "batch.result.json")
     assert [(v["name"], v["status"], v["seed"]) for v in result["videos"]] == [
         ("a.mp4", "succeeded", 0), ("b.mp4", "succeeded", 1), ("c.mp4", "failed", 2)]
-    progress = read_json(tmp_path / "output" / "progress.json")
+    progress = read_json(tmp_path / "output" / "batch.progress.json")
     assert progress["videosDone"] == progress["videosTotal"] == 3
     assert proc.stdout.count("summary:") == 1  # only rank 0 reports
 

@@ -74,6 +74,10 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
   - {{ . | quote }}
   {{- end }}
 {{- end }}
+# get: the claims a job's pvc:// URIs name are looked up before its PyTorchJob is made (ClaimMissing).
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get]
 # kopf 1.45 posts core/v1 Events and only creates them.
 - apiGroups: [""]
   resources: [events]
