@@ -109,7 +109,21 @@ class Run:
         else:  # scoring only: every rank scores whole videos
             self.ctx = init_parallel(par.gpus, num_heads=1, guidance=False, num_videos=par.gpus,
                                      device=self.config.debug.device)
+        layout = self.ctx.layout
+        chosen = "as the spec fixes it" if par.context_parallel_size or par.cfg_parallel is not None else "automatic"
+        if layout.is_global_leader:
+            log.info("layout (%s) for %d GPU(s) and %d video(s): %d group(s) of %d, context parallel %d, CFG parallel %s",
+                     chosen, layout.world_size, num_videos, layout.num_groups, layout.group_size, layout.cp_size,
+                     "on" if layout.cfg_parallel else "off")
         return self.ctx
+
+    @property
+    def layout_record(self) -> dict:
+        """The layout the ranks run, as each video's record names it (the spec may have left it to the runtime)."""
+        layout = self.ctx.layout
+        return {"gpus": layout.world_size, "groups": layout.num_groups, "groupSize": layout.group_size,
+                "contextParallelSize": layout.cp_size, "cfgParallel": layout.cfg_parallel,
+                "gpuGroup": layout.group_index}
 
     # 2-4. Guardrail and refiner (group leaders only; a GuardrailError propagates: fail closed), the DiT
     # pipeline split over the group, and the speed switches
@@ -186,7 +200,7 @@ class Run:
     def video_record(self, generator: Video2WorldGenerator, job, outcome) -> dict:
         """The run record written next to each video: what it was made from, how, and with which code."""
         return {"video": job.name, "input": job.input, **outcome.record(), "settings": self.record,
-                "model": generator.model_info, "versions": self.versions}
+                "layout": self.layout_record, "model": generator.model_info, "versions": self.versions}
 
     @property
     def versions(self) -> dict[str, str]:

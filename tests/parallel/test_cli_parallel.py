@@ -19,7 +19,7 @@ import pytest
 from tests.parallel.conftest import Launch
 
 TIMING_KEYS = {"timings_s", "timings", "timingsS", "startedAt", "finishedAt", "durationS", "updatedAt", "started_at", "finished_at"}
-PARALLEL_FLAGS = {"parallelism"}  # the run configuration's group of GPUs and layout
+PARALLEL_FLAGS = {"parallelism", "layout"}  # the GPUs and layout: asked for, and run
 
 
 @pytest.fixture(scope="module")
