@@ -146,7 +146,8 @@ def test_minio_stopped_during_upload_fails_clearly_and_references_nothing_partia
                 "--height", "64", "--width", "96", "--num_frames", "9", "--device", "cpu", "--dtype", "float32"]
         proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            wait_for_object(private.client(), bucket, "run/progress.json", timeout=120)
+            # A hand-started batch names its progress and result files after its batch file.
+            wait_for_object(private.client(), bucket, "run/batch.progress.json", timeout=120)
             private.stop()  # the runtime is loading models: everything it writes from now on fails
             out, err = proc.communicate(timeout=180)
         finally:
@@ -163,8 +164,9 @@ def test_minio_stopped_during_upload_fails_clearly_and_references_nothing_partia
         client = private.client()
         keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="run/").get("Contents", [])}
         assert not any(k.endswith(".mp4") for k in keys), keys
-        if "run/result.json" in keys:
-            result = ResultManifest.model_validate_json(client.get_object(Bucket=bucket, Key="run/result.json")["Body"].read())
+        if "run/batch.result.json" in keys:
+            result = ResultManifest.model_validate_json(
+                client.get_object(Bucket=bucket, Key="run/batch.result.json")["Body"].read())
             for video in result.videos:
                 assert video.uri is None or s3_key(video.uri)[1] in keys, video
     finally:
