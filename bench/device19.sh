@@ -9,6 +9,9 @@
 #   bash bench/device19.sh a         # carry .bench_whl .fa4/whl: kernels, 2B forwards + profiles, 480p videos
 #   bash bench/device19.sh b         # 720p videos, stock and ours (exact), same process
 #   bash bench/device19.sh c         # 720p fast mode against b's latents; 14B 720p per-step, extrapolated
+# After the cross-attention went back to SDPA (another machine, so stock is measured again alongside):
+#   bash bench/device19.sh d1        # 720p videos, stock and ours, same process
+#   bash bench/device19.sh d2        # profiles: 2B 720p ours; 14B 720p stock and ours (forward, MFU)
 set -euo pipefail
 stage=$1
 site=/tmp/site
@@ -41,6 +44,13 @@ case "$stage" in
     lat=/tmp/v2w-lat; [ -d "$lat" ] || lat=.bench_lat
     run --phase video --res 720 --runs cache5 cache6 --load "$lat" --tag fast
     run --phase video14b --runs stock ours
+    ;;
+  d1)
+    run --phase video --res 720 --runs ours stock --tag cross
+    ;;
+  d2)
+    run --phase forwards --res_list 720 --variants ours --repeats 1 --tag cross
+    run --phase forwards --size 14B --res_list 720 --variants stock ours --repeats 1
     ;;
 esac
 ls -la "$OUT"

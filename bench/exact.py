@@ -67,12 +67,12 @@ def timed_calls(fn, repeats: int) -> dict:
 
 def kernel_category(name: str) -> str:
     n = name.lower()
+    if n.startswith("triton_"):  # inductor's fused kernels (their names list the ops they fuse)
+        return "triton (fused elementwise/norm/rope)"
     if any(s in n for s in ("flash", "fmha", "sdpa", "attention", "attn")):
         return "attention"
     if any(s in n for s in ("gemm", "nvjet", "xmma", "cublas", "cutlass", "matmul", "splitk")):
         return "gemm"
-    if n.startswith("triton_") or "triton" in n:
-        return "triton (fused elementwise/norm)"
     if any(s in n for s in ("cat", "copy", "transpose", "permute", "index", "gather")):
         return "copy/cat/index"
     if any(s in n for s in ("norm", "reduce")):
@@ -191,7 +191,7 @@ def phase_forwards(rec: bench.Recorder, args) -> None:
     """2B DiT forward, batch 1 (one guidance pass): stock, then each lever alone and together; profiles."""
     ceiling = rec.data["results"].get("matmul_ceiling", {}).get("tflops") or bench.matmul_ceiling(rec)
     torch._dynamo.config.recompile_limit = 64
-    dit = bench.build_dit("2B")
+    dit = bench.build_dit(args.size)
     cfg = dit.config
     dim = cfg.num_attention_heads * cfg.attention_head_dim
     fa4 = "fa4" if perf.fa4_problem(bench.DEV, bench.DTYPE) is None else None
@@ -217,8 +217,10 @@ def phase_forwards(rec: bench.Recorder, args) -> None:
             variants += [("ours", ("fa4", True))]
         else:
             variants += [("ours", ("sdpa", True))]
+        if args.variants:
+            variants = [v for v in variants if v[0] in args.variants]
         for name, how in variants:
-            key = f"forward/2B/{res}/{name}"
+            key = f"forward/{args.size}/{res}/{name}"
             try:
                 if how == "compile-stock":
                     perf.compile_blocks(dit)
@@ -230,12 +232,13 @@ def phase_forwards(rec: bench.Recorder, args) -> None:
                     fn = how
                 else:
                     kernel, compiled = how
-                    model = fused.FusedCosmosTransformer(dit, perf.attention_fn(kernel))
+                    model = fused.FusedCosmosTransformer(dit, perf.attention_fn(kernel),
+                                                         perf.attention_fn(perf.cross_kernel(kernel)))
                     if compiled:
                         perf.compile_blocks(model)
                     fn = (lambda m: lambda: m(**inputs)[0])(model)
                 with torch.no_grad():
-                    r = timed_calls(fn, repeats=2)
+                    r = timed_calls(fn, repeats=args.repeats)
                     out = fn()
                     if name != "stock" and "out" in reference:
                         d = (out.float() - reference["out"].float()).abs()
@@ -243,7 +246,7 @@ def phase_forwards(rec: bench.Recorder, args) -> None:
                                          "rel_l2": round(float((out.float() - reference["out"].float()).norm()
                                                                 / reference["out"].float().norm()), 5)}
                     if name in ("stock", "ours") and res == "720" or args.smoke and name in ("stock", "ours"):
-                        r["profile"] = profile(fn, f"2B {res}p {name}")
+                        r["profile"] = profile(fn, f"{args.size} {res}p {name}")
                 r.update(tokens=tokens, tflop=round(flops / 1e12, 1), tflops=round(flops / r["seconds"] / 1e12, 1),
                          mfu=round(flops / r["seconds"] / 1e12 / ceiling, 3), dynamo=dynamo_stats())
                 rec.put(key, r)
@@ -421,6 +424,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench/out")))
     p.add_argument("--res", default="720", choices=["480", "720"])
     p.add_argument("--res_list", nargs="*", default=["720", "480"])
+    p.add_argument("--size", default="2B", choices=["2B", "14B"], help="the DiT of the forwards phase")
+    p.add_argument("--variants", nargs="*", default=None, help="forwards phase: only these (stock, ours, ...)")
+    p.add_argument("--repeats", type=int, default=2, help="forwards phase: timed calls after the first")
     p.add_argument("--steps", type=int, default=bench.STEPS)
     p.add_argument("--steps14b", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -436,7 +442,7 @@ def main() -> None:
     elif not torch.cuda.is_available():
         sys.exit("exact.py needs a CUDA GPU (or --smoke)")
     args.out.mkdir(parents=True, exist_ok=True)
-    name = args.phase + (f"{args.res}" if args.phase == "video" else "") + (f"-{args.tag}" if args.tag else "")
+    name = args.phase + (f"{args.res}" if args.phase == "video" else "") + ("14B" if args.size == "14B" else "") + (f"-{args.tag}" if args.tag else "")
     rec = bench.Recorder(args.out, name)
     {"kernels": phase_kernels, "forwards": phase_forwards, "video": phase_video, "video14b": phase_video14b}[args.phase](rec, args)
     print("done", flush=True)

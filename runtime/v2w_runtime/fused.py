@@ -12,8 +12,9 @@ differs from the stock forward (diffusers 0.42, `transformer_cosmos.py`), and wh
 * **Attention in the kernel's own layout.** q, k and v stay (B, S, heads, head_dim), the layout the
   projections produce and FlashAttention takes: no transposes, and the per-head RMSNorm and the rotary
   embedding run in the same fused kernel (when compiled) that writes the contiguous q and k the kernel
-  reads. The kernel is a callable (`attend`) chosen by `perf` (FlashAttention-4 through a custom op, or
-  SDPA through diffusers' dispatch).
+  reads. The kernels are callables chosen by `perf`: `attend` for self-attention (FlashAttention-4 through
+  a custom op, or SDPA through diffusers' dispatch) and `attend_cross` for the 512 text tokens, where FA4's
+  long-sequence tiling loses to cuDNN (2B 720p on an H100: 4.3 ms against 0.9 ms a call).
 * Rotary tables are computed once per latent shape and frame rate, not once per forward.
 
 Everything else (patch embedding, time embedding, the norms' arithmetic order, the feed-forward, the output
@@ -80,10 +81,12 @@ def _modulation(norm: nn.Module, emb: torch.Tensor, temb: torch.Tensor | None, p
 class FusedBlock(nn.Module):
     """One `CosmosTransformerBlock` (the stock module, shared) with per-row modulation and kernel-layout attention."""
 
-    def __init__(self, block: nn.Module, attend: Attend, attend_masked: Callable | None = None) -> None:
+    def __init__(self, block: nn.Module, attend: Attend, attend_cross: Attend | None = None,
+                 attend_masked: Callable | None = None) -> None:
         super().__init__()
         self.block = block
         self.attend = attend
+        self.attend_cross = attend_cross or attend
         self.attend_masked = attend_masked
 
     def forward(
@@ -135,7 +138,7 @@ class FusedBlock(nn.Module):
         k = a.norm_k(a.to_k(text).unflatten(2, (a.heads, -1)))
         v = a.to_v(text).unflatten(2, (a.heads, -1))
         if mask is None:
-            out = self.attend(q, k, v)
+            out = self.attend_cross(q, k, v)
         else:
             out = self.attend_masked(q, k, v, mask)
         out = out.flatten(2, 3).type_as(q)
@@ -151,13 +154,13 @@ def _sdpa_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.
 class FusedCosmosTransformer(nn.Module):
     """`CosmosTransformer3DModel` with the rewritten forward; same call, same output up to bf16 rounding."""
 
-    def __init__(self, model: nn.Module, attend: Attend) -> None:
+    def __init__(self, model: nn.Module, attend: Attend, attend_cross: Attend | None = None) -> None:
         super().__init__()
         reason = supports(model)
         if reason is not None:
             raise ValueError(f"cannot fuse this transformer: {reason}")
         self.model = model
-        self.blocks = nn.ModuleList(FusedBlock(b, attend, _sdpa_masked) for b in model.transformer_blocks)
+        self.blocks = nn.ModuleList(FusedBlock(b, attend, attend_cross, _sdpa_masked) for b in model.transformer_blocks)
         self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
