@@ -101,7 +101,7 @@ def compile_cache_dir() -> Path:
 
 
 def use_compile_caches(root: Path | None = None) -> dict[str, str]:
-    """Point inductor, Triton and FA4's CuTe DSL at folders under `root` unless their variables are set.
+    """Point inductor, Triton and FA4's CuTe DSL at folders under `root` unless their variables say otherwise.
 
     Must run before the first compile and before flash_attn.cute is imported (it reads its variables then).
     """
@@ -112,9 +112,21 @@ def use_compile_caches(root: Path | None = None) -> dict[str, str]:
         "FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED": "1",
         "FLASH_ATTENTION_CUTE_DSL_CACHE_DIR": str(root / "flash-attn-cute"),
     }
+    inductor_default = _inductor_default_cache_dir()
     for name, value in wanted.items():
-        os.environ.setdefault(name, value)
+        current = os.environ.get(name)
+        # Importing diffusers' models already makes inductor write its own default into the variable.
+        if current is None or (name == "TORCHINDUCTOR_CACHE_DIR" and current == inductor_default):
+            os.environ[name] = value
     return {name: os.environ[name] for name in wanted}
+
+
+def _inductor_default_cache_dir() -> str | None:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # pragma: no cover - older torch
+        return None
+    return default_cache_dir()
 
 
 # ----------------------------------------------------------------------------- attention kernels

@@ -227,3 +227,12 @@ def test_compile_caches_live_under_the_checkpoint_cache(tmp_path, monkeypatch):
     assert got["FLASH_ATTENTION_CUTE_DSL_CACHE_DIR"] == str(tmp_path / "torch-compile" / "flash-attn-cute")
     assert got["FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"] == "1"
     assert got["TRITON_CACHE_DIR"] == "/elsewhere/triton"
+
+
+def test_inductors_own_default_does_not_count_as_set(tmp_path, monkeypatch):
+    """Importing diffusers' models makes inductor write its default cache folder into the environment."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("V2W_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    assert perf.use_compile_caches()["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "torch-compile" / "inductor")
