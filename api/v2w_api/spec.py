@@ -267,7 +267,7 @@ class PerformanceSpec(APIModel):
         "off",
         description=(
             "An opt-in approximation. step_cache runs the transformer on every stepCacheInterval-th middle step "
-            "and reuses its last output in between (2B 720p on an H100: 0.35x the stock time at interval 5, "
+            "and reuses its last output in between (2B 720p on an H100: 0.28x the stock time at interval 5, "
             "PSNR about 40 dB against exact mode; see bench/results)."
         ),
     )
