@@ -58,6 +58,8 @@ FRAMES, STEPS, GUIDANCE, TEXT_LEN = 93, 35, 7.0, 512
 PROMPT = "a red bus drives slowly down a city street at night, lights moving on the wet road"
 NEGATIVE = "blurry, low quality, static, jitter"
 DEV = torch.device("cuda")
+DTYPE = torch.bfloat16
+TEXT_DIM = 1024  # T5-XXL's width
 WARM = (256, 448)  # warm-up size of the video phases
 
 
@@ -83,9 +85,14 @@ def env_info() -> dict:
     import diffusers
     import transformers
 
+    if DEV.type != "cuda":
+        return {"gpu": "cpu (smoke run)", "torch": torch.__version__, "cuda": None, "cudnn": None,
+                "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     props = torch.cuda.get_device_properties(DEV)
     return {
         "gpu": torch.cuda.get_device_name(DEV), "sm_count": props.multi_processor_count,
+        "gpu_uuid": str(getattr(props, "uuid", "")),
         "gpu_memory_gib": round(props.total_memory / 2**30, 1), "torch": torch.__version__,
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "diffusers": diffusers.__version__,
         "transformers": transformers.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -110,8 +117,9 @@ def sync_time(fn, repeats: int = 1, warmup: int = 1) -> dict:
 
 def free() -> None:
     gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
+    if DEV.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
 
 
 # ----------------------------------------------------------------------------------------- models
@@ -160,7 +168,7 @@ def dit_inputs(batch: int, res: str, dtype=torch.bfloat16) -> dict:
     return dict(
         hidden_states=torch.randn(batch, 16, t, h // 8, w // 8, generator=g, device=DEV, dtype=dtype),
         timestep=torch.rand(batch, 1, t, 1, 1, generator=g, device=DEV, dtype=dtype),
-        encoder_hidden_states=torch.randn(batch, TEXT_LEN, 1024, generator=g, device=DEV, dtype=dtype),
+        encoder_hidden_states=torch.randn(batch, TEXT_LEN, TEXT_DIM, generator=g, device=DEV, dtype=dtype),
         fps=16, condition_mask=torch.zeros(batch, 1, t, h // 8, w // 8, device=DEV, dtype=dtype),
         padding_mask=torch.zeros(1, 1, h, w, device=DEV, dtype=dtype), return_dict=False,
     )
@@ -299,13 +307,16 @@ def run_ours(ours, frames, h, w, steps, seed):
 
 
 def timed(fn):
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    gpu = DEV.type == "cuda"
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     result = fn()
-    torch.cuda.synchronize()
+    if gpu:
+        torch.cuda.synchronize()
     return result, {"seconds": round(time.perf_counter() - t0, 2),
-                    "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+                    "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if gpu else 0.0}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float | None:

@@ -31,7 +31,7 @@ Resolution = Literal[480, 720]
 ConditionalFrames = Literal[1, 5]
 CONTEXT_PARALLEL_SIZES = (1, 2, 4, 8)
 ContextParallelSize = Literal[CONTEXT_PARALLEL_SIZES]
-AttentionBackend = Literal["auto", "default", "cudnn", "flash", "efficient", "math"]
+AttentionBackend = Literal["auto", "default", "fa4", "cudnn", "flash", "efficient", "math"]
 FastMode = Literal["off", "step_cache"]
 
 BLANK_PROMPT = "must not be empty or only white space"
@@ -265,9 +265,20 @@ class PerformanceSpec(APIModel):
     """Speed options of the sampler. Everything but fastMode keeps the math exact (bf16 tolerance)."""
 
     attention_backend: AttentionBackend = Field(
-        "auto", description="Attention kernel; auto keeps PyTorch's choice, the fastest measured on an H100."
+        "auto",
+        description=(
+            "Attention kernel. auto: FlashAttention-4 (fa4) on Hopper and Blackwell GPUs where the runtime image "
+            "has it, else PyTorch's SDPA choice (default); cudnn, flash, efficient and math force an SDPA kernel. "
+            "The kernel used is named in each video's record."
+        ),
     )
-    compile: bool = Field(False, description="torch.compile the transformer blocks (exact; pays a compile first).")
+    compile: bool = Field(
+        True,
+        description=(
+            "torch.compile the transformer blocks on a GPU (exact; ignored on a CPU). The first forward at a new "
+            "size compiles; the compiled kernels are kept under the cache folder for the next run."
+        ),
+    )
     split_batch: bool = Field(
         True,
         description=(
@@ -279,7 +290,7 @@ class PerformanceSpec(APIModel):
         "off",
         description=(
             "An opt-in approximation. step_cache runs the transformer on every stepCacheInterval-th middle step "
-            "and reuses its last output in between (2B 720p on an H100: 0.35x the stock time at interval 5, "
+            "and reuses its last output in between (2B 720p on an H100: 0.28x the stock time at interval 5, "
             "PSNR about 40 dB against exact mode; see bench/results)."
         ),
     )

@@ -22,7 +22,7 @@ from pydantic.alias_generators import to_camel
 
 from v2w_api.run import RunConfig, RunConfigError, describe_errors
 from v2w_api.uris import LOCAL_PATHS
-from v2w_api.spec import CONTEXT_PARALLEL_SIZES
+from v2w_api.spec import CONTEXT_PARALLEL_SIZES, AttentionBackend
 from v2w_api.uris import is_s3
 
 Program = Literal["video2world", "bestofn"]
@@ -119,12 +119,13 @@ FLAGS: tuple[Flag, ...] = (
          "Move the refiner to CPU memory after use so the DiT has the GPU.", "safety", type=None, negatable=True),
     # speed
     Flag(("--attention_backend",), "performance.attention_backend",
-         "Attention kernel of the DiT (auto: PyTorch's own choice, the fastest measured on an H100).", "speed",
-         choices=("auto", "default", "cudnn", "flash", "efficient", "math")),
+         "Attention kernel of the DiT (auto: FlashAttention-4 on Hopper/Blackwell GPUs where installed, else "
+         "PyTorch's SDPA choice).", "speed", choices=typing.get_args(AttentionBackend)),
     _switch("--no_split_batch", "performance.split_batch", False,
             "Run both guidance passes as one batch-2 forward (more memory, no faster on an H100).", "speed"),
-    _switch("--compile", "performance.compile", True,
-            "torch.compile the transformer blocks (exact; pays a compile first).", "speed"),
+    Flag(("--compile",), "performance.compile",
+         "torch.compile the transformer blocks on a GPU (exact; the first forward at a size compiles).", "speed",
+         type=None, negatable=True),
     Flag(("--fast_mode",), "performance.fast_mode",
          "Opt-in approximation: step_cache reuses the DiT output on some middle steps.", "speed",
          choices=("off", "step_cache")),

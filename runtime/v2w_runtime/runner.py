@@ -144,12 +144,13 @@ class Run:
             device=ctx.device, guardrail=guardrail, refiner=refiner, ctx=ctx,
         )
         speed = perf.options_from_spec(config.performance)
-        applied = speed  # recorded as asked: the same run record on any layout
+        applied = speed  # recorded as asked (the same on any layout), next to what this device and layout got
         if ctx.layout.group_size > 1:  # the parallel wrapper splits the batch itself and has no blocks to compile
             applied = speed.model_copy(update={"split_batch": False, "compile": False})
-        perf.accelerate(generator.pipeline, applied)
+        wrapper = perf.accelerate(generator.pipeline, applied)
+        # as asked, plus what this device got: the attention kernel, the fused forward, compile
         generator.model_info.update(checkpoint=config.checkpoint, model_size=config.model.size,
-                                    dit_path=config.model.dit_path, speed=speed.model_dump())
+                                    dit_path=config.model.dit_path, speed={**speed.model_dump(), "applied": wrapper.applied})
         return generator
 
     def build_refiner(self, device: str) -> PromptRefiner | None:

@@ -175,7 +175,7 @@ COMMON: dict[str, Mapping] = {
     "parallelism.context_parallel_size": runtime("parallelism.context_parallel_size", 2, ("parallelism.gpus", 2)),
     "parallelism.cfg_parallel": runtime("parallelism.cfg_parallel", True, ("parallelism.gpus", 2)),
     "performance.attention_backend": runtime("performance.attention_backend", "cudnn"),
-    "performance.compile": runtime("performance.compile", True),
+    "performance.compile": runtime("performance.compile", False),
     "performance.split_batch": runtime("performance.split_batch", False),
     "performance.fast_mode": runtime("performance.fast_mode", "step_cache"),
     "performance.step_cache_interval": runtime("performance.step_cache_interval", 5),

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
+
+from ..perf import dispatch_attention
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class UlyssesAttnProcessor:
             # (S, B, h, D) -> (B, S, h, D) views, as dispatch_attention_fn takes them.
             full_q, full_k, full_v = (recv[:, i].transpose(0, 1) for i in range(3))
 
-        out = dispatch_attention_fn(full_q, full_k, full_v, attn_mask=None, dropout_p=0.0, is_causal=False)
+        out = dispatch_attention(full_q, full_k, full_v)  # diffusers' dispatch, or the run's custom kernel (FA4)
 
         if cp > 1:
             # (B, S, h, D) -> (S, B, h, D): rows are tokens, cut by owner rank.
