@@ -22,7 +22,14 @@ LOCAL_PATHS = "local_paths"
 
 
 class StorageError(RuntimeError):
-    """A file or object could not be read or written; the message names the URI, never a credential."""
+    """A file or object could not be read or written; the message names the URI, never a credential.
+
+    `retryable`: the store was unreachable or busy (trying again later may work), not a missing object or
+    refused credentials (trying again cannot)."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)

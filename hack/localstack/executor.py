@@ -8,7 +8,8 @@ by reference, volume paths mapped to local folders). A PersistentVolumeClaim is 
 PyTorchJob's own namespace, as Kubernetes does: pods wait (are not started) until every claim they name
 exists there, and claim `<c>` of namespace `<ns>` is the folder `<pvc-root>/<ns>/<c>`. It writes the PyTorchJob's status the way the
 training-operator does: Created, Running, Restarting, Suspended, Succeeded, Failed, with the same
-reasons and messages, and honours runPolicy (backoffLimit, activeDeadlineSeconds, suspend).
+reasons and messages, and honours runPolicy (backoffLimit, activeDeadlineSeconds, suspend) and the replica's
+restartPolicy (OnFailure restarts any failure; ExitCode only the retryable exit codes).
 
     python hack/localstack/executor.py --kubeconfig admin.kubeconfig --workdir DIR
 """
@@ -33,6 +34,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
+# What the training-operator restarts under the ExitCode policy (pkg/util/train): killed by SIGINT, SIGKILL or
+# SIGTERM (130, 137, 143), and 138 (128 + SIGUSR1), the code a program gives for "retryable"; others are final.
+RETRYABLE_EXIT_CODES = (130, 137, 138, 143)
 log = logging.getLogger("executor")
 
 
@@ -246,7 +250,18 @@ class Executor:
             return
         codes = [p.poll() for p in run.procs]
         if any(c not in (None, 0) for c in codes):
+            failed = next(c for c in codes if c not in (None, 0))
+            exit_code = 128 - failed if failed < 0 else failed  # a signal as a container runtime reports it
             self._kill(run)
+            if self._restart_policy(job) == "ExitCode" and exit_code not in RETRYABLE_EXIT_CODES:
+                # The training-operator's ExitCode policy: a permanent failure is not restarted.
+                run.finished = True
+                self._set_status(job, "Failed", "PyTorchJobFailed",
+                                 f"PyTorchJob {name} is failed because 1 Master replica(s) failed.",
+                                 completionTime=now(), replicaStatuses={"Master": {"failed": 1}})
+                log.info("%s/%s: exit code %d is permanent under ExitCode: not restarted", run.namespace, name,
+                         exit_code)
+                return
             run.restarts += 1
             if run.restarts > int(policy.get("backoffLimit", 6)):
                 run.finished = True
@@ -262,6 +277,10 @@ class Executor:
             run.finished = True
             self._set_status(job, "Succeeded", "Succeeded", f"PyTorchJob {name} is successfully completed.",
                              completionTime=now(), replicaStatuses={"Master": {"succeeded": 1}})
+
+    @staticmethod
+    def _restart_policy(job: dict) -> str:
+        return job["spec"]["pytorchReplicaSpecs"]["Master"].get("restartPolicy", "OnFailure")
 
     def _free_slot(self) -> bool:
         return not self.slots or sum(1 for r in self.runs.values() if r.procs) < self.slots

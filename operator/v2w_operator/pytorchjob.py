@@ -31,7 +31,7 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 CACHE_DIR = "/var/cache/v2w"
 SHM_DIR = "/dev/shm"
-RUNTIME_UID = 1000
+RUNTIME_UID = 10001  # the runtime image's user and group (Dockerfile.runtime); a test holds the two together
 
 _PREFIXES = {VIDEO2WORLD_JOB.kind: "v2w", BEST_OF_N_JOB.kind: "bon"}
 _MODULES = {VIDEO2WORLD_JOB.kind: "v2w_runtime.video2world", BEST_OF_N_JOB.kind: "v2w_runtime.bestofn"}
@@ -121,7 +121,7 @@ def _env(spec: JobSpecCommon, config: OperatorConfig) -> list[dict[str, Any]]:
     env += [
         {"name": "V2W_PVC_ROOT", "value": config.pvc_mount_root},
         {"name": "V2W_CACHE_DIR", "value": CACHE_DIR},
-        {"name": "HOME", "value": "/tmp/home"},
+        {"name": "HOME", "value": CACHE_DIR},  # as in the image: on the cache volume, writable
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
@@ -168,7 +168,8 @@ def _pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorCon
         "name": CONTAINER_NAME,
         "image": sched.image or config.runtime_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": ["torchrun"],
+        # torchrun, with the failing worker's exit code as the container's: the ExitCode policy reads it.
+        "command": ["v2w-launch"],
         "args": args,
         "env": _env(spec, config),
         "resources": resources,
@@ -209,7 +210,9 @@ def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSp
     run = run_config(kind, name, spec, config, output_prefix(spec, namespace, name), batch_uri)
     template = _pod_template(kind, name, spec, config, runtime_args(kind, run, config))
     par = spec.parallelism
-    replica = {"restartPolicy": "OnFailure", "template": template}
+    # Bad input, a refused guardrail and failed videos (exit 1-3) fail the job at once; a killed worker or an
+    # unreachable store (137, 143, 138) restarts it, up to runPolicy.backoffLimit (runtime/v2w_runtime/runner.py).
+    replica = {"restartPolicy": "ExitCode", "template": template}
     replica_specs: dict[str, Any] = {"Master": {"replicas": 1, **replica}}
     if par.nodes > 1:
         replica_specs["Worker"] = {"replicas": par.nodes - 1, **replica}

@@ -7,6 +7,7 @@ few sampler steps (or at most every few seconds); result.json is written once, l
 
 from __future__ import annotations
 
+import logging
 import time
 
 from v2w_api.manifest import (
@@ -22,6 +23,10 @@ from .outputs import OutputTarget, write_text
 
 # Rewrite progress.json at most this often during sampling (seconds), and at least every 1/10 of the steps.
 STEP_INTERVAL_S = 5.0
+# A line in the log (`kubectl logs`) with the step and the time left, this often while sampling (seconds).
+STEP_LOG_INTERVAL_S = 10.0
+
+log = logging.getLogger("v2w_runtime")
 
 
 class ProgressReporter:
@@ -32,6 +37,8 @@ class ProgressReporter:
         self.enabled = enabled
         self.state = ProgressManifest(stage=Stage.STARTING, videos_total=videos_total, total_steps=total_steps)
         self._last_step_write = 0.0
+        self._sampling_started: float | None = None
+        self._last_step_log = 0.0
         self.write()
 
     def write(self) -> None:
@@ -56,10 +63,17 @@ class ProgressReporter:
     def step(self, step: int, total: int) -> None:
         self.state.step, self.state.total_steps = step, total
         now = time.monotonic()
+        if step <= 1 or self._sampling_started is None:
+            self._sampling_started, self._last_step_log = now - 1e-9, 0.0
         every = max(1, total // 10)
         if step == total or step % every == 0 or now - self._last_step_write >= STEP_INTERVAL_S:
             self._last_step_write = now
             self.write()
+        if self.enabled and (step == total or now - self._last_step_log >= STEP_LOG_INTERVAL_S):
+            self._last_step_log = now
+            per_step = (now - self._sampling_started) / max(step, 1)
+            log.info("%s: step %d/%d, %.1f s a step, %s", self.state.current or "sampling", step, total, per_step,
+                     "done" if step == total else f"about {per_step * (total - step):.0f} s left")
 
     def video_done(self, total: int | None = None) -> None:
         """One more video made, or `total` made so far when the count comes from every group."""

@@ -9,7 +9,9 @@ everything else, including how a failure is reported, lives here once.
 
 Exit codes: 0 every video succeeded or was blocked by the guardrail; 1 some videos failed (see the summary
 and result.json); 2 bad arguments, configuration, input or checkpoint, nothing generated; 3 the guardrail
-is enabled but cannot run, nothing generated (fail closed).
+is enabled but cannot run, nothing generated (fail closed); 138 storage unreachable or busy, worth another
+try. With the training-operator's `ExitCode` restart policy, 1-3 fail the job at once and 138 (like a
+worker killed: 137, 143) restarts it (`launch.py` passes the worker's code through torchrun).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ log = logging.getLogger("v2w_runtime")
 
 Mode = Literal["video2world", "bestofn"]
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT, EXIT_GUARDRAIL = 0, 1, 2, 3
+# The training-operator's code for "retryable, by the program's own account" (128 + SIGUSR1).
+EXIT_RETRYABLE = 138
 
 
 class RefinerError(RuntimeError):
@@ -293,11 +297,14 @@ def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = Non
         return run.fail(str(exc), EXIT_BAD_INPUT, write_result=False)  # never overwrite the other run's result
     except GuardrailError as exc:
         return run.fail(f"guardrail error, nothing generated: {exc}", EXIT_GUARDRAIL)
+    except storage.StorageError as exc:
+        return run.fail(str(exc), EXIT_RETRYABLE if exc.retryable else EXIT_BAD_INPUT)
     except BAD_INPUT as exc:
         return run.fail(str(exc), EXIT_BAD_INPUT)
     finally:
         run.close()
 
 
-__all__ = ["BAD_INPUT", "EXIT_BAD_INPUT", "EXIT_GUARDRAIL", "EXIT_OK", "EXIT_SOME_FAILED", "ForeignOutputError",
+__all__ = ["BAD_INPUT", "EXIT_BAD_INPUT", "EXIT_GUARDRAIL", "EXIT_OK", "EXIT_RETRYABLE", "EXIT_SOME_FAILED",
+           "ForeignOutputError",
            "RefinerError", "Run", "build_guardrail", "main", "versions"]

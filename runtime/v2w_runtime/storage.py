@@ -97,7 +97,8 @@ def _scrub(text: str) -> str:
 
 def _explain(exc: BaseException, uri: str, action: str) -> StorageError:
     """A StorageError that says what went wrong with `uri`, without echoing credentials."""
-    return StorageError(_scrub(str(_describe(exc, uri, action))))
+    described = _describe(exc, uri, action)
+    return StorageError(_scrub(str(described)), retryable=described.retryable)
 
 
 def _describe(exc: BaseException, uri: str, action: str) -> StorageError:
@@ -113,11 +114,11 @@ def _describe(exc: BaseException, uri: str, action: str) -> StorageError:
         else:
             return StorageError(f"cannot {action} {uri}: {type(exc).__name__}")
     if isinstance(exc, StorageError):
-        return StorageError(f"cannot {action} {uri}: {exc}")
+        return StorageError(f"cannot {action} {uri}: {exc}", retryable=exc.retryable)
     if isinstance(exc, NoCredentialsError):
         return StorageError(f"cannot {action} {uri}: no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
     if isinstance(exc, EndpointConnectionError):
-        return StorageError(f"cannot {action} {uri}: S3 endpoint unreachable ({exc})")
+        return StorageError(f"cannot {action} {uri}: S3 endpoint unreachable ({exc})", retryable=True)
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "?")
         hints = {
@@ -131,10 +132,12 @@ def _describe(exc: BaseException, uri: str, action: str) -> StorageError:
         }
         if action == "reach" and code in ("404", "NoSuchBucket"):
             return StorageError(f"cannot reach {uri}: no such bucket")
-        return StorageError(f"cannot {action} {uri}: {hints.get(code, code)}")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        busy = code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout") or status >= 500
+        return StorageError(f"cannot {action} {uri}: {hints.get(code, code)}", retryable=busy)
     name = type(exc).__name__
     if "Connect" in name or "Timeout" in name:
-        return StorageError(f"cannot {action} {uri}: S3 endpoint unreachable ({name})")
+        return StorageError(f"cannot {action} {uri}: S3 endpoint unreachable ({name})", retryable=True)
     return StorageError(f"cannot {action} {uri}: {name}: {exc}")
 
 

@@ -258,3 +258,29 @@ def test_constraints_are_what_the_tests_run_with():
     """The pins are the versions installed here (hack/constraints.py wrote them from this environment)."""
     for name in ("transformers", "diffusers", "pydantic", "kopf", "kubernetes", "huggingface-hub"):
         assert importlib.metadata.version(name) == _pins()[name], name
+
+
+def test_the_pods_run_as_the_runtime_image_s_user_with_its_home():
+    """The operator's pod spec and the runtime image agree on the user, the group and HOME."""
+    from v2w_operator import pytorchjob
+    from v2w_operator.config import OperatorConfig
+    from v2w_api import KINDS
+
+    steps = final_stage(IMAGES["runtime"])
+    uid = next(v.split("=", 1)[1] for v in values_of(steps, "ARG") if v.startswith("UID="))
+    (user,) = values_of(steps, "USER")
+    assert user == f"{uid}:{uid}"
+    doc = {"apiVersion": "video2world.io/v1alpha1", "kind": "Video2WorldJob", "metadata": {"name": "x"},
+           "spec": {"input": {"uri": "s3://bucket/in.jpg", "prompt": "a bus"}, "output": {"uri": "s3://bucket/out"}}}
+    spec = KINDS["Video2WorldJob"][1].model_validate(doc).spec
+    pod = pytorchjob.build("Video2WorldJob", "x", "ns", "uid", spec, OperatorConfig())["spec"]["pytorchReplicaSpecs"][
+        "Master"]["template"]["spec"]
+    context = pod["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (int(uid),) * 3
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["HOME"] == env_of(steps)["HOME"]
+    # The command the operator gives is one the image checks for on its PATH.
+    runs = " ".join(values_of(instructions(IMAGES["runtime"]), "RUN"))
+    (names,) = re.findall(r"for cli in ([a-z0-9\- ]+); do", runs)
+    assert pod["containers"][0]["command"][0] in names.split()
+

@@ -90,8 +90,24 @@ def test_runtime_failure_becomes_failed_with_the_runtime_message(e2e):
     status = obj["status"]
     assert status["phase"] == "Failed"
     failed = condition(obj, "Failed")
-    assert failed["status"] == "True" and failed["reason"] in ("BackoffLimitExceeded", "CompletedWithFailures")
+    assert failed["status"] == "True" and failed["reason"] == "RuntimeFailed"  # exit 2: final, not retried
     assert "does-not-exist.jpg" in status["message"], status["message"]
+
+
+def test_bad_input_fails_at_once_without_the_retries_a_crash_would_get(e2e):
+    """The runtime's final failures (bad input, exit 2) end the job on the first try under the ExitCode policy,
+    however many retries runPolicy.backoffLimit allows for a killed worker."""
+    ns = e2e.namespace()
+    e2e.apply(ns, e2e.job("Video2WorldJob", "final", {
+        "input": {"uri": f"s3://{e2e.bucket}/inputs/nowhere.jpg", "prompt": "Nothing to see."},
+        "runPolicy": {"backoffLimit": 3}, **DISABLED}))
+    obj, _ = e2e.wait_for(ns, "v2wjob", "final", phase_is("Succeeded", "Failed"), what="a final phase")
+    assert obj["status"]["phase"] == "Failed"
+    assert condition(obj, "Failed")["reason"] == "RuntimeFailed"
+    assert "nowhere.jpg" in obj["status"]["message"] and "no such object" in obj["status"]["message"]
+    pj = e2e.get(ns, "pytorchjob", "v2w-final")
+    assert pj["spec"]["pytorchReplicaSpecs"]["Master"]["restartPolicy"] == "ExitCode"
+    assert not [c for c in pj["status"]["conditions"] if c["type"] == "Restarting"], pj["status"]["conditions"]
 
 
 def test_missing_secret_is_a_condition_then_recovers(e2e):

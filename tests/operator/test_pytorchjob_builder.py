@@ -43,7 +43,8 @@ def test_single_job_names_owner_and_flags():
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("Video2WorldJob", "uid-123", True)
     assert list(pj["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     c = container(pj)
-    assert c["name"] == "pytorch" and c["command"] == ["torchrun"]
+    assert c["name"] == "pytorch" and c["command"] == ["v2w-launch"]
+    assert pj["spec"]["pytorchReplicaSpecs"]["Master"]["restartPolicy"] == "ExitCode"
     assert c["args"][:2] == ["--module", "v2w_runtime.video2world"]
     run = run_config(pj)
     assert run.model.size == "2B" and run.model.checkpoint == "s3://models/2b"

@@ -48,3 +48,22 @@ def test_result_counts_blocked_as_handled(tmp_path):
     back = ResultManifest.model_validate(read_json(tmp_path / "result.json"))
     assert back.counts() == {"succeeded": 1, "blocked": 1, "failed": 0, "skipped": 0}
     assert not summarize(videos + [VideoResult(name="c.mp4", status="failed")])[0]
+
+
+def test_sampling_logs_its_step_and_the_time_left_now_and_then(tmp_path, caplog, monkeypatch):
+    """What `kubectl logs` shows of a run: a line every few seconds, not one per step, and the last step."""
+    import logging
+
+    from v2w_runtime import manifests
+
+    clock = iter([100.0 + i for i in range(200)])  # one second a step
+    monkeypatch.setattr(manifests.time, "monotonic", lambda: next(clock))
+    reporter = ProgressReporter(OutputTarget(tmp_path), videos_total=1, total_steps=35)
+    reporter.stage(Stage.SAMPLING, current="bus.mp4")
+    with caplog.at_level(logging.INFO, logger="v2w_runtime"):
+        for step in range(1, 36):
+            reporter.step(step, 35)
+    lines = [r.getMessage() for r in caplog.records if "step" in r.getMessage()]
+    assert 3 <= len(lines) <= 6, lines
+    assert lines[0].startswith("bus.mp4: step 1/35") and "s left" in lines[0]
+    assert lines[-1].startswith("bus.mp4: step 35/35") and lines[-1].endswith("done")

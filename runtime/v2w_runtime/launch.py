@@ -1,0 +1,43 @@
+"""`python -m v2w_runtime.launch [torchrun's arguments]`: torchrun, with the failing worker's exit code as its own.
+
+torchrun exits 1 whenever a worker fails, so a pod whose runtime refused a bad input (exit 2) and a pod whose
+worker was killed for memory (-9) look the same to whoever restarts pods. The training-operator's `ExitCode`
+restart policy tells permanent failures from retryable ones by the container's exit code, so the runtime
+pods start through this launcher: it runs torchrun in-process and exits with the exit code of the first
+worker that failed (a worker killed by signal N exits 128 + N, as a shell reports it).
+
+The runtime's own codes (runner.py): 1 some videos failed, 2 bad input, 3 guardrail unavailable: permanent;
+138 a transient failure (storage unreachable), 137 / 143 killed: retryable.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def worker_exit_code(error) -> int:
+    """The exit code of the first failed worker of a torchrun ChildFailedError, as a shell reports it."""
+    _, failure = error.get_first_failure()
+    code = int(failure.exitcode)
+    return 128 - code if code < 0 else (code or 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as error:
+        code = worker_exit_code(error)
+        print(f"v2w launch: a worker failed with exit code {code}", file=sys.stderr)
+        return code
+    return 0
+
+
+def main_exit() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
