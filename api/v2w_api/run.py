@@ -143,6 +143,15 @@ class RunConfig(APIModel):
     )
     output: RunOutput = Field(..., description="Where the files go.")
     debug: DebugSettings = Field(default_factory=DebugSettings, description="Test and debug knobs.")
+    verify_only: bool | None = Field(
+        None,
+        description=(
+            "When true: check every checkpoint the run would load (the model in its layout, the post-trained DiT, "
+            "the refiner, the critic, the guardrail folder) and exit 0 when all are there and whole, 2 when not, "
+            "without loading weights or writing any file."
+        ),
+    )
+
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":
         if self.input is not None and self.batch_uri is not None:

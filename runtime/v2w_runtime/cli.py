@@ -81,6 +81,9 @@ FLAGS: tuple[Flag, ...] = (
          "names or upstream's native ones (net., model., module. or EMA net_ema. prefixes).", "model"),
     Flag(("--dtype",), "model.dtype", "Compute dtype; default: bfloat16 on GPUs, float32 on CPUs.", "model",
          choices=("bfloat16", "float16", "float32")),
+    _switch("--verify_only", "verify_only", True,
+            "Check every checkpoint the run would load (model, --dit_path, refiner, critic, guardrail folder) and exit "
+            "0 when all are there and whole, 2 when not; loads no weights and writes nothing.", "model"),
     # input
     Flag(("--input_path",), "input.uri", f"Conditioning image or video; default: {DEFAULT_INPUT}.", "input"),
     Flag(("--prompt",), "input.prompt",

@@ -1,6 +1,6 @@
 """The one runner of both programs: a run configuration in, an exit code out.
 
-    config (cli.parse) -> output target -> the model's
+    config (cli.parse) -> [--verify_only: every checkpoint checked, exit 0/2] -> output target -> the model's
         layout (an upstream tree's refiner and guardrail become the defaults) -> [the program: plan, checks
         before any weight] -> checkpoints found and checked, rank layout (Run.start_parallel) -> guardrail,
         refiner, generator, speed switches (Run.load_generator) -> critic (Run.load_critic) -> result.json
@@ -119,12 +119,14 @@ class Run:
         par = self.config.parallelism
         if generating:
             heads = self.locate_model().require().architecture()["num_attention_heads"]
+            self.check_side_checkpoints()
             self.ctx = init_parallel(
                 par.gpus, num_heads=heads, guidance=self.config.generation.guidance > 1.0, num_videos=num_videos,
                 context_parallel_size=par.context_parallel_size, cfg_parallel=par.cfg_parallel,
                 device=self.config.debug.device,
             )
         else:  # scoring only: every rank scores whole videos
+            self.check_side_checkpoints()
             self.ctx = init_parallel(par.gpus, num_heads=1, guidance=False, num_videos=par.gpus,
                                      device=self.config.debug.device)
         layout = self.ctx.layout
@@ -134,6 +136,25 @@ class Run:
                      chosen, layout.world_size, num_videos, layout.num_groups, layout.group_size, layout.cp_size,
                      "on" if layout.cfg_parallel else "off")
         return self.ctx
+
+    def check_side_checkpoints(self) -> None:
+        """The refiner's and critic's folders are there with their config and weights, before anything loads
+        (the guardrail's folder is its loader's to judge: it fails closed)."""
+        from .checkpoints.verify import Report, check_folder
+
+        config, report = self.config, Report("")
+        generating = not (config.best_of_n is not None and config.best_of_n.skip_generation)
+        if generating and config.prompt_refiner.enabled:
+            check_folder(report, "the prompt refiner's checkpoint", config.refiner_checkpoint, needs=("config.json",),
+                         weights=True, read_headers=False)
+        if config.best_of_n is not None:
+            check_folder(report, "the critic's checkpoint", config.critic_checkpoint, needs=("config.json",),
+                         weights=True, read_headers=False)
+        bad = [c for c in report.checks if not c.ok]
+        if bad:
+            raise CheckpointError("; ".join(f"{c.what}: {c.detail}" for c in bad)
+                                  + (" (disable the prompt refiner to use prompts as given)"
+                                     if any("refiner" in c.what for c in bad) else ""))
 
     @property
     def layout_record(self) -> dict:
@@ -273,6 +294,21 @@ def build_guardrail(config: RunConfig, device: str) -> Guardrail | None:
         raise GuardrailError(f"cannot load the guardrail from {source}: {type(exc).__name__}: {exc}") from None
 
 
+def verify_only(config: RunConfig, mode: Mode) -> int:
+    """--verify_only: every checkpoint this run would load, checked without loading weights; nothing written."""
+    from .checkpoints.verify import verify_run
+
+    run = Run(config, mode)
+    run.adopt_tree_defaults()
+    try:
+        source = run.locate_model()
+    except (CheckpointError, storage.StorageError):
+        source = None  # verify_run reports why
+    report = verify_run(run.config, mode, source)
+    print(report.text())
+    return EXIT_OK if report.ok else EXIT_BAD_INPUT
+
+
 def versions() -> dict[str, str]:
     import diffusers
     import torch
@@ -303,6 +339,8 @@ def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = Non
     except (UsageError, RunConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # nothing names where to write yet: no result.json
         return EXIT_BAD_INPUT
+    if config.verify_only:
+        return verify_only(config, mode)
     run = Run(config, mode)
     try:
         run.open_target()
@@ -319,4 +357,4 @@ def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = Non
 
 
 __all__ = ["BAD_INPUT", "EXIT_BAD_INPUT", "EXIT_GUARDRAIL", "EXIT_OK", "EXIT_SOME_FAILED", "ForeignOutputError",
-           "RefinerError", "Run", "build_guardrail", "main", "versions"]
+           "RefinerError", "Run", "build_guardrail", "main", "verify_only", "versions"]

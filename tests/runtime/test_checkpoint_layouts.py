@@ -210,6 +210,15 @@ def test_an_upstream_tree_gives_the_refiner_and_guardrail_their_defaults(cli, me
     assert tree_config.guardrail_checkpoint == f"{upstream_tree}/nvidia/Cosmos-Guardrail1"
 
 
+def test_a_missing_refiner_fails_before_anything_loads(cli, media, upstream_tree, tmp_path):
+    tree = tmp_path / "checkpoints"
+    shutil.copytree(upstream_tree, tree, ignore=shutil.ignore_patterns("Cosmos-Reason1-7B"))
+    run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--height", "64", "--width", "96",
+              "--num_frames", "9", "--num_steps", "2", "--disable_guardrail", checkpoint=tree, fast=False)
+    assert run.code == 2
+    assert f"the prompt refiner's checkpoint: looked for the folder {tree}/nvidia/Cosmos-Reason1-7B" in run.err
+
+
 def parse_config(*args: str, checkpoint: str):
     from v2w_runtime.cli import parse
 
