@@ -257,3 +257,34 @@ def test_an_upstream_tree_in_s3_downloads_only_what_the_run_needs(cli, media, s3
         patch.setattr(storage, "s3_download_file", lambda *a: pytest.fail(f"downloaded {a[0]} again"))
         again = generate(cli, media, f"s3://{bucket}/models/checkpoints", "again")
     assert again.code == 0, again.err
+
+
+def test_a_tree_on_a_claim(upstream_tree, tmp_path, monkeypatch):
+    """pvc://checkpoints is the claim's root: the tree, its model folder, and the defaults in the claim's terms."""
+    monkeypatch.setenv("V2W_PVC_ROOT", str(tmp_path / "pvc"))
+    (tmp_path / "pvc").mkdir()
+    (tmp_path / "pvc" / "checkpoints").symlink_to(upstream_tree)
+    for uri in ("pvc://checkpoints", f"pvc://checkpoints/{MODEL}"):
+        source = resolve_model(uri).require()
+        assert source.layout == LAYOUT_UPSTREAM and source.upstream_root == "pvc://checkpoints"
+        assert source.components["transformer"].uri == f"pvc://checkpoints/{MODEL}/model-720p-16fps.pt"
+    config = parse_config(checkpoint="pvc://checkpoints").with_upstream_tree("pvc://checkpoints")
+    assert config.refiner_checkpoint == config.critic_checkpoint == "pvc://checkpoints/nvidia/Cosmos-Reason1-7B"
+    assert config.guardrail_checkpoint == "pvc://checkpoints/nvidia/Cosmos-Guardrail1"
+
+
+def test_the_tree_defaults_rule_keeps_what_is_named():
+    from v2w_api.run import RunConfig
+
+    base = {"input": {"uri": "in.jpg", "prompt": "a bus"}, "output": {"uri": "s3://bucket/out"},
+            "model": {"checkpoint": "s3://models/checkpoints"}}
+    config = RunConfig.parse(base, "test")
+    assert config.with_upstream_tree(None) is config
+    tree = config.with_upstream_tree("s3://models/checkpoints/")
+    assert tree.refiner_checkpoint == "s3://models/checkpoints/nvidia/Cosmos-Reason1-7B"
+    assert tree.guardrail_checkpoint == "s3://models/checkpoints/nvidia/Cosmos-Guardrail1"
+    named = RunConfig.parse({**base, "guardrail": {"checkpoint": "s3://models/guard"},
+                             "bestOfN": {"critic": {"checkpoint": "s3://models/critic"}}}, "test")
+    named = named.with_upstream_tree("s3://models/checkpoints")
+    assert named.guardrail_checkpoint == "s3://models/guard" and named.critic_checkpoint == "s3://models/critic"
+    assert named.refiner_checkpoint == "s3://models/checkpoints/nvidia/Cosmos-Reason1-7B"
