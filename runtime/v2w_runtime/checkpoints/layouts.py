@@ -388,11 +388,6 @@ def _t5_weights(names: set[str]) -> list[str]:
     return []
 
 
-def t5_files_needed(name: str) -> bool:
-    """Which files of a Hub T5 folder a run downloads (configs, tokenizer, the weights it loads; not TF/Flax)."""
-    return "/" not in name and (name.endswith((".json", ".model", ".txt")) or name.endswith((".safetensors", ".bin")))
-
-
 __all__ = [
     "BUILTIN_SCHEDULER",
     "COMPONENTS",
@@ -410,7 +405,6 @@ __all__ = [
     "model_folder",
     "model_repo",
     "resolve_model",
-    "t5_files_needed",
     "variant_file",
     "variant_fps",
 ]

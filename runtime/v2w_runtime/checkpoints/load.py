@@ -18,7 +18,7 @@ from .. import storage
 from .common import CheckpointError, cache_dir, check_model_size, describe_architecture, shown, size_of
 from .convert import DIT, dit_config, dit_naming, dit_to_diffusers, unwrap_state, wan_vae_config, wan_vae_table
 from .files import read_tensors
-from .layouts import BUILTIN_SCHEDULER, ModelSource, resolve_model
+from .layouts import BUILTIN_SCHEDULER, ModelSource, resolve_model, variant_fps
 
 log = logging.getLogger("v2w_runtime")
 
@@ -93,7 +93,7 @@ def load_components(
         module.to(device).eval().requires_grad_(False)
     if source.variant:
         log.info("DiT: %s (the %sp %s fps model of %s)", found["transformer"].uri, source.resolution,
-                 source.variant.split("-")[2].removesuffix("fps.pt"), source.layout)
+                 variant_fps(source.fps), source.layout)
     components = dict(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
     return LoadedModel(components=components, checkpoint=source.uri, dit_path=dit_path, info=info)
 
@@ -171,9 +171,8 @@ def _build(cls, config: dict, state: dict, table, name: str, dtype: torch.dtype)
 
 
 def _check_files(found) -> None:
-    """A truncated or corrupt weight file of a diffusers folder is named before from_pretrained meets it."""
-    if found.tree.is_s3:
-        return  # checked when downloaded (the size must match the listing)
+    """A truncated or corrupt weight file of a diffusers folder is named before from_pretrained meets it (from
+    S3: the downloaded copy, named by its S3 URI)."""
     from .files import check_file
 
     for rel in found.files:
