@@ -39,6 +39,11 @@ DEFAULT_CHECKPOINTS = {
 }
 DEFAULT_REFINER_CHECKPOINT = "checkpoints/nvidia/Cosmos-Reason1-7B"
 DEFAULT_GUARDRAIL_CHECKPOINT = "checkpoints/nvidia/Cosmos-Guardrail1"
+# Upstream's checkpoints/ tree (what the seed guide's download script writes) keeps the refiner's and the
+# guardrail's models next to the Video2World ones. When the run's model comes from such a tree, these folders
+# of the same tree are the defaults of the refiner (and so the critic) and of the guardrail. Whether a
+# checkpoint is such a tree the runtime finds out (`v2w_runtime.checkpoints`); the rule is here.
+UPSTREAM_TREE_DEFAULTS = {"refiner": "nvidia/Cosmos-Reason1-7B", "guardrail": "nvidia/Cosmos-Guardrail1"}
 
 # One container argument holds the rendered configuration; Linux refuses a single argument above 128 KiB.
 MAX_RENDERED_BYTES = 120 * 1024
@@ -138,6 +143,14 @@ class RunConfig(APIModel):
     )
     output: RunOutput = Field(..., description="Where the files go.")
     debug: DebugSettings = Field(default_factory=DebugSettings, description="Test and debug knobs.")
+    verify_only: bool | None = Field(
+        None,
+        description=(
+            "When true: check every checkpoint the run would load (the model in its layout, the post-trained DiT, "
+            "the refiner, the critic, the guardrail folder) and exit 0 when all are there and whole, 2 when not, "
+            "without loading weights or writing any file."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":
@@ -175,6 +188,25 @@ class RunConfig(APIModel):
     def critic_checkpoint(self) -> str:
         critic = self.best_of_n.critic.checkpoint if self.best_of_n else None
         return critic or self.refiner_checkpoint
+
+    def with_upstream_tree(self, tree: str | None) -> "RunConfig":
+        """This configuration with the checkpoints it leaves unset taken from the upstream checkpoints/ tree
+        `tree` (a folder, `pvc://` path or `s3://` prefix) its model comes from: the refiner's, and so the
+        critic's, and the guardrail's. Unchanged when `tree` is None (the model is in another layout)."""
+        if tree is None:
+            return self
+
+        def inside(rel: str) -> str:
+            return f"{tree.rstrip('/')}/{rel}"
+
+        update: dict[str, Any] = {}
+        if self.prompt_refiner.checkpoint is None:
+            update["prompt_refiner"] = self.prompt_refiner.model_copy(
+                update={"checkpoint": inside(UPSTREAM_TREE_DEFAULTS["refiner"])})
+        if self.guardrail.checkpoint is None:
+            update["guardrail"] = self.guardrail.model_copy(
+                update={"checkpoint": inside(UPSTREAM_TREE_DEFAULTS["guardrail"])})
+        return self.model_copy(update=update) if update else self
 
     @property
     def negative_prompt(self) -> str:
@@ -233,6 +265,7 @@ __all__ = [
     "DEFAULT_GUARDRAIL_CHECKPOINT",
     "DEFAULT_REFINER_CHECKPOINT",
     "MAX_RENDERED_BYTES",
+    "UPSTREAM_TREE_DEFAULTS",
     "DebugSettings",
     "RunConfig",
     "RunConfigError",

@@ -70,12 +70,20 @@ FLAGS: tuple[Flag, ...] = (
     # model
     Flag(("--model_size",), "model.size", "Model size.", "model", choices=("2B", "14B")),
     Flag(("--checkpoint_dir",), "model.checkpoint",
-         "Diffusers-format checkpoint folder (local, pvc:// or an s3:// prefix, downloaded once into $V2W_CACHE_DIR); "
-         "default: checkpoints/nvidia/Cosmos-Predict2-<size>-Video2World.", "model"),
-    Flag(("--dit_path",), "model.dit_path", "Post-trained DiT weights (safetensors) replacing the transformer's.",
+         "The model's checkpoints (local, pvc:// or an s3:// prefix; from S3 only the files the run needs are "
+         "downloaded, once, into $V2W_CACHE_DIR): a diffusers folder, the Hugging Face cache of the Hub repository "
+         "nvidia/Cosmos-Predict2-<size>-Video2World, or upstream's checkpoints/ tree (native DiT for the run's "
+         "resolution and fps, native Wan VAE, google-t5/t5-11b; its Cosmos-Reason1-7B and Cosmos-Guardrail1 become "
+         "the refiner's and guardrail's defaults); default: checkpoints/nvidia/Cosmos-Predict2-<size>-Video2World.",
          "model"),
+    Flag(("--dit_path",), "model.dit_path",
+         "Post-trained DiT weights replacing the transformer's: safetensors or a PyTorch .pt/.pth, in diffusers' key "
+         "names or upstream's native ones (net., model., module. or EMA net_ema. prefixes).", "model"),
     Flag(("--dtype",), "model.dtype", "Compute dtype; default: bfloat16 on GPUs, float32 on CPUs.", "model",
          choices=("bfloat16", "float16", "float32")),
+    _switch("--verify_only", "verify_only", True,
+            "Check every checkpoint the run would load (model, --dit_path, refiner, critic, guardrail folder) and exit "
+            "0 when all are there and whole, 2 when not; loads no weights and writes nothing.", "model"),
     # input
     Flag(("--input_path",), "input.uri", f"Conditioning image or video; default: {DEFAULT_INPUT}.", "input"),
     Flag(("--prompt",), "input.prompt",
@@ -106,13 +114,15 @@ FLAGS: tuple[Flag, ...] = (
     # guardrail and prompt refiner
     _switch("--disable_guardrail", "guardrail.enabled", False, "Do not check prompts and videos.", "safety"),
     Flag(("--guardrail_checkpoint",), "guardrail.checkpoint",
-         "Guardrail models folder; default: checkpoints/nvidia/Cosmos-Guardrail1.", "safety"),
+         "Guardrail models folder; default: the nvidia/Cosmos-Guardrail1 of the --checkpoint_dir's upstream tree, else "
+         "checkpoints/nvidia/Cosmos-Guardrail1.", "safety"),
     Flag(("--guardrail_blocklist",), "guardrail.blocklist", "Extra word or phrase to block (repeatable).", "safety",
          append=True, metavar="TERM"),
     _switch("--no_face_pixelation", "guardrail.pixelate_faces", False, "Write faces as generated.", "safety"),
     _switch("--disable_prompt_refiner", "prompt_refiner.enabled", False, "Use the prompt as given.", "safety"),
     Flag(("--refiner_checkpoint",), "prompt_refiner.checkpoint",
-         "Cosmos-Reason1 checkpoint of the prompt refiner; default: checkpoints/nvidia/Cosmos-Reason1-7B.", "safety"),
+         "Cosmos-Reason1 checkpoint of the prompt refiner; default: the nvidia/Cosmos-Reason1-7B of the "
+         "--checkpoint_dir's upstream tree, else checkpoints/nvidia/Cosmos-Reason1-7B.", "safety"),
     Flag(("--refiner_max_new_tokens",), "prompt_refiner.max_new_tokens",
          "Upper bound on the refined prompt's length in tokens.", "safety", type=int),
     Flag(("--offload_prompt_refiner",), "prompt_refiner.offload_to_cpu",

@@ -26,7 +26,7 @@ from v2w_api.run import DebugSettings
 from v2w_api.spec import GenerationSpec
 
 from . import storage
-from .checkpoints import cache_dir, load_components
+from .checkpoints import ModelSource, cache_dir, load_components
 from .conditioning import load_conditioning, output_size
 from .interfaces import Guardrail, GuardrailError, PromptRefiner, Verdict
 from .parallel.layout import Layout
@@ -103,7 +103,7 @@ class Video2WorldGenerator:
     @classmethod
     def from_checkpoint(
         cls,
-        checkpoint: str,
+        checkpoint: str | ModelSource,
         generation: GenerationSpec | None = None,
         debug: DebugSettings | None = None,
         *,
@@ -113,13 +113,17 @@ class Video2WorldGenerator:
         guardrail: Guardrail | None = None,
         refiner: PromptRefiner | None = None,
         ctx=None,
+        model_size: str = "2B",
     ) -> "Video2WorldGenerator":
-        """Load the model from a diffusers-format folder (local, pvc:// or s3://) once."""
+        """Load the model once from a located model or a URI in any accepted layout (local, pvc:// or s3://;
+        in upstream's tree the DiT variant follows the generation's resolution and fps)."""
         if device is None:
             device = ctx.device if ctx is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None:
             dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-        loaded = load_components(checkpoint, dtype=dtype, device=device, dit_path=dit_path)
+        generation = generation or GenerationSpec()
+        loaded = load_components(checkpoint, dtype=dtype, device=device, dit_path=dit_path, model_size=model_size,
+                                 resolution=generation.resolution, fps=generation.fps)
         pipeline = Video2WorldPipeline(**loaded.components)
         if ctx is not None and ctx.layout.group_size > 1:
             from .parallel import parallelize_pipeline

@@ -1,8 +1,10 @@
 """The one runner of both programs: a run configuration in, an exit code out.
 
-    config (cli.parse) -> output target -> [the program: plan, checks before any weight]
-        -> checkpoint and rank layout (Run.start_parallel) -> guardrail, refiner, generator, speed switches
-        (Run.load_generator) -> critic (Run.load_critic) -> result.json -> exit code
+    config (cli.parse) -> [--verify_only: every checkpoint checked, exit 0/2] -> output target -> the model's
+        layout (an upstream tree's refiner and guardrail become the defaults) -> [the program: plan, checks
+        before any weight] -> checkpoints found and checked, rank layout (Run.start_parallel) -> guardrail,
+        refiner, generator, speed switches (Run.load_generator) -> critic (Run.load_critic) -> result.json
+        -> exit code
 
 What is particular to a program (a batch of entries, or N seeds and a critic) is its `execute(run)`;
 everything else, including how a failure is reported, lives here once.
@@ -16,12 +18,10 @@ worker killed: 137, 143) restarts it (`launch.py` passes the worker's code throu
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
 from v2w_api.manifest import ResultManifest, utcnow
@@ -29,7 +29,7 @@ from v2w_api.run import RunConfig, RunConfigError
 
 from . import storage
 from .batch import BatchError
-from .checkpoints import CheckpointError, resolve_checkpoint
+from .checkpoints import CheckpointError, ModelSource, resolve_model
 from .cli import UsageError, parse
 from .conditioning import ConditioningError
 from .interfaces import Guardrail, GuardrailError, PromptRefiner
@@ -71,7 +71,7 @@ class Run:
         self.started = utcnow()
         self.target: OutputTarget | None = None
         self.ctx: ParallelContext | None = None
-        self.checkpoint_dir: Path | None = None
+        self.model_source: ModelSource | None = None
         self._qwen: dict[str, QwenVL] = {}
         self._versions: dict[str, str] | None = None
         self._sources: list[OutputTarget] = []
@@ -97,20 +97,40 @@ class Run:
         self._sources.append(source)
         return source
 
-    # 1. The checkpoint (downloaded once) and the rank layout, before any weight is read
+    # 0b. Where the model is, in which layout: an upstream tree also holds the refiner and the guardrail
+    def locate_model(self) -> ModelSource:
+        """The run's model found in its layout (listed once; CheckpointError when it cannot be found)."""
+        if self.model_source is None:
+            config = self.config
+            self.model_source = resolve_model(config.checkpoint, config.model.size, config.generation.resolution,
+                                              config.generation.fps)
+        return self.model_source
+
+    def adopt_tree_defaults(self) -> None:
+        """When the model comes from upstream's checkpoints/ tree, the tree's Cosmos-Reason1 and Guardrail1 are
+        the refiner's, critic's and guardrail's checkpoints unless the configuration names others. A model that
+        cannot be found leaves them as they are (the run says what is missing when it needs the model)."""
+        try:
+            tree = self.locate_model().upstream_root
+        except (CheckpointError, storage.StorageError):
+            return
+        self.config = self.config.with_upstream_tree(tree)
+
+    # 1. The checkpoints (found and checked; from S3 downloaded once) and the rank layout, before any weight is read
     def start_parallel(self, num_videos: int, generating: bool = True) -> ParallelContext:
         from .parallel import init_parallel
 
         par = self.config.parallelism
         if generating:
-            self.checkpoint_dir = resolve_checkpoint(self.config.checkpoint)
-            heads = json.loads((self.checkpoint_dir / "transformer" / "config.json").read_text())["num_attention_heads"]
+            heads = self.locate_model().require().architecture()["num_attention_heads"]
+            self.check_side_checkpoints()
             self.ctx = init_parallel(
                 par.gpus, num_heads=heads, guidance=self.config.generation.guidance > 1.0, num_videos=num_videos,
                 context_parallel_size=par.context_parallel_size, cfg_parallel=par.cfg_parallel,
                 device=self.config.debug.device,
             )
         else:  # scoring only: every rank scores whole videos
+            self.check_side_checkpoints()
             self.ctx = init_parallel(par.gpus, num_heads=1, guidance=False, num_videos=par.gpus,
                                      device=self.config.debug.device)
         layout = self.ctx.layout
@@ -120,6 +140,25 @@ class Run:
                      chosen, layout.world_size, num_videos, layout.num_groups, layout.group_size, layout.cp_size,
                      "on" if layout.cfg_parallel else "off")
         return self.ctx
+
+    def check_side_checkpoints(self) -> None:
+        """The refiner's and critic's folders are there with their config and weights, before anything loads
+        (the guardrail's folder is its loader's to judge: it fails closed)."""
+        from .checkpoints.verify import Report, check_folder
+
+        config, report = self.config, Report("")
+        generating = not (config.best_of_n is not None and config.best_of_n.skip_generation)
+        if generating and config.prompt_refiner.enabled:
+            check_folder(report, "the prompt refiner's checkpoint", config.refiner_checkpoint, needs=("config.json",),
+                         weights=True, read_headers=False)
+        if config.best_of_n is not None:
+            check_folder(report, "the critic's checkpoint", config.critic_checkpoint, needs=("config.json",),
+                         weights=True, read_headers=False)
+        bad = [c for c in report.checks if not c.ok]
+        if bad:
+            raise CheckpointError("; ".join(f"{c.what}: {c.detail}" for c in bad)
+                                  + (" (disable the prompt refiner to use prompts as given)"
+                                     if any("refiner" in c.what for c in bad) else ""))
 
     @property
     def layout_record(self) -> dict:
@@ -144,8 +183,8 @@ class Run:
         refiner = self.build_refiner(device) if leader else None
         dtype = getattr(torch, config.model.dtype) if config.model.dtype else None
         generator = Video2WorldGenerator.from_checkpoint(
-            str(self.checkpoint_dir), config.generation, config.debug, dit_path=config.model.dit_path, dtype=dtype,
-            device=ctx.device, guardrail=guardrail, refiner=refiner, ctx=ctx,
+            self.locate_model(), config.generation, config.debug, dit_path=config.model.dit_path, dtype=dtype,
+            device=ctx.device, guardrail=guardrail, refiner=refiner, ctx=ctx, model_size=config.model.size,
         )
         speed = perf.options_from_spec(config.performance)
         applied = speed  # recorded as asked (the same on any layout), next to what this device and layout got
@@ -259,6 +298,21 @@ def build_guardrail(config: RunConfig, device: str) -> Guardrail | None:
         raise GuardrailError(f"cannot load the guardrail from {source}: {type(exc).__name__}: {exc}") from None
 
 
+def verify_only(config: RunConfig, mode: Mode) -> int:
+    """--verify_only: every checkpoint this run would load, checked without loading weights; nothing written."""
+    from .checkpoints.verify import verify_run
+
+    run = Run(config, mode)
+    run.adopt_tree_defaults()
+    try:
+        source = run.locate_model()
+    except (CheckpointError, storage.StorageError):
+        source = None  # verify_run reports why
+    report = verify_run(run.config, mode, source)
+    print(report.text())
+    return EXIT_OK if report.ok else EXIT_BAD_INPUT
+
+
 def versions() -> dict[str, str]:
     import diffusers
     import torch
@@ -289,9 +343,12 @@ def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = Non
     except (UsageError, RunConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # nothing names where to write yet: no result.json
         return EXIT_BAD_INPUT
+    if config.verify_only:
+        return verify_only(config, mode)
     run = Run(config, mode)
     try:
         run.open_target()
+        run.adopt_tree_defaults()
         return execute(run)
     except ForeignOutputError as exc:
         return run.fail(str(exc), EXIT_BAD_INPUT, write_result=False)  # never overwrite the other run's result
@@ -306,5 +363,4 @@ def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = Non
 
 
 __all__ = ["BAD_INPUT", "EXIT_BAD_INPUT", "EXIT_GUARDRAIL", "EXIT_OK", "EXIT_RETRYABLE", "EXIT_SOME_FAILED",
-           "ForeignOutputError",
-           "RefinerError", "Run", "build_guardrail", "main", "versions"]
+           "ForeignOutputError", "RefinerError", "Run", "build_guardrail", "main", "verify_only", "versions"]

@@ -177,6 +177,24 @@ def s3_list(uri: str) -> list[str]:
     return keys
 
 
+def s3_list_objects(uri: str) -> dict[str, tuple[int, str]]:
+    """Objects under a prefix (recursive), relative to it: size in bytes and ETag (quotes removed)."""
+    loc = parse_s3(uri)
+    prefix = loc.key.rstrip("/") + "/" if loc.key else ""
+    client = _s3_call(uri, "list", s3_client)
+    found: dict[str, tuple[int, str]] = {}
+
+    def walk() -> None:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(prefix) :]
+                if rel and not rel.endswith("/"):
+                    found[rel] = (int(item.get("Size", 0)), str(item.get("ETag", "")).strip('"'))
+
+    _s3_call(uri, "list", walk)
+    return found
+
+
 def s3_upload_file(path: Path, uri: str, content_type: str | None = None) -> str:
     loc = parse_s3(uri)
     client = _s3_call(uri, "write", s3_client)
@@ -316,5 +334,6 @@ __all__ = [
     "s3_client",
     "s3_delete",
     "s3_download_file",
+    "s3_list_objects",
     "s3_put_bytes",
 ]

@@ -52,7 +52,7 @@ def test_parallel_layout_helpers():
 def test_volume_claims_are_collected_from_pvc_uris():
     doc = load_example("video2world-5frame-job.yaml")
     spec = KINDS[doc["kind"]][1].model_validate(doc).spec
-    assert spec.volume_claims() == {"model-store", "inputs"}
+    assert spec.volume_claims() == {"checkpoints", "inputs"}
 
 
 def test_api_models_import_without_torch():

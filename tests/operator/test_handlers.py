@@ -210,17 +210,17 @@ def test_a_missing_claim_is_named_in_the_condition_and_the_job_goes_on_once_it_e
     """A pvc:// URI whose claim is not in the job's namespace: Pending with Accepted=False/ClaimMissing naming
     the claim, no PyTorchJob (its pods would only wait unscheduled), retried with backoff."""
     api, events, _ = cluster
-    doc = job("video2world-5frame-job.yaml")  # pvc://model-store/… and pvc://inputs/…
+    doc = job("video2world-5frame-job.yaml")  # pvc://checkpoints and pvc://inputs/…
     CORE.claims.add((NAMESPACE, "inputs"))
-    with pytest.raises(kopf.TemporaryError, match="PersistentVolumeClaim model-store not found in namespace team-a"):
+    with pytest.raises(kopf.TemporaryError, match="PersistentVolumeClaim checkpoints not found in namespace team-a"):
         ensure(doc)
     written = doc["_patch"]
     assert written["phase"] == "Pending" and conditions(written) == {"Accepted": ("False", "ClaimMissing")}
-    assert "model-store" in written["message"] and "inputs" not in written["message"]
+    assert "checkpoints" in written["message"] and "inputs" not in written["message"]
     assert events[-1][:2] == ("Warning", "ClaimMissing") and api.creates == 0
-    assert set(CORE.reads) == {(NAMESPACE, "inputs"), (NAMESPACE, "model-store")}  # its own namespace only
+    assert set(CORE.reads) == {(NAMESPACE, "inputs"), (NAMESPACE, "checkpoints")}  # its own namespace only
 
-    CORE.claims.add((NAMESPACE, "model-store"))
+    CORE.claims.add((NAMESPACE, "checkpoints"))
     again = applied(doc, written)
     written = ensure(again, retry=1)
     assert conditions(written)["Accepted"] == ("True", "PyTorchJobCreated") and api.creates == 1
