@@ -1,124 +1,134 @@
-"""The SigLIP frame classifier: real encoder, real head whose chosen weights say safe or unsafe."""
+"""The video content safety filter from the release layout: SigLIP from its HF cache snapshot, the MLP of
+safety_filter.pt, per-frame verdicts (the tiny filter rates mostly bright red frames Violence)."""
 
 from __future__ import annotations
 
-import copy
-import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from v2w_runtime.tiny.guardrail import VIDEO_CLASSES
-from v2w_runtime.guardrail.video_classifier import HeadConfig, VideoClassifier
+from v2w_runtime.guardrail.safety_filter import (CLASSES, VideoContentSafetyFilter, load_classifier,
+                                                 siglip_snapshot)
 from v2w_runtime.interfaces import GuardrailError
 
+SIGLIP = "video_content_safety_filter/models--google--siglip-so400m-patch14-384"
 
-def _frames(n: int = 6, h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
+
+def _noise(n: int = 6, h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module")
-def safe_classifier(tiny_guardrails):
-    return VideoClassifier.from_pretrained(tiny_guardrails["safe-safe"] / "video_classifier")
+def _red(n: int = 2, h: int = 40, w: int = 56) -> np.ndarray:
+    frames = np.zeros((n, h, w, 3), np.uint8)
+    frames[..., 0] = 255
+    return frames
 
 
 @pytest.fixture(scope="module")
-def unsafe_classifier(tiny_guardrails):
-    return VideoClassifier.from_pretrained(tiny_guardrails["safe-unsafe"] / "video_classifier")
+def safety_filter(guardrail1):
+    return VideoContentSafetyFilter.from_release(guardrail1)
 
 
-def test_safe_head_passes(safe_classifier):
-    assert safe_classifier.frame_classes(_frames()) == ["safe"] * 6
-    verdict = safe_classifier.check(_frames())
-    assert verdict.allowed and verdict.check == "video_classifier"
+def test_noise_and_photographs_pass(safety_filter):
+    skimage_data = pytest.importorskip("skimage.data")
+    assert safety_filter.frame_classes(_noise()) == ["Safe"] * 6
+    assert safety_filter.frame_classes(skimage_data.astronaut()[None]) == ["Safe"]  # an orange suit is not red
+    verdict = safety_filter.check(_noise())
+    assert verdict.allowed and verdict.check == "video_safety_filter"
 
 
-def test_unsafe_head_blocks(unsafe_classifier):
-    verdict = unsafe_classifier.check(_frames())
-    assert not verdict.allowed
-    assert "6 of 6" in verdict.reason and "violence" in verdict.reason
+def test_red_frames_are_rated_violence(safety_filter):
+    assert safety_filter.frame_classes(_red(3)) == ["Violence"] * 3
+    mostly_red = _red(1)
+    mostly_red[:, :, :10] = 128  # a grey strip: most patches are still red
+    assert safety_filter.frame_classes(mostly_red) == ["Violence"]
 
 
-def test_one_unsafe_frame_blocks_the_video(safe_classifier):
-    """A head that calls frames unsafe when their embedding leans one way: only some frames do, and the
-    video is blocked with the first of them named."""
-    frames = _frames(8, seed=1)
+def test_one_unsafe_frame_blocks_the_video_and_is_named(safety_filter):
+    frames = np.concatenate([_noise(4), _red(1), _noise(2, seed=1)])
+    assert safety_filter.frame_classes(frames) == ["Safe"] * 4 + ["Violence"] + ["Safe"] * 2
+    verdict = safety_filter.check(frames)
+    assert not verdict.allowed and verdict.reason == "frame 4 of 7 rated Violence by the video safety filter"
+
+
+def test_checking_stops_after_the_first_unsafe_batch(safety_filter):
+    safety_filter.batch_size = 2
+    try:
+        frames = np.concatenate([_red(1), _noise(5)])
+        assert len(safety_filter.frame_classes(frames, stop_at_unsafe=True)) == 2
+        assert len(safety_filter.frame_classes(frames)) == 6
+    finally:
+        safety_filter.batch_size = 16
+
+
+def test_features_are_the_full_siglip_models_normalised_image_features(safety_filter, guardrail1):
+    """Only the vision tower is loaded; its features are those of the whole SiglipModel upstream loads."""
+    from transformers import SiglipModel
+
+    snapshot = siglip_snapshot(guardrail1 / "video_content_safety_filter")
+    full = SiglipModel.from_pretrained(snapshot, local_files_only=True).eval()
+    frames = _noise(2)
+    pixels = safety_filter.processor(images=list(frames), return_tensors="pt")["pixel_values"]
     with torch.inference_mode():
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-        x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-        emb = torch.nn.functional.normalize(safe_classifier.encoder(pixel_values=(x - 0.5) / 0.5).pooler_output, dim=-1)
-    # Project on the direction separating frames: the top half are called "hate".
-    direction = emb[0] - emb.mean(0)
-    scores = emb @ direction
-    threshold = scores.median()
-    head = safe_classifier.head
-    clf = copy.copy(safe_classifier)
-    clf.head = copy.deepcopy(head)
-    with torch.no_grad():
-        layers = clf.head.layers
-        # First layer: a unit that reads (score - threshold); later layers carry it to the "hate" logit.
-        for layer in layers:
-            layer.weight.zero_()
-            layer.bias.zero_()
-        layers[0].weight[0] = direction * 100
-        layers[0].bias[0] = -threshold * 100
-        layers[1].weight[0, 0] = 1.0
-        layers[2].weight[VIDEO_CLASSES.index("hate"), 0] = 1.0
-        layers[2].bias[VIDEO_CLASSES.index("safe")] = 1e-3
-    classes = clf.frame_classes(frames)
-    expected = ["hate" if s > threshold + 1e-5 else "safe" for s in scores.tolist()]
-    assert classes == expected and "hate" in classes and "safe" in classes
-    verdict = clf.check(frames)
-    assert not verdict.allowed and "hate" in verdict.reason
-    assert f"first at frame {classes.index('hate')}" in verdict.reason
+        out = full.get_image_features(pixel_values=pixels)
+        expected = getattr(out, "pooler_output", out)
+        expected = expected / expected.norm(dim=-1, keepdim=True)
+        assert torch.allclose(safety_filter.embed(frames), expected, atol=1e-6)
 
 
-def test_frame_stride_checks_every_nth_frame(tiny_guardrails, tmp_path):
-    folder = tmp_path / "video_classifier"
-    shutil.copytree(tiny_guardrails["safe-unsafe"] / "video_classifier", folder)
-    config = json.loads((folder / "head.json").read_text())
-    config["frame_stride"] = 3
-    (folder / "head.json").write_text(json.dumps(config))
-    verdict = VideoClassifier.from_pretrained(folder).check(_frames(7))
-    assert not verdict.allowed and "3 of 3" in verdict.reason
+def test_the_release_files(guardrail1):
+    folder = guardrail1 / "video_content_safety_filter"
+    snapshot = siglip_snapshot(folder)
+    assert snapshot == folder / SIGLIP.split("/")[1] / "snapshots" / "9fdffc58afc957d1a03a25b10dba0329ab15c2a3"
+    assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+    state = torch.load(folder / "safety_filter.pt", weights_only=True)["model"]
+    linear = [f"network.layers.{i}.{name}" for i in (0, 3, 6) for name in ("weight", "bias")]
+    norms = [f"network.layers.{i}.{name}" for i in (1, 4)
+             for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+    assert sorted(state) == sorted(linear + norms)
+    assert state["network.layers.6.weight"].shape[0] == len(CLASSES) == 7
 
 
-def test_a_full_siglip_checkpoint_is_accepted_as_encoder(tiny_guardrails, tmp_path):
-    """The stock SigLIP checkpoints are SiglipModel (vision + text): the vision tower is used."""
-    from transformers import SiglipConfig, SiglipModel
-
-    folder = tmp_path / "video_classifier"
-    shutil.copytree(tiny_guardrails["safe-unsafe"] / "video_classifier", folder)
-    vision = json.loads((folder / "encoder" / "config.json").read_text())
-    config = SiglipConfig(
-        vision_config={k: vision[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")},
-        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 50,
-                     "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
-    )
-    shutil.rmtree(folder / "encoder")
-    SiglipModel(config).save_pretrained(folder / "encoder")
-    clf = VideoClassifier.from_pretrained(folder)
-    assert "Siglip" in type(clf.encoder).__name__
-    assert json.loads((folder / "encoder" / "config.json").read_text())["model_type"] == "siglip"
-    assert not clf.check(_frames(2)).allowed
+def test_refs_main_naming_a_missing_snapshot_is_named(guardrail1, tmp_path):
+    folder = tmp_path / "video_content_safety_filter"
+    shutil.copytree(guardrail1 / "video_content_safety_filter", folder)
+    (folder / SIGLIP.split("/")[1] / "refs" / "main").write_text("0123abc")
+    with pytest.raises(GuardrailError, match="names revision '0123abc'"):
+        siglip_snapshot(folder)
 
 
-def test_head_config_must_know_its_safe_class():
-    with pytest.raises(ValueError, match="safe_class 'ok'"):
-        HeadConfig(input_dim=4, classes=["safe", "bad"], safe_class="ok")
+def test_the_only_snapshot_is_used_without_refs_main(guardrail1, tmp_path):
+    folder = tmp_path / "video_content_safety_filter"
+    shutil.copytree(guardrail1 / "video_content_safety_filter", folder)
+    (folder / SIGLIP.split("/")[1] / "refs" / "main").unlink()
+    assert siglip_snapshot(folder).name == "9fdffc58afc957d1a03a25b10dba0329ab15c2a3"
 
 
-@pytest.mark.parametrize("damage", ["head_weights", "head_config", "encoder"])
-def test_broken_checkpoint_fails_closed(tiny_guardrails, tmp_path, damage):
-    folder = tmp_path / "video_classifier"
-    shutil.copytree(tiny_guardrails["safe-safe"] / "video_classifier", folder)
-    if damage == "head_weights":
-        (folder / "head.safetensors").write_bytes(b"\0" * 16)
-    elif damage == "head_config":
-        (folder / "head.json").write_text('{"classes": ["safe"]}')
+@pytest.mark.parametrize("damage", ["pickle", "no model key", "six classes", "siglip weights"])
+def test_broken_files_fail_closed_naming_them(guardrail1, tmp_path, damage):
+    root = tmp_path / "Cosmos-Guardrail1"
+    shutil.copytree(guardrail1 / "video_content_safety_filter", root / "video_content_safety_filter")
+    weights = root / "video_content_safety_filter" / "safety_filter.pt"
+    if damage == "pickle":
+        weights.write_bytes(b"\0" * 16)
+        match = "cannot read .*safety_filter.pt"
+    elif damage == "no model key":
+        torch.save({"state_dict": {}}, weights)
+        match = "not the safety filter's checkpoint"
+    elif damage == "six classes":
+        state = load_classifier(weights).state_dict()
+        state["network.layers.6.weight"] = state["network.layers.6.weight"][:6]
+        state["network.layers.6.bias"] = state["network.layers.6.bias"][:6]
+        torch.save({"model": state}, weights)
+        match = "6 classes, expected 7"
     else:
-        (folder / "encoder" / "model.safetensors").unlink()
-    with pytest.raises(GuardrailError, match="cannot load the video classifier"):
-        VideoClassifier.from_pretrained(folder)
+        model = siglip_snapshot(root / "video_content_safety_filter") / "model.safetensors"
+        from safetensors.torch import load_file, save_file
+
+        tensors = {k: v for k, v in load_file(str(model)).items() if "vision_model.head" not in k}
+        save_file(tensors, str(model))
+        match = "lacks .* SigLIP vision weight"
+    with pytest.raises(GuardrailError, match=match):
+        VideoContentSafetyFilter.from_release(root)

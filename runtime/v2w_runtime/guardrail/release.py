@@ -71,9 +71,7 @@ class _Place:
         self.path = None if self.s3 else storage.local_path(uri)
 
     def child(self, rel: str) -> "_Place":
-        from v2w_runtime import storage
-
-        return _Place(storage.join(self.uri, rel))
+        return _Place(self.where(rel))
 
     def parent(self, levels: int) -> "_Place | None":
         """The folder `levels` up, or None where that leaves the bucket, the volume claim or the file system."""
@@ -126,9 +124,8 @@ class _Place:
         return storage.read_bytes(storage.join(self.uri, rel), cache).decode()
 
     def where(self, rel: str) -> str:
-        from v2w_runtime import storage
-
-        return storage.join(self.uri, rel)
+        """The URI or path of `rel` under this place."""
+        return f"{self.uri.rstrip('/')}/{rel.strip('/')}"
 
     def local(self, cache: Path) -> Path:
         """A local folder with what the guardrail reads of this place (an S3 prefix is downloaded once)."""

@@ -114,7 +114,8 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}{{ 'User' if message['role'] == 'user' else 'Agent' }}: {{ message['content'] }}\n\n"
     "{% endfor %}<END CONVERSATION>\n\n"
     "Answer for the last User message: safe or unsafe on the first line; if unsafe, the violated "
-    "categories on the second line, separated by commas.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    "categories on the second line, separated by commas.<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+    "{{ '\\n\\n' }}"  # an expression: a template's own last newline is dropped by Jinja
 )
 _SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
              "<|unknown|>"]
@@ -352,7 +353,7 @@ def _training_images(seed: int) -> list[tuple[np.ndarray, tuple[float, ...] | No
 
 
 @functools.lru_cache(maxsize=4)
-def build_retinaface(seed: int = 0, steps: int = 30) -> dict[str, torch.Tensor]:
+def build_retinaface(seed: int = 0, steps: int = 60) -> dict[str, torch.Tensor]:
     """The state dict of a width-8 RetinaFace that finds the astronaut's face and nothing in the other
     training pictures: random backbone and pyramid (batch norms calibrated on the pictures), SSH modules and
     heads trained on the labelled anchors (face IoU >= 0.5 positive, < 0.3 negative) for `steps` steps."""
