@@ -90,6 +90,12 @@ class VideoResult(ManifestModel):
     prompt: str | None = Field(None, description="The prompt as given.")
     refined_prompt: str | None = Field(None, description="The prompt after the refiner, when it ran.")
     reason: str | None = Field(None, description="Why the video was blocked, failed or skipped.")
+    guardrail_checked: bool | None = Field(
+        None, description="Whether the guardrail checked this video's prompts and frames: false when it was "
+        "disabled (or the video was not made by this system); unset in results of runtimes before this field.")
+    guardrail_components: list[str] = Field(
+        default_factory=list, description="The guardrail components that ran on this video, in order: blocklist, "
+        "llama_guard, video_safety_filter, face_blur.")
     files: dict[str, str] = Field(default_factory=dict, description="Side files by role (prompt, record, report, critique).")
     score: int | None = Field(None, ge=0, le=100, description="Critic score 0-100 (best-of-N).")
     trials: CriticTrials | None = None

@@ -77,7 +77,7 @@ class Progress(APIModel):
     updated_at: datetime | None = Field(None, description="When the runtime last reported.")
 
 
-Verdict = Literal["Passed", "Blocked", "Failed", "Skipped"]
+Verdict = Literal["Passed", "Blocked", "Failed", "Skipped", "NotChecked"]
 
 
 class OutputStatus(APIModel):
@@ -85,7 +85,8 @@ class OutputStatus(APIModel):
 
     name: str = Field(..., description="Output name.")
     uri: str | None = Field(None, description="S3 URI of the MP4; unset when no video was written.")
-    verdict: Verdict = Field(..., description="Passed, Blocked (guardrail), Failed or Skipped.")
+    verdict: Verdict = Field(..., description="Passed (written, the guardrail let it through), Blocked (guardrail), "
+                             "Failed, Skipped, or NotChecked (written with the guardrail disabled: nothing checked it).")
     reason: str | None = Field(None, description="Why it was blocked or failed.")
     seed: int | None = Field(None, description="Seed the video was sampled with.")
     score: int | None = Field(None, ge=0, le=100, description="Critic score, 0-100 (best-of-N).")

@@ -202,8 +202,16 @@ def _record_result(status: JobStatus, result: ResultManifest, result_uri: str | 
             status.index_uri = result.index_uri
 
 
+def verdict_of(video: VideoResult) -> str:
+    """The status verdict of a video: a written video the guardrail did not check is NotChecked, not Passed
+    (a result without the field, from an older runtime, keeps Passed)."""
+    if video.status == "succeeded" and video.guardrail_checked is False:
+        return "NotChecked"
+    return VERDICTS[video.status]
+
+
 def _output(video: VideoResult) -> OutputStatus:
-    return OutputStatus(name=video.name, verdict=VERDICTS[video.status], uri=video.uri, reason=video.reason,
+    return OutputStatus(name=video.name, verdict=verdict_of(video), uri=video.uri, reason=video.reason,
                         seed=video.seed, score=video.score, report_uri=video.report_uri)
 
 

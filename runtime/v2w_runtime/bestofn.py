@@ -272,8 +272,17 @@ def blocked_result(target: OutputTarget, job: Job, names: set[str]) -> VideoResu
     if not isinstance(record, dict) or record.get("status") != "blocked":
         return None
     return VideoResult(name=job.name, status="blocked", input=job.input, seed=record.get("seed"),
-                       prompt=record.get("prompt"), reason=record.get("reason"),
+                       prompt=record.get("prompt"), reason=record.get("reason"), **_guardrail_fields(record),
                        files={"record": target.uri_of(f"{stem}.json")})
+
+
+def _guardrail_fields(record: dict | None) -> dict:
+    """What a run record says about the guardrail; a video without our record was checked by nothing here."""
+    if not isinstance(record, dict):
+        return {"guardrail_checked": False}
+    components = record.get("guardrail_components")
+    return {"guardrail_checked": record.get("guardrail_checked"),
+            "guardrail_components": components if isinstance(components, list) else []}
 
 
 def find_candidates(source: OutputTarget, jobs: list[Job], names: set[str], source_names: set[str],
@@ -360,7 +369,13 @@ def video_result(target: OutputTarget, critique: Critique, input: str | None, na
     for role, suffix in (("prompt", ".txt"), ("record", ".json")):
         if critique.video + suffix in names:
             files[role] = target.uri_of(critique.video + suffix)
-    return VideoResult(
+    record = None
+    if critique.video + ".json" in names:
+        try:
+            record = target.read_json(critique.video + ".json")
+        except (ValueError, storage.StorageError):
+            record = {}
+    return VideoResult(**_guardrail_fields(record),
         name=critique.video_file, status="succeeded", input=input, uri=target.uri_of(critique.video_file),
         seed=critique.seed, prompt=critique.prompt, refined_prompt=critique.refined_prompt, files=files,
         score=critique.score, trials=critique.counts, report_uri=target.uri_of(critique.report_file),

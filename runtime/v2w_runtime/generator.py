@@ -57,6 +57,15 @@ class Generation:
     verdicts: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    guardrail_checked: bool = False  # False: the guardrail was disabled, nothing about this video was checked
+    guardrail_components: list[str] = field(default_factory=list)  # the guardrail's checks that ran, in order
+
+    def ran(self, verdict: Verdict | None = None, components: tuple[str, ...] = ()) -> None:
+        """Note the guardrail components that ran: those a verdict names, or `components`."""
+        names = components
+        if verdict is not None:
+            names = verdict.ran or (verdict.check,)
+        self.guardrail_components = list(dict.fromkeys([*self.guardrail_components, *names]))
 
     def record(self) -> dict:
         """The JSON-ready part of the run record that is about this video."""
@@ -68,6 +77,8 @@ class Generation:
             "negative_prompt": self.negative_prompt,
             "reason": self.reason,
             "guardrail": self.verdicts,
+            "guardrail_checked": self.guardrail_checked,
+            "guardrail_components": self.guardrail_components,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "warnings": self.warnings,
         }
@@ -188,6 +199,7 @@ class Video2WorldGenerator:
         gen.refined_prompt, gen.verdicts, gen.warnings, blocked = (
             answer["refined"], answer["verdicts"], answer["warnings"], answer["blocked"]
         )
+        gen.guardrail_checked, gen.guardrail_components = answer["checked"], answer["components"]
         if blocked:
             gen.status, gen.reason = "blocked", blocked
             return gen
@@ -223,22 +235,27 @@ class Video2WorldGenerator:
             with _timed(gen, "guardrail_video"):
                 verdict = self.guardrail.check_video(video)
                 gen.verdicts.append(verdict_dict("video", verdict))
+                gen.ran(verdict)
                 if not verdict.allowed:
                     gen.status, gen.reason = "blocked", _block_reason("video", verdict)
                     return gen
                 video = self.guardrail.postprocess(video)
+                gen.ran(components=tuple(getattr(self.guardrail, "postprocessors", ())))
         gen.frames = video
         return gen
 
     def _check_and_refine(self, gen: Generation, frames: np.ndarray, stage: StageCallback) -> dict:
         verdicts: list[dict] = []
         warnings: list[str] = []
-        answer = {"refined": None, "verdicts": verdicts, "warnings": warnings, "blocked": None}
+        answer = {"refined": None, "verdicts": verdicts, "warnings": warnings, "blocked": None,
+                  "checked": self.guardrail is not None, "components": []}
         if self.guardrail is not None:
             stage(Stage.GUARDRAIL)
             with _timed(gen, "guardrail_prompt"):
                 verdict = self.guardrail.check_text(gen.prompt)
             verdicts.append(verdict_dict("prompt", verdict))
+            gen.ran(verdict)
+            answer["components"] = gen.guardrail_components
             if not verdict.allowed:
                 answer["blocked"] = _block_reason("prompt", verdict)
                 return answer
@@ -254,6 +271,8 @@ class Video2WorldGenerator:
                 with _timed(gen, "guardrail_refined_prompt"):
                     verdict = self.guardrail.check_text(refined.refined)
                 verdicts.append(verdict_dict("refined_prompt", verdict))
+                gen.ran(verdict)
+                answer["components"] = gen.guardrail_components
                 if not verdict.allowed:
                     answer["blocked"] = _block_reason("refined prompt", verdict)
         return answer

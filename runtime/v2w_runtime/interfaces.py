@@ -17,8 +17,9 @@ class Verdict:
     """The guardrail's answer about one prompt or one video. A block is a verdict, not an exception."""
 
     allowed: bool
-    check: str  # which check decided: "blocklist", "llm", "video_classifier", ...
+    check: str  # which check decided: "blocklist", "llama_guard", "video_safety_filter", ...
     reason: str = ""
+    ran: tuple[str, ...] = ()  # the checks that ran to reach this verdict, in order (empty: just `check`)
 
     @classmethod
     def ok(cls, check: str) -> "Verdict":

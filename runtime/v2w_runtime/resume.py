@@ -76,6 +76,8 @@ def finished_entries(target: OutputTarget, jobs: list["Job"], settings: dict) ->
             prompt=job.prompt, refined_prompt=record.get("refined_prompt"),
             uri=None if blocked else target.uri_of(job.name),
             reason=record.get("reason") if blocked else None,
+            guardrail_checked=record.get("guardrail_checked"),
+            guardrail_components=record.get("guardrail_components") or [],
             files={role: target.uri_of(name) for role, name in files.items()},
             timings=record.get("timings_s") or {}, warnings=record.get("warnings") or [],
         )

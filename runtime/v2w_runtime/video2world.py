@@ -119,6 +119,7 @@ def make_video(run: Run, generator, job: Job, reporter) -> VideoResult:
         log.error("video %s failed: %s", job.name, video.reason)
         return video
     video.refined_prompt = outcome.refined_prompt
+    video.guardrail_checked, video.guardrail_components = outcome.guardrail_checked, outcome.guardrail_components
     video.timings = {k: round(v, 3) for k, v in outcome.timings.items()}
     video.warnings = outcome.warnings
     if not generator.layout.is_group_leader:

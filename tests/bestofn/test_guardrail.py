@@ -13,7 +13,7 @@ from .conftest import cli_args
 def test_blocked_generations_are_recorded_and_not_scored(tiny_models, tmp_path):
     from v2w_runtime.tiny.guardrail import write_tiny_guardrail
 
-    guard = write_tiny_guardrail(tmp_path / "guardrail", seed=0, video_verdict="unsafe")
+    guard = write_tiny_guardrail(tmp_path / "guardrail", seed=0, video_marker="any")
     out = tmp_path / "run"
     argv = [a for a in cli_args(tiny_models, str(out), "--num_generations", "2", "--num_critic_trials", "1")
             if a != "--disable_guardrail"] + ["--guardrail_checkpoint", str(guard)]

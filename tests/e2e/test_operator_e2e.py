@@ -29,7 +29,8 @@ def test_single_video_job_goes_pending_running_succeeded(e2e):
     [output] = status["outputs"]
     bucket, key = s3_key(output["uri"])
     head = e2e.minio.client().head_object(Bucket=bucket, Key=key)
-    assert output["verdict"] == "Passed" and head["ContentLength"] > 1000 and key.endswith(".mp4")
+    # The guardrail was disabled for this job: the status says nothing checked the video.
+    assert output["verdict"] == "NotChecked" and head["ContentLength"] > 1000 and key.endswith(".mp4")
     assert key == f"results/{ns}/single/single.mp4"
     assert status["progress"]["summary"].startswith("1/1 videos")
     # kubectl wait works because observedGeneration and the Succeeded condition are kept current.

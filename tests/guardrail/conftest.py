@@ -1,4 +1,5 @@
-"""Tiny guardrail checkpoints shared by the guardrail tests (written once per session, offline)."""
+"""Tiny guardrail checkpoints in the release layout, shared by the guardrail tests (written once per
+session, offline): upstream's checkpoint tree with nvidia/Cosmos-Guardrail1 and meta-llama/Llama-Guard-3-8B."""
 
 from __future__ import annotations
 
@@ -14,12 +15,20 @@ def _few_threads():
 
 
 @pytest.fixture(scope="session")
-def tiny_guardrails(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Checkpoints keyed "<text verdict>-<video verdict>": safe-safe, unsafe-safe, safe-unsafe."""
-    from v2w_runtime.tiny.guardrail import write_tiny_guardrail
+def release_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint tree root holding the tiny release: Llama Guard blocks prompts with the marker word, the
+    video safety filter blocks mostly bright red frames, RetinaFace finds the astronaut's face."""
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail_release
 
-    root = tmp_path_factory.mktemp("guardrails")
-    out = {}
-    for text, video in (("safe", "safe"), ("unsafe", "safe"), ("safe", "unsafe")):
-        out[f"{text}-{video}"] = write_tiny_guardrail(root / f"{text}-{video}", seed=3, text_verdict=text, video_verdict=video)
-    return out
+    return write_tiny_guardrail_release(tmp_path_factory.mktemp("checkpoints"), seed=3)
+
+
+@pytest.fixture(scope="session")
+def guardrail1(release_tree: Path) -> Path:
+    """The Cosmos-Guardrail1 folder of the tree."""
+    return release_tree / "nvidia" / "Cosmos-Guardrail1"
+
+
+@pytest.fixture(scope="session")
+def llama_guard_dir(release_tree: Path) -> Path:
+    return release_tree / "meta-llama" / "Llama-Guard-3-8B"

@@ -70,6 +70,18 @@ def test_guardrail_block_is_a_verdict_not_a_failure():
     assert "1 blocked" in s.message
 
 
+def test_a_video_written_without_the_guardrail_is_not_checked_not_passed():
+    """Status tells the truth about safety: the runtime's record says the guardrail did not run."""
+    videos = [VideoResult(name="a.mp4", status="succeeded", uri="s3://b/a.mp4", guardrail_checked=False),
+              VideoResult(name="b.mp4", status="succeeded", uri="s3://b/b.mp4", guardrail_checked=True,
+                          guardrail_components=["blocklist", "llama_guard", "video_safety_filter", "face_blur"]),
+              VideoResult(name="c.mp4", status="succeeded", uri="s3://b/c.mp4"),  # a runtime before the field
+              VideoResult(name="d.mp4", status="failed", reason="input missing", guardrail_checked=False)]
+    s = derive_status(V2W(), Observation(1, pj(("Succeeded", "", "")), result=result(videos=videos)))
+    assert [o.verdict for o in s.outputs] == ["NotChecked", "Passed", "Passed", "Failed"]
+    assert s.outputs[0].to_wire() == {"name": "a.mp4", "verdict": "NotChecked", "uri": "s3://b/a.mp4"}
+
+
 def test_failures_carry_reason_and_runtime_message():
     failed = pj(("Failed", "PyTorchJobFailed", "Job v2w-x has failed because it has reached the specified backoff limit"))
     r = result(ok=False, videos=[], message="input s3://b/missing.jpg: not found")

@@ -79,6 +79,9 @@ def test_single_image_to_mp4_with_side_files(cli, media):
     result = ResultManifest.model_validate(read_json("output/single.result.json"))
     assert result.succeeded and [v.status for v in result.videos] == ["succeeded"]
     assert result.videos[0].uri == "output/single.mp4" and result.videos[0].files["record"] == "output/single.json"
+    # The guardrail was disabled: the record and the result say nothing checked this video.
+    assert record["guardrail_checked"] is False and record["guardrail_components"] == [] and record["guardrail"] == []
+    assert result.videos[0].guardrail_checked is False and result.videos[0].guardrail_components == []
     progress = ProgressManifest.model_validate(read_json("output/single.progress.json"))
     assert progress.stage.value == "done" and progress.videos_done == 1 and progress.videos_total == 1
     assert "1 succeeded" in run.out
@@ -188,6 +191,10 @@ def test_guardrail_block_is_recorded_and_the_batch_goes_on(cli, media, guardrail
     # the allowed video went through the video check and the postprocessing (8x8 pixelation)
     allowed = read_json("output/allowed.json")
     assert [v["stage"] for v in allowed["guardrail"]] == ["prompt", "video"]
+    # The checks each verdict names, in order (a guardrail without postprocessors' names adds none).
+    assert allowed["guardrail_checked"] is True and allowed["guardrail_components"] == ["blocklist", "brightness"]
+    assert record["guardrail_checked"] is True and record["guardrail_components"] == ["blocklist"]
+    assert result["videos"][1]["guardrailChecked"] is True
     frames = read_video(Path("output/allowed.mp4"))[0].astype(int)
     cell = frames[:, 8:16, 8:16]
     assert np.abs(cell - cell.mean(axis=(1, 2), keepdims=True)).mean() < 6.0

@@ -57,16 +57,21 @@ def test_cosmos_reason1_loads_in_bfloat16(tmp_path):
     assert _dtypes(qwen.model) == {torch.bfloat16}
 
 
-def test_guardrail_models_load_in_bfloat16(tmp_path):
-    from v2w_runtime.guardrail.checker import LLM_GUARD, VIDEO_CLASSIFIER
-    from v2w_runtime.guardrail.llm_guard import LLMGuard
-    from v2w_runtime.guardrail.video_classifier import VideoClassifier
-    from v2w_runtime.tiny.guardrail import write_tiny_guardrail
+def test_guardrail_models_load_in_the_dtypes_upstream_uses(tmp_path):
+    """Llama Guard follows the dtype asked for (bfloat16 on a GPU, as upstream); the video safety filter and
+    RetinaFace stay float32, as upstream runs them."""
+    from v2w_runtime.guardrail.llama_guard import LlamaGuard
+    from v2w_runtime.guardrail.retinaface import load_retinaface
+    from v2w_runtime.guardrail.safety_filter import VideoContentSafetyFilter
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail_release
 
-    folder = Path(write_tiny_guardrail(tmp_path / "guardrail", seed=0))
-    assert _dtypes(LLMGuard.from_pretrained(folder / LLM_GUARD, dtype=torch.bfloat16).model) == {torch.bfloat16}
-    classifier = VideoClassifier.from_pretrained(folder / VIDEO_CLASSIFIER, dtype=torch.bfloat16)
-    assert _dtypes(classifier.encoder) == {torch.bfloat16}
+    tree = write_tiny_guardrail_release(tmp_path / "checkpoints", seed=0)
+    guard = LlamaGuard.from_pretrained(tree / "meta-llama/Llama-Guard-3-8B", dtype=torch.bfloat16)
+    assert _dtypes(guard.model) == {torch.bfloat16}
+    safety = VideoContentSafetyFilter.from_release(tree / "nvidia/Cosmos-Guardrail1")
+    assert _dtypes(safety.encoder) == {torch.float32} and _dtypes(safety.classifier) == {torch.float32}
+    faces = load_retinaface(tree / "nvidia/Cosmos-Guardrail1/face_blur_filter/Resnet50_Final.pth")
+    assert _dtypes(faces) == {torch.float32}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -30,7 +30,7 @@ def guardrails(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("guard")
     return {
         "safe": write_tiny_guardrail(root / "safe", seed=0),
-        "unsafe_video": write_tiny_guardrail(root / "unsafe-video", seed=0, video_verdict="unsafe"),
+        "unsafe_video": write_tiny_guardrail(root / "unsafe-video", seed=0, video_marker="any"),
     }
 
 
