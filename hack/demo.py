@@ -3,8 +3,9 @@
 
 Starts etcd, kube-apiserver, kube-controller-manager and MinIO on loopback; installs the PyTorchJob
 CRD and ours; gives the operator the chart's ServiceAccount and RBAC and runs it with `kopf run`;
-starts the executor (the stand-in for training-operator + kubelet); writes tiny checkpoints of the real
-architectures into MinIO (a tiny Cosmos-Reason1 that really critiques); applies the example jobs, scaled
+starts the executor (the stand-in for training-operator + kubelet); writes upstream's checkpoints/ tree
+(tiny weights of the real architectures in NVIDIA's release layouts, with a Cosmos-Reason1 that really
+critiques) into MinIO and verifies it; applies the example jobs, scaled
 to two CPU cores (it says what it changed); prints `kubectl get` as they progress. Then it plays a flawed
 generator: it copies the batch's videos, gives one a flash frame, and lets a best-of-N job judge them.
 It ends with where the videos are and a link to the ranking.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -123,7 +125,7 @@ def print_results(plane, s3, local: Path) -> bool:
         ok &= status.get("phase") == "Succeeded"
         print(f"{item['kind']}/{item['metadata']['name']}: {status.get('phase')} — {status.get('message')}")
         for output in status.get("outputs") or []:
-            print(f"  {output['verdict']:8} {output.get('uri') or output.get('reason')}"
+            print(f"  {output['verdict']:10} {output.get('uri') or output.get('reason')}"
                   + (f"  score {output['score']:03d}" if output.get("score") is not None else ""))
         if status.get("indexUri"):
             bucket, _, key = status["indexUri"][len("s3://"):].partition("/")
@@ -140,13 +142,19 @@ def print_results(plane, s3, local: Path) -> bool:
     return ok
 
 
-def write_models(out: Path) -> None:
-    subprocess.run([sys.executable, "-m", "v2w_runtime.tiny", "--out", str(out / "video2world")], check=True)
+def write_checkpoints(out: Path) -> Path:
+    """Upstream's checkpoints/ tree as its download script writes it (the file names, formats and key names of
+    NVIDIA's releases), with tiny weights: the native DiT and VAE, t5-11b, a Cosmos-Reason1 that really
+    critiques, Cosmos-Guardrail1 and Llama Guard 3."""
     from v2w_runtime.tiny.critic import write_tiny_critic
-    from v2w_runtime.tiny.guardrail import write_tiny_guardrail
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail_release
+    from v2w_runtime.tiny.upstream import shard_safetensors, write_upstream_tree
 
-    write_tiny_guardrail(out / "guardrail")
-    write_tiny_critic(out / "reason1")  # refiner and critic: answers in Cosmos-Reason1's template
+    def reason1(folder: Path) -> None:
+        write_tiny_critic(folder)  # refiner and critic: answers in Cosmos-Reason1's template
+        shard_safetensors(folder, 4)  # in the release's four shards
+
+    return write_upstream_tree(out, seed=0, reason1=reason1, guardrail=write_tiny_guardrail_release)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
         for bucket in ("v2w-models", "v2w-inputs", "v2w-results"):
             s3.create_bucket(Bucket=bucket)
 
-        say("writing tiny random checkpoints of the real architectures into MinIO")
-        write_models(workdir / "models")
-        models = {name: stack.upload_tree(s3, workdir / "models" / name, "v2w-models", name)
-                  for name in ("video2world", "guardrail", "reason1")}
+        say("writing upstream's checkpoints/ tree into MinIO (tiny weights of the real architectures, in the "
+            "release layouts), and checking it before any job runs")
+        checkpoints = stack.upload_tree(s3, write_checkpoints(workdir / "checkpoints"), "v2w-models", "checkpoints")
+        subprocess.run([sys.executable, "-m", "v2w_runtime.checkpoints", "verify", checkpoints], check=True,
+                       env={**os.environ, **minio.env(), "V2W_CACHE_DIR": str(workdir / "verify-cache")})
         for i in range(3):
             s3.put_object(Bucket="v2w-inputs", Key=f"video2world/input{i}.jpg", Body=stack.sample_image(i))
 
@@ -180,9 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                                                      OPERATOR_SA, workdir / "operator.kubeconfig")
         servers.append(stack.start_executor(plane, workdir / "executor", workdir / "pvcs"))
         servers.append(stack.start_operator(kubeconfig, {
-            "V2W_CHECKPOINT_2B": models["video2world"],
-            "V2W_GUARDRAIL_CHECKPOINT": models["guardrail"],
-            "V2W_REFINER_CHECKPOINT": models["reason1"],
+            # The tree's own Cosmos-Reason1 and Guardrail1 serve as refiner, critic and guardrail.
+            "V2W_CHECKPOINT_2B": checkpoints,
             "V2W_S3_ENDPOINT": minio.endpoint,
             "V2W_S3_REGION": minio.region,
             "V2W_POLL_INTERVAL_SECONDS": "2",

@@ -13,25 +13,16 @@ from pathlib import Path
 import pytest
 
 from v2w_runtime.checkpoints.__main__ import main as checkpoints_main
+from v2w_runtime.tiny.guardrail import write_tiny_guardrail_release
 from v2w_runtime.tiny.upstream import write_hub_cache, write_upstream_tree
 
 MODEL = "nvidia/Cosmos-Predict2-2B-Video2World"
 
 
-def fake_guardrail_release(root: Path) -> None:
-    """Stand-ins for the guardrail's release folders (the guardrail's own tests load real ones)."""
-    import torch
-
-    (root / "nvidia/Cosmos-Guardrail1/video_content_safety_filter").mkdir(parents=True)
-    torch.save({"weight": torch.zeros(2)}, root / "nvidia/Cosmos-Guardrail1/video_content_safety_filter/safety_filter.pt")
-    (root / "meta-llama/Llama-Guard-3-8B").mkdir(parents=True)
-    (root / "meta-llama/Llama-Guard-3-8B/config.json").write_text("{}")
-
-
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
     return write_upstream_tree(tmp_path_factory.mktemp("verify") / "checkpoints", seed=0,
-                               variants=[(720, 16), (480, 10)], guardrail=fake_guardrail_release)
+                               variants=[(720, 16), (480, 10)], guardrail=write_tiny_guardrail_release)
 
 
 def verify(capsys, *args: str) -> tuple[int, str]:
@@ -51,7 +42,9 @@ def test_a_complete_tree_is_reported_component_by_component(tree, capsys):
     assert any("scheduler: built in" in line for line in lines)
     assert any("DiT size: 2 layers, 2 heads x 16 (not a released size" in line for line in lines)
     assert any("prompt refiner and critic (Cosmos-Reason1)" in line and "file(s))" in line for line in lines)
-    assert any("guardrail (nvidia/Cosmos-Guardrail1)" in line for line in lines)
+    guard = next(line for line in lines if " guardrail: " in line)
+    assert guard.split()[0] == "ok" and f"{tree}/nvidia/Cosmos-Guardrail1 (Cosmos-Guardrail1, guardrail1 layout)" in guard
+    assert f"Llama Guard 3 at {tree}/meta-llama/Llama-Guard-3-8B" in guard
     assert "DiT variants in nvidia/Cosmos-Predict2-2B-Video2World/: model-480p-10fps.pt, model-720p-16fps.pt" in out
     report = json.loads(verify(capsys, str(tree), "--json")[1])
     assert report["ok"] and all(c["ok"] for c in report["checks"])
@@ -67,7 +60,8 @@ def test_what_is_missing_is_named_in_each_layout(tree, tmp_path, capsys):
             "checkpoints/ tree (it has model-480p-10fps.pt, model-720p-16fps.pt") in out
     assert f"MISSING model 2B VAE: looked for {MODEL}/tokenizer/tokenizer.pth" in out
     assert "vae/config.json with vae/diffusion_pytorch_model*.safetensors" in out
-    assert f"MISSING guardrail (meta-llama/Llama-Guard-3-8B): looked for the folder {broken}/meta-llama" in out
+    assert (f"MISSING guardrail: looked for NVIDIA's release at {broken}/nvidia/Cosmos-Guardrail1: Llama Guard 3 "
+            f"(meta-llama/Llama-Guard-3-8B) not found: looked for {broken}/meta-llama/Llama-Guard-3-8B/") in out
     assert "NOT USABLE" in out
     code, out = verify(capsys, str(broken), "--resolution", "480", "--fps", "10", "--disable_guardrail")
     assert code == 2 and "model-480p-10fps.pt (native" in out and "Llama-Guard" not in out
@@ -165,7 +159,7 @@ def test_verify_only_exits_2_naming_what_is_missing(tree, media, tmp_path, no_we
                  "--dit_path", str(tmp_path / "nothing.pt"), "--verify_only"])
     out = capsys.readouterr().out
     assert code == 2
-    assert f"MISSING  guardrail: looked for the folder {broken}/nvidia/Cosmos-Guardrail1" in out
+    assert f"MISSING  guardrail: looked for NVIDIA's release at {broken}/nvidia/Cosmos-Guardrail1" in out
     assert "MISSING  --dit_path: looked for" in out and "nothing.pt" in out
     code = main(["--checkpoint_dir", str(broken), "--input_path", str(media["image"]), "--prompt", "a bus",
                  "--disable_guardrail", "--verify_only"])

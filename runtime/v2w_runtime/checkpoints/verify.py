@@ -25,7 +25,6 @@ from .files import check_file
 from .layouts import (
     LAYOUT_UPSTREAM,
     UPSTREAM_GUARDRAIL,
-    UPSTREAM_LLAMA_GUARD,
     UPSTREAM_REASON1,
     WHAT,
     ModelSource,
@@ -207,8 +206,7 @@ def verify_tree(uri: str, sizes: list[str] | None = None, resolution: int = 720,
             check_folder(report, "prompt refiner and critic (Cosmos-Reason1)", join_uri(upstream_root, UPSTREAM_REASON1),
                          needs=("config.json",), weights=True)
         if guardrail:
-            for name in (UPSTREAM_GUARDRAIL, UPSTREAM_LLAMA_GUARD):
-                check_folder(report, f"guardrail ({name})", join_uri(upstream_root, name))
+            check_guardrail(report, join_uri(upstream_root, UPSTREAM_GUARDRAIL))
     if md5 is not None:
         root_tree = tree if upstream_root in (None, uri) else Tree.open(upstream_root)
         check_md5(report, root_tree, md5, md5_source)
@@ -243,8 +241,22 @@ def verify_run(config, mode: str, source: ModelSource | None = None) -> Report:
     if config.best_of_n is not None:
         check_folder(report, "critic", config.critic_checkpoint, needs=("config.json",), weights=True)
     if generating and config.guardrail.enabled:
-        check_folder(report, "guardrail", config.guardrail_checkpoint, read_headers=False)
+        check_guardrail(report, config.guardrail_checkpoint)
     return report
+
+
+def check_guardrail(report: Report, uri: str) -> None:
+    """The guardrail's release folders, checked file by file as the guardrail will read them (no weight fetched)."""
+    from ..guardrail.release import find
+    from ..interfaces import GuardrailError
+
+    try:
+        found = find(uri)
+    except GuardrailError as exc:
+        report.add("guardrail", False, f"looked for NVIDIA's release at {uri}: {exc}")
+        return
+    report.add("guardrail", True, f"{found.guardrail.uri} (Cosmos-Guardrail1, {found.layout} layout) with Llama Guard 3 "
+               f"at {found.llama_guard.uri}: {len(found.checked)} files the guardrail reads, all present")
 
 
 def _check_dit_path(report: Report, uri: str) -> None:

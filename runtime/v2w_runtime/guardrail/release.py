@@ -203,9 +203,30 @@ def llama_guard_files(place: _Place, cache: Path) -> tuple[list[str], list[str]]
     return wanted, missing
 
 
+@dataclass(frozen=True)
+class FoundRelease:
+    """Where a guardrail checkpoint's two folders are, every file the guardrail reads checked, nothing fetched."""
+
+    source: str
+    layout: Literal["tree", "guardrail1"]
+    guardrail: "_Place"
+    llama_guard: "_Place"
+    checked: list[str]
+
+
 def locate(source: str | os.PathLike) -> GuardrailRelease:
     """Find Cosmos-Guardrail1 and Llama Guard 3 for a guardrail checkpoint, check that every file the guardrail
     reads is there, and return local folders (S3 downloaded). Raises GuardrailError naming what is missing."""
+    found = find(source)
+    cache = _cache_dir()
+    return GuardrailRelease(
+        source=found.source, layout=found.layout, guardrail_dir=found.guardrail.local(cache),
+        llama_guard_dir=found.llama_guard.local(cache), llama_guard_source=found.llama_guard.uri,
+        checked=found.checked)
+
+
+def find(source: str | os.PathLike) -> FoundRelease:
+    """`locate` without fetching any weight (what `--verify_only` and `checkpoints verify` report)."""
     from v2w_runtime import storage
 
     text = str(source)
@@ -251,11 +272,10 @@ def locate(source: str | os.PathLike) -> GuardrailRelease:
     if lg_missing:
         raise GuardrailError(f"the Llama Guard 3 folder {found.uri} is incomplete: missing "
                              + ", ".join(found.where(rel) for rel in lg_missing))
-    return GuardrailRelease(
-        source=text, layout=layout, guardrail_dir=guard.local(cache), llama_guard_dir=found.local(cache),
-        llama_guard_source=found.uri,
+    return FoundRelease(
+        source=text, layout=layout, guardrail=guard, llama_guard=found,
         checked=[f"{GUARDRAIL1}/{rel}" for rel in checked] + [f"{LLAMA_GUARD}/{rel}" for rel in lg_checked],
     )
 
 
-__all__ = ["GUARDRAIL1", "LLAMA_GUARD", "GuardrailRelease", "RETINAFACE", "SAFETY_FILTER", "SIGLIP_CACHE", "locate"]
+__all__ = ["GUARDRAIL1", "LLAMA_GUARD", "FoundRelease", "GuardrailRelease", "RETINAFACE", "SAFETY_FILTER", "SIGLIP_CACHE", "find", "locate"]
