@@ -103,9 +103,9 @@ def test_pvc_uris_become_read_only_mounts():
     pj = build("video2world-5frame-job.yaml")
     pod = pj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {"inputs", "model-store"}
+    assert claims == {"inputs", "checkpoints"}
     mounts = {m["mountPath"]: m for m in container(pj)["volumeMounts"]}
-    assert mounts["/mnt/pvc/model-store"]["readOnly"] is True
+    assert mounts["/mnt/pvc/checkpoints"]["readOnly"] is True
     assert run_config(pj).generation.num_conditional_frames == 5
 
 
