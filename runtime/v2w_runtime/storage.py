@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from v2w_api.uris import S3Location, StorageError, is_s3, parse_s3
 
@@ -156,6 +158,38 @@ def s3_download_file(uri: str, dest: Path) -> Path:
     _s3_call(uri, "read", client.download_file, loc.bucket, loc.key, str(partial), Config=_transfer_config())
     partial.replace(dest)
     return dest
+
+
+@dataclass(frozen=True)
+class S3Object:
+    """What a HEAD request says about one object."""
+
+    size: int
+    etag: str  # quotes removed; the MD5 of the bytes for a single-part upload without KMS or customer keys
+    version_id: str | None = None
+    encryption: str | None = None  # ServerSideEncryption, or "SSE-C" for a customer-provided key
+
+
+def s3_head(uri: str, version_id: str | None = None) -> S3Object:
+    loc = parse_s3(uri)
+    client = _s3_call(uri, "read", s3_client)
+    extra = {"VersionId": version_id} if version_id else {}
+    head = _s3_call(uri, "read", client.head_object, Bucket=loc.bucket, Key=loc.key, **extra)
+    version = head.get("VersionId")
+    return S3Object(
+        size=int(head.get("ContentLength", 0)), etag=str(head.get("ETag", "")).strip('"'),
+        version_id=version if version and version != "null" else None,
+        encryption="SSE-C" if head.get("SSECustomerAlgorithm") else head.get("ServerSideEncryption"),
+    )
+
+
+def s3_download_into(uri: str, out: BinaryIO, config, version_id: str | None = None) -> None:
+    """Write the object at `uri` into an open, seekable file (ranged GETs in parallel per `config`, a boto3
+    TransferConfig); `version_id` pins every range to one version."""
+    loc = parse_s3(uri)
+    client = _s3_call(uri, "read", s3_client)
+    extra = {"VersionId": version_id} if version_id else None
+    _s3_call(uri, "read", client.download_fileobj, loc.bucket, loc.key, out, ExtraArgs=extra, Config=config)
 
 
 def s3_list(uri: str) -> list[str]:
@@ -320,6 +354,7 @@ def join(base: str, name: str) -> str:
 
 __all__ = [
     "S3Location",
+    "S3Object",
     "StorageError",
     "check_s3_access",
     "fetch_file",
@@ -334,6 +369,8 @@ __all__ = [
     "s3_client",
     "s3_delete",
     "s3_download_file",
+    "s3_download_into",
+    "s3_head",
     "s3_list_objects",
     "s3_put_bytes",
 ]
