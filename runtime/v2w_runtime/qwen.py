@@ -55,15 +55,16 @@ GREEDY = Sampling()
 def local_checkpoint(source: str | os.PathLike) -> Path:
     """A local folder holding the Qwen2.5-VL checkpoint at `source` (a folder, `pvc://` or `s3://`).
 
-    An S3 prefix is downloaded once into the runtime's checkpoint cache and reused.
+    An S3 prefix goes through the node's checkpoint cache: downloaded once, shared by every rank and job.
     """
     from . import storage
-    from .checkpoints import cache_dir
+    from .checkpoints import CheckpointError
+    from .checkpoints.tree import Tree
 
     text = str(source)
     try:
-        folder = storage.fetch_tree(text, cache_dir())
-    except storage.StorageError as exc:
+        folder = Tree.open(text).local_dir("")
+    except (storage.StorageError, CheckpointError) as exc:
         raise FileNotFoundError(f"Qwen2.5-VL checkpoint {text}: {exc}") from None
     missing = [name for name in _REQUIRED_FILES if not (folder / name).is_file()]
     if missing:

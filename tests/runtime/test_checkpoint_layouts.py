@@ -245,8 +245,8 @@ def test_an_upstream_tree_in_s3_downloads_only_what_the_run_needs(cli, media, s3
     run = generate(cli, media, f"s3://{bucket}/models/checkpoints", "s3")
     assert run.code == 0, run.err
     assert np.array_equal(read_video(Path("out/s3.mp4"))[0], twin_frames)
-    fetched = sorted(p.relative_to(tmp_path / "cache" / bucket / "models/checkpoints").as_posix()
-                     for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    views = tmp_path / "cache" / "checkpoints" / "s3" / bucket / "models/checkpoints"
+    fetched = sorted(p.relative_to(views).as_posix() for p in views.rglob("*") if p.is_file())
     assert fetched == ["google-t5/t5-11b/config.json", "google-t5/t5-11b/pytorch_model.bin",
                        "google-t5/t5-11b/tokenizer.json", f"{MODEL}/model-720p-16fps.pt",
                        f"{MODEL}/tokenizer/tokenizer.pth"]
@@ -254,7 +254,7 @@ def test_an_upstream_tree_in_s3_downloads_only_what_the_run_needs(cli, media, s3
     from v2w_runtime import storage
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(storage, "s3_download_file", lambda *a: pytest.fail(f"downloaded {a[0]} again"))
+        patch.setattr(storage, "s3_download_into", lambda *a, **_: pytest.fail(f"downloaded {a[0]} again"))
         again = generate(cli, media, f"s3://{bucket}/models/checkpoints", "again")
     assert again.code == 0, again.err
 

@@ -75,7 +75,7 @@ def test_batch_from_s3_to_s3(cli, s3_env, bucket, tmp_path):
     assert s3_env.secret_key not in json.dumps(record) and record["input"] == f"s3://{bucket}/inputs/still.png"
     # the checkpoint's files were downloaded into the cache, where the next run finds them (see
     # test_checkpoint_layouts: an S3 tree is fetched file by file, only what the run needs)
-    assert (Path(os.environ["V2W_CACHE_DIR"]) / bucket / "models" / "tiny" / "transformer" /
+    assert (Path(os.environ["V2W_CACHE_DIR"]) / "checkpoints" / "s3" / bucket / "models" / "tiny" / "transformer" /
             "diffusion_pytorch_model.safetensors").is_file()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import storage
+from ..cache import fetch_checkpoint_file
 from .common import CheckpointError, cache_dir, check_model_size, describe_architecture, shown, size_of
 from .convert import DIT, dit_config, dit_naming, dit_to_diffusers, unwrap_state, wan_vae_config, wan_vae_table
 from .files import read_tensors
@@ -58,7 +59,7 @@ def load_components(
     dit_file = None
     if dit_path:  # fetched and opened before the heavy loading, so a bad file fails fast
         try:
-            dit_file = storage.fetch_file(dit_path, cache)
+            dit_file = fetch_checkpoint_file(dit_path, cache)
         except storage.StorageError as exc:
             if exc.retryable:  # an unreachable or busy endpoint: retried, not bad input
                 raise

@@ -2,8 +2,8 @@
 
 The listing is taken once (an S3 prefix is listed, nothing downloaded), so a layout can be recognised and
 checked before any file is read. Files are then fetched one by one as a loader needs them: an S3 object
-is downloaded into the cache once (a copy of the same size is reused, which ranks of one node share), so
-a run that reads the 2B model from an upstream tree in S3 downloads the 2B files and nothing else.
+goes through the checkpoint cache (`v2w_runtime.cache`), downloaded once for every rank, pod and job that
+shares it, so a run that reads the 2B model from an upstream tree in S3 downloads the 2B files and nothing else.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import storage
+from ..cache import checkpoint_cache
 from .common import CheckpointError, cache_dir
 
 
@@ -51,13 +52,12 @@ class Tree:
     """The files under one location, relative to it, with their sizes."""
 
     def __init__(self, uri: str, files: dict[str, Entry], local_root: Path | None, cache: Path | None = None,
-                 prefix: str = "", broken: tuple[str, ...] = ()) -> None:
+                 broken: tuple[str, ...] = ()) -> None:
         self.uri = uri
         self.files = files
         self.local_root = local_root  # None for S3
         self.cache = cache or cache_dir()
         self.broken = broken  # local links that point nowhere (an interrupted Hub download)
-        self._prefix = prefix  # for S3: the key of `uri` in its bucket
 
     @classmethod
     def open(cls, uri: str, cache: Path | None = None) -> "Tree":
@@ -68,7 +68,7 @@ class Tree:
                 if not listing:
                     raise CheckpointError(f"{uri}: no objects under this prefix")
                 files = {rel: Entry(size, etag) for rel, (size, etag) in listing.items()}
-                return cls(uri, files, None, cache, prefix=storage.parse_s3(uri).key)
+                return cls(uri, files, None, cache)
             root = storage.local_path(uri)
         except storage.StorageError as exc:
             if exc.retryable:  # an unreachable or busy endpoint: retried, not bad input
@@ -123,26 +123,23 @@ class Tree:
         files = {k[len(head):]: v for k, v in self.files.items() if k.startswith(head)}
         broken = tuple(k[len(head):] for k in self.broken if k.startswith(head))
         return Tree(self.uri_of(rel), files, self.local_root / rel if self.local_root else None, self.cache,
-                    prefix=f"{self._prefix}/{rel}".strip("/"), broken=broken)
+                    broken=broken)
 
     # ------------------------------------------------------------------------------------- fetching
 
     def local(self, rel: str) -> Path:
-        """A local path holding the file `rel` (downloaded into the cache from S3, once)."""
+        """A local path holding the file `rel` (from S3 through the node's checkpoint cache, downloaded once)."""
         if rel not in self.files:
             raise CheckpointError(f"{self.uri_of(rel)}: no such file")
         if self.local_root is not None:
             return self.local_root / rel
-        bucket = storage.parse_s3(self.uri).bucket
-        dest = self.cache / bucket / self._prefix / rel
-        if not (dest.is_file() and dest.stat().st_size == self.files[rel].size):
-            try:
-                storage.s3_download_file(self.uri_of(rel), dest)
-            except storage.StorageError as exc:
-                if exc.retryable:  # an unreachable or busy endpoint: retried, not bad input
-                    raise
-                raise CheckpointError(str(exc)) from None
-        return dest
+        entry = self.files[rel]
+        try:
+            return checkpoint_cache(self.cache).fetch(self.uri_of(rel), entry.size, entry.etag)
+        except storage.StorageError as exc:
+            if exc.retryable:  # an unreachable or busy endpoint: retried, not bad input
+                raise
+            raise CheckpointError(str(exc)) from None
 
     def local_dir(self, rel: str, keep: Callable[[str], bool] | None = None) -> Path:
         """A local folder holding the files under `rel` (those `keep` accepts, by name within `rel`)."""
@@ -153,7 +150,7 @@ class Tree:
             self.local(key)
         if self.local_root is not None:
             return self.local_root / rel
-        return self.cache / storage.parse_s3(self.uri).bucket / self._prefix / rel
+        return checkpoint_cache(self.cache).path_of(self.uri_of(rel))
 
     def read_text(self, rel: str) -> str:
         try:

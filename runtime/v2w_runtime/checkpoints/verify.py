@@ -261,10 +261,11 @@ def check_guardrail(report: Report, uri: str) -> None:
 
 def _check_dit_path(report: Report, uri: str) -> None:
     from .. import storage
+    from ..cache import fetch_checkpoint_file
     from .common import cache_dir
 
     try:
-        path = storage.fetch_file(uri, cache_dir())
+        path = fetch_checkpoint_file(uri, cache_dir())
     except storage.StorageError as exc:
         report.add("--dit_path", False, f"looked for {uri} ({exc})")
         return

@@ -11,8 +11,8 @@ the Cosmos-Guardrail1 folder) and under the given folder (`<checkpoint>/meta-lla
 for a tree root is the same place); when neither holds it the guardrail fails closed naming both.
 
 Every file the guardrail reads is checked before any weight loads, and a missing one is named with the
-path where it was looked for. From S3 only what the guardrail reads is downloaded (once, into
-$V2W_CACHE_DIR): not a Hugging Face cache's `blobs/` (its snapshot files are what is read), nor Llama
+path where it was looked for. From S3 only what the guardrail reads is downloaded (once per node, through
+the checkpoint cache in $V2W_CACHE_DIR): not a Hugging Face cache's `blobs/` (its snapshot files are what is read), nor Llama
 Guard's `original/` consolidated weights (upstream's download skips them too).
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -67,7 +66,7 @@ class _Place:
 
         self.uri = uri.rstrip("/") or uri
         self.s3 = storage.is_s3(uri)
-        self._keys: list[str] | None = None
+        self._objects: dict[str, tuple[int, str]] | None = None  # S3: key -> (size, ETag), listed once
         self.path = None if self.s3 else storage.local_path(uri)
 
     def child(self, rel: str) -> "_Place":
@@ -96,15 +95,18 @@ class _Place:
             path = path.parent
         return _Place(str(path))
 
-    def keys(self) -> list[str]:
+    def objects(self) -> dict[str, tuple[int, str]]:
         from v2w_runtime import storage
 
-        if self._keys is None:
+        if self._objects is None:
             try:
-                self._keys = storage.s3_list(self.uri)
+                self._objects = storage.s3_list_objects(self.uri)
             except storage.StorageError as exc:
                 raise GuardrailError(f"cannot read the guardrail checkpoint: {exc}") from exc
-        return self._keys
+        return self._objects
+
+    def keys(self) -> list[str]:
+        return list(self.objects())
 
     def has(self, rel: str) -> bool:
         """A file or a non-empty folder at `rel`."""
@@ -119,42 +121,45 @@ class _Place:
     def read_text(self, rel: str, cache: Path) -> str:
         if not self.s3:
             return (self.path / rel).read_text()
-        from v2w_runtime import storage
+        return self._fetch(rel.strip("/"), cache).read_text()
 
-        return storage.read_bytes(storage.join(self.uri, rel), cache).decode()
+    def _fetch(self, rel: str, cache: Path) -> Path:
+        """The S3 object `rel` through the node's checkpoint cache."""
+        from v2w_runtime import storage
+        from v2w_runtime.cache import checkpoint_cache
+
+        if ".." in PurePosixPath(rel).parts:
+            raise GuardrailError(f"{self.uri}: object key {rel!r} climbs out of the prefix")
+        if rel not in self.objects():
+            raise GuardrailError(f"cannot read the guardrail checkpoint: {self.where(rel)}: no such object")
+        size, etag = self.objects()[rel]
+        try:
+            return checkpoint_cache(cache).fetch(self.where(rel), size, etag)
+        except storage.StorageError as exc:
+            raise GuardrailError(f"cannot read the guardrail checkpoint: {exc}") from exc
 
     def where(self, rel: str) -> str:
         """The URI or path of `rel` under this place."""
         return f"{self.uri.rstrip('/')}/{rel.strip('/')}"
 
     def local(self, cache: Path) -> Path:
-        """A local folder with what the guardrail reads of this place (an S3 prefix is downloaded once)."""
+        """A local folder with what the guardrail reads of this place (S3 through the node's checkpoint cache)."""
         if not self.s3:
             return self.path
-        from v2w_runtime import storage
+        from v2w_runtime.cache import checkpoint_cache
 
-        loc = storage.parse_s3(self.uri)
-        dest = cache / loc.bucket / loc.key
-        done = dest / ".v2w-complete"
-        if done.exists():
-            return dest
-        try:
-            for rel in self.keys():
-                parts = PurePosixPath(rel).parts
-                if ".." in parts:
-                    raise GuardrailError(f"{self.uri}: object key {rel!r} climbs out of the prefix")
-                if _SKIPPED_PARTS & set(parts[:-1]):
-                    continue
-                storage.s3_download_file(loc.child(rel).uri, dest / rel)
-        except storage.StorageError as exc:
-            raise GuardrailError(f"cannot read the guardrail checkpoint: {exc}") from exc
-        dest.mkdir(parents=True, exist_ok=True)
-        done.write_text("downloaded\n")
-        return dest
+        for rel in self.keys():
+            if not _SKIPPED_PARTS & set(PurePosixPath(rel).parts[:-1]):
+                self._fetch(rel, cache)
+        folder = checkpoint_cache(cache).path_of(self.uri)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("V2W_CACHE_DIR") or tempfile.gettempdir()) / "v2w-checkpoints"
+    from v2w_runtime.checkpoints.common import cache_dir
+
+    return cache_dir()
 
 
 # ---------------------------------------------------------------------------------------- locating

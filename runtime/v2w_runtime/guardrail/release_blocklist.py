@@ -128,6 +128,21 @@ class ReleaseBlocklist:
         return Verdict.ok(CHECK)
 
 
+def _private_copy_if_linked(folder: Path) -> Path:
+    """`folder`, or a private copy of it when it holds linked files (the checkpoint cache hard-links what it
+    downloaded from S3): NLTK's path checks refuse a multiply-linked file, as a link may lead out of its root."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if not any(p.is_symlink() or (p.is_file() and p.stat().st_nlink > 1) for p in folder.rglob("*")):
+        return folder
+    copy = Path(tempfile.mkdtemp(prefix="v2w-nltk-"))
+    atexit.register(shutil.rmtree, copy, True)
+    shutil.copytree(folder, copy, dirs_exist_ok=True)  # copies what links point at, never the links
+    return copy
+
+
 def _nltk_tools(nltk_data: Path):
     """NLTK's word tokenizer and WordNet lemmatizer reading only `nltk_data` (the release's copy)."""
     import nltk.data
@@ -136,7 +151,7 @@ def _nltk_tools(nltk_data: Path):
     from nltk.tokenize import NLTKWordTokenizer
     from nltk.tokenize.punkt import PunktSentenceTokenizer, load_punkt_params
 
-    root = str(Path(nltk_data).resolve())
+    root = str(_private_copy_if_linked(Path(nltk_data)).resolve())
     if root not in nltk.data.path:  # NLTK opens data (zip files above all) only under its data roots
         nltk.data.path.append(root)
     try:
