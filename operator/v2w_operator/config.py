@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class OperatorConfig(BaseModel):
@@ -31,6 +31,16 @@ class OperatorConfig(BaseModel):
     gpu_resource_name: str = Field("nvidia.com/gpu")
     queue_name: str | None = Field(None, description="Default Kueue LocalQueue.")
     pvc_mount_root: str = Field("/mnt/pvc", description="Where pvc://<claim>/ volumes are mounted in runtime pods.")
+    cache_host_path: str | None = Field(
+        None, pattern=r"^/", description="A node directory the runtime pods keep the checkpoints they download from "
+        "S3 in, shared by every job on the node (a hostPath volume); it must exist, writable by the runtime's user.")
+    cache_claim_name: str | None = Field(
+        None, description="A ReadWriteMany PersistentVolumeClaim (in each job's namespace) shared as that cache by "
+        "every node; exclusive with cache_host_path. Neither: each pod downloads into its own emptyDir.")
+    cache_size_limit: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?$",
+        description="Bytes the cache may hold (a Kubernetes quantity, e.g. 500Gi); beyond it the least recently "
+        "used checkpoints no job holds are evicted. Unset: no limit but the disk's.")
     poll_interval_seconds: float = Field(10.0, gt=0, description="How often progress.json is read while a job runs.")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port; 0 turns it off.")
     runtime_extra_args: list[str] = Field(
@@ -38,6 +48,12 @@ class OperatorConfig(BaseModel):
         description="Flags the platform team appends to every runtime command (a shell-quoted string in the "
         "environment), e.g. the runtime's debug knobs on a test cluster.",
     )
+
+    @model_validator(mode="after")
+    def _one_cache_volume(self) -> "OperatorConfig":
+        if self.cache_host_path and self.cache_claim_name:
+            raise ValueError("cache_host_path and cache_claim_name are exclusive: the cache is one volume")
+        return self
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "OperatorConfig":

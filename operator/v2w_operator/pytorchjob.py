@@ -121,6 +121,7 @@ def _env(spec: JobSpecCommon, config: OperatorConfig) -> list[dict[str, Any]]:
     env += [
         {"name": "V2W_PVC_ROOT", "value": config.pvc_mount_root},
         {"name": "V2W_CACHE_DIR", "value": CACHE_DIR},
+        *([{"name": "V2W_CACHE_SIZE_LIMIT", "value": config.cache_size_limit}] if config.cache_size_limit else []),
         {"name": "HOME", "value": CACHE_DIR},  # as in the image: on the cache volume, writable
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
@@ -139,10 +140,21 @@ def volume_claims(spec: JobSpecCommon, config: OperatorConfig) -> set[str]:
                                    if uri and uri.startswith("pvc://")}
 
 
+def _cache_volume(config: OperatorConfig) -> dict[str, Any]:
+    """$V2W_CACHE_DIR: the node's directory or a shared claim when the platform has one, else the pod's own."""
+    if config.cache_host_path:
+        # "Directory", not "DirectoryOrCreate": a directory the kubelet creates is root's, unwritable to the
+        # runtime's user; a missing one is named in the pod's events instead.
+        return {"hostPath": {"path": config.cache_host_path, "type": "Directory"}}
+    if config.cache_claim_name:
+        return {"persistentVolumeClaim": {"claimName": config.cache_claim_name}}
+    return {"emptyDir": {}}
+
+
 def _volumes(spec: JobSpecCommon, config: OperatorConfig) -> tuple[list[dict], list[dict]]:
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
-        {"name": "cache", "emptyDir": {}},
+        {"name": "cache", **_cache_volume(config)},
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL and data loaders need a real /dev/shm
     ]
     mounts: list[dict[str, Any]] = [

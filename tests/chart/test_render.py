@@ -25,6 +25,7 @@ ALL_SETTINGS = {
     "kueue": {"queueName": "gpu-queue"},
     "pollIntervalSeconds": 2.5,
     "metrics": {"port": 9191},
+    "cache": {"claimName": "checkpoint-cache", "sizeLimit": "500Gi"},
 }
 
 
@@ -115,7 +116,8 @@ def test_namespaced_mode_runs_kopf_on_the_listed_namespaces_with_roles_there(hel
 
 def test_every_operator_setting_is_mapped_from_values(helm: Helm):
     env = env_of(helm.render(ALL_SETTINGS))
-    expected = {f"V2W_{name.upper()}" for name in OperatorConfig.model_fields}
+    # the cache's hostPath is exclusive with its claim: test_cache_values_reach_the_operator renders it
+    expected = {f"V2W_{name.upper()}" for name in OperatorConfig.model_fields} - {"V2W_CACHE_HOST_PATH"}
     assert expected <= set(env), f"settings the chart cannot set: {sorted(expected - set(env))}"
     config = OperatorConfig.from_env(env)
     assert config.model_dump() == {
@@ -133,10 +135,21 @@ def test_every_operator_setting_is_mapped_from_values(helm: Helm):
         "gpu_resource_name": "amd.com/gpu",
         "queue_name": "gpu-queue",
         "pvc_mount_root": "/data/pvc",
+        "cache_host_path": None,
+        "cache_claim_name": "checkpoint-cache",
+        "cache_size_limit": "500Gi",
         "poll_interval_seconds": 2.5,
         "metrics_port": 9191,
         "runtime_extra_args": ["--log-level", "debug", "--note=two words"],
     }
+
+
+def test_cache_values_reach_the_operator(helm: Helm):
+    config = OperatorConfig.from_env(env_of(helm.render({"cache": {"hostPath": "/var/cache/video2world"}})))
+    assert (config.cache_host_path, config.cache_claim_name, config.cache_size_limit) == (
+        "/var/cache/video2world", None, None)
+    defaults = OperatorConfig.from_env(env_of(helm.render()))
+    assert defaults.cache_host_path is None and defaults.cache_claim_name is None  # each pod's emptyDir
 
 
 def test_unset_defaults_leave_the_operator_defaults(helm: Helm):
@@ -229,6 +242,9 @@ def test_existing_service_account_and_no_rbac(helm: Helm):
     ({"rbac": {"secretNames": ["Not A Name"]}}, "secretNames"),
     ({"networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1"]}}}, "cidrs"),
     ({"runtime": {"extraArgs": ["--note='quoted'"]}}, "extraArgs"),
+    ({"cache": {"hostPath": "var/cache"}}, "hostPath"),
+    ({"cache": {"hostPath": "/var/cache/v2w", "claimName": "cache"}}, "cache"),
+    ({"cache": {"sizeLimit": "lots"}}, "sizeLimit"),
 ])
 def test_schema_refuses_bad_values_naming_them(helm: Helm, values, field):
     result = helm.template(values, check=False)

@@ -109,6 +109,28 @@ def test_pvc_uris_become_read_only_mounts():
     assert run_config(pj).generation.num_conditional_frames == 5
 
 
+def test_the_checkpoint_cache_is_the_pods_own_unless_the_platform_shares_one():
+    def cache_of(config: OperatorConfig) -> tuple[dict, dict, dict]:
+        doc = load_example("video2world-job.yaml")
+        spec = KINDS[doc["kind"]][1].model_validate(doc).spec
+        pj = pytorchjob.build(doc["kind"], "job-a", "team-a", "uid-123", spec, config)
+        pod = pj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "cache")
+        assert mount["mountPath"] == env["V2W_CACHE_DIR"] and not mount.get("readOnly")
+        return next(v for v in pod["volumes"] if v["name"] == "cache"), env, mount
+
+    volume, env, _ = cache_of(CONFIG)
+    assert volume == {"name": "cache", "emptyDir": {}} and "V2W_CACHE_SIZE_LIMIT" not in env
+    node = CONFIG.model_copy(update={"cache_host_path": "/var/cache/video2world", "cache_size_limit": "500Gi"})
+    volume, env, _ = cache_of(node)
+    assert volume == {"name": "cache", "hostPath": {"path": "/var/cache/video2world", "type": "Directory"}}
+    assert env["V2W_CACHE_SIZE_LIMIT"] == "500Gi"
+    shared = CONFIG.model_copy(update={"cache_claim_name": "checkpoint-cache"})
+    volume, _, _ = cache_of(shared)
+    assert volume == {"name": "cache", "persistentVolumeClaim": {"claimName": "checkpoint-cache"}}
+
+
 def test_batch_goes_by_uri_and_a_disabled_guardrail_names_no_checkpoint():
     def no_models(spec):
         spec["guardrail"] = {"enabled": False}
