@@ -28,7 +28,9 @@ import logging
 import os
 import re
 import shutil
+import socket
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -177,7 +179,8 @@ class CheckpointCache:
             seconds = time.monotonic() - started
             self._check(uri, partial, head)
             meta = {"uri": uri, "etag": etag, "versionId": head.version_id, "size": size,
-                    "downloadedAt": time.time(), "seconds": round(seconds, 3), "pid": os.getpid()}
+                    "downloadedAt": time.time(), "seconds": round(seconds, 3), "host": socket.gethostname(),
+                    "pid": os.getpid()}
             (folder / "meta.json").write_text(json.dumps(meta) + "\n")
             os.replace(partial, folder / "data")
         except OSError as exc:
@@ -293,8 +296,8 @@ class CheckpointCache:
             return False
 
     def _open_lock(self, digest: str) -> int:
-        self.objects.mkdir(parents=True, exist_ok=True)
         try:
+            self.objects.mkdir(parents=True, exist_ok=True)
             return os.open(self.objects / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o664)
         except OSError as exc:
             raise StorageError(f"cannot use the checkpoint cache at {self.objects}: {exc.strerror}") from None
@@ -318,8 +321,7 @@ class CheckpointCache:
         except FileNotFoundError:
             pass
         view.parent.mkdir(parents=True, exist_ok=True)
-        temp = view.with_name(f".{view.name}.{os.getpid()}.link")
-        temp.unlink(missing_ok=True)
+        temp = view.with_name(f".{view.name}.{uuid.uuid4().hex}.link")  # pods sharing the cache share pids
         os.link(data, temp)
         os.replace(temp, view)  # a job reading the previous version keeps its open file
         return view
