@@ -112,6 +112,9 @@ class Executor:
             if "persistentVolumeClaim" in volume:
                 # A claim reference has no namespace: it is always the pod's own.
                 dirs[volume["name"]] = self.pvc_root / job["metadata"]["namespace"] / volume["persistentVolumeClaim"]["claimName"]
+            elif "hostPath" in volume:
+                # Every pod runs on the one node this executor plays: its directories are shared by all jobs.
+                dirs[volume["name"]] = self.workdir / "node" / volume["hostPath"]["path"].lstrip("/")
             else:
                 dirs[volume["name"]] = base / volume["name"]
             dirs[volume["name"]].mkdir(parents=True, exist_ok=True)
