@@ -213,3 +213,18 @@ def test_size_limits_read_like_kubernetes_quantities():
     assert cache_mod.parse_size("") is None
     with pytest.raises(ValueError, match="V2W_CACHE_SIZE_LIMIT"):
         cache_mod.parse_size("lots")
+
+
+@pytest.mark.s3
+def test_a_single_file_by_uri_keeps_its_name(s3_env, bucket, tmp_path):
+    """--dit_path s3://… : a HEAD gives size and ETag; loaders see the key's own file name (its suffix)."""
+    from v2w_runtime.cache import fetch_checkpoint_file
+
+    s3_env.client().put_object(Bucket=bucket, Key="post-trained/dit.pt", Body=payload(MiB, 5))
+    path = fetch_checkpoint_file(f"s3://{bucket}/post-trained/dit.pt", tmp_path / "cache")
+    assert path.name == "dit.pt" and path.read_bytes() == payload(MiB, 5) and path.stat().st_nlink == 2
+    local = tmp_path / "local.pt"
+    local.write_bytes(b"x")
+    assert fetch_checkpoint_file(str(local), tmp_path / "cache") == local  # read in place
+    with pytest.raises(storage.StorageError, match="no such object"):
+        fetch_checkpoint_file(f"s3://{bucket}/post-trained/absent.pt", tmp_path / "cache")
