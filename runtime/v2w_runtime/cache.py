@@ -114,12 +114,14 @@ class CheckpointCache:
               version_id: str | None = None) -> Path:
         """A local path (named like the key) holding the object at `uri`, downloaded at most once.
 
-        `size` and `etag` come from a listing; without them a HEAD request asks for them.
+        `size` and `etag` come from a listing; without them a HEAD request asks for them. A `version_id` the
+        caller pins is part of the key; one S3 merely reports is not (same ETag and size, same bytes), so a
+        file reached by a listing and by its URI is one entry.
         """
         loc = storage.parse_s3(uri)
         if size is None or not etag:
             head = storage.s3_head(uri, version_id)
-            size, etag, version_id = head.size, head.etag, version_id or head.version_id
+            size, etag = head.size, head.etag
         etag = etag.strip('"')
         digest = self._digest(loc, size, etag, version_id)
         if digest not in self._held:
