@@ -204,6 +204,7 @@ def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, nam
                status=current, stored=stored, patch=patch, retry=retry)
     spec = _validate(job)
     if not (current.pytorch_job_name and _get_pytorchjob(namespace, job.child)):
+        _check_policy(job, spec)
         _check_claims(job, spec)
         batch_uri = _stage(job, spec)
         _create_child(job, spec, batch_uri, meta.get("creationTimestamp"))
@@ -216,6 +217,15 @@ def _validate(job: _Job) -> JobSpecCommon:
         return _parse(job.kind, job.body)
     except ValidationError as exc:
         _refuse(job, f"invalid spec: {'; '.join(_describe(e) for e in exc.errors())}")
+
+
+def _check_policy(job: _Job, spec: JobSpecCommon) -> None:
+    """The platform's policy (image, ServiceAccount, input hosts): the admission policy refuses the same at
+    apply, but it may be off, or the job older than the policy. Checked only before the PyTorchJob exists, so a
+    policy tightened later never fails a job that is already running."""
+    violations = CONFIG.policy.violations(spec, CONFIG.runtime_image)
+    if violations:
+        _refuse(job, "; ".join(str(v) for v in violations), Reason.POLICY_DENIED)
 
 
 def _check_claims(job: _Job, spec: JobSpecCommon) -> None:
@@ -312,9 +322,9 @@ def _accepted(job: _Job, spec: JobSpecCommon) -> None:
     job.write(conditions=conditions, **changes)
 
 
-def _refuse(job: _Job, message: str) -> NoReturn:
-    """A spec that will never work: Failed with InvalidSpec, and no retry."""
-    _not_accepted(job, Reason.INVALID_SPEC, message, Phase.FAILED)
+def _refuse(job: _Job, message: str, reason: Reason = Reason.INVALID_SPEC) -> NoReturn:
+    """A spec that will never work (invalid, or refused by the platform's policy): Failed, and no retry."""
+    _not_accepted(job, reason, message, Phase.FAILED)
     raise kopf.PermanentError(message)
 
 
