@@ -343,6 +343,7 @@ def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = Non
     except (UsageError, RunConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # nothing names where to write yet: no result.json
         return EXIT_BAD_INPUT
+    storage.use_input_hosts(config.input_hosts)
     if config.verify_only:
         return verify_only(config, mode)
     run = Run(config, mode)
