@@ -51,7 +51,7 @@ def backoff(retry: int) -> float:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **indices: Any) -> None:
     # All of kopf's bookkeeping goes into annotations: our status schema is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -64,6 +64,8 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     # kopf logs every successful handler run at INFO; the timer runs every few seconds per job.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    for plural in (VIDEO2WORLD_JOB.plural, BEST_OF_N_JOB.plural):  # live views, filled by the watch
+        metrics.JOBS.watch(indices[_summaries_id(plural)])
     metrics.serve(CONFIG.metrics_port)
     logger.info("video2world operator started (poll every %ss)", CONFIG.poll_interval_seconds)
 
@@ -318,7 +320,6 @@ def _accepted(job: _Job, spec: JobSpecCommon) -> None:
             conditions = set_condition(conditions, ConditionType.SUSPENDED, True, Reason.SUSPENDED, message,
                                        job.generation)
         changes.update(phase=phase, message=message)
-        metrics.observe_phase(job.kind, job.namespace, job.name, phase.value)
     job.write(conditions=conditions, **changes)
 
 
@@ -433,9 +434,8 @@ def _read_runtime_files(obs: Observation, state: str, spec: JobSpecCommon, names
 
 
 def _announce(kind: str, body: kopf.Body, namespace: str, name: str, status: JobStatus) -> None:
-    """A new phase: an Event, the phase gauge, and for a finished job its duration."""
+    """A new phase: an Event, and for a finished job its duration."""
     phase = status.phase.value if status.phase else None
-    metrics.observe_phase(kind, namespace, name, phase)
     message = status.message or phase
     if status.phase == Phase.FAILED:
         kopf.warn(body, reason=phase, message=message)
@@ -478,6 +478,16 @@ def pytorchjobs(namespace: str, name: str, meta: kopf.Meta, status: kopf.Status,
                                 "status": copy.deepcopy(dict(status))}}
 
 
+def _summaries_id(plural: str) -> str:
+    return f"summaries_{plural}"
+
+
+def job_summary(body: kopf.Body, namespace: str, name: str, spec: kopf.Spec, status: kopf.Status,
+                **_: Any) -> dict[Any, Any]:
+    """Each job as the metrics see it, kept current by the watch (deleted jobs leave the index)."""
+    return {(namespace, name): metrics.summarize(body["kind"], spec, status)}
+
+
 def _register(plural: str) -> None:
     """The same handlers for each kind; each finds its kind in the body. Explicit ids: kopf stores handler
     state in annotations named after them."""
@@ -489,6 +499,7 @@ def _register(plural: str) -> None:
     kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0,
                backoff=CONFIG.poll_interval_seconds, id="follow")(sync)
     kopf.on.delete(GROUP, VERSION, plural, when=_wants_cleanup, id="delete-results")(cleanup)
+    kopf.index(GROUP, VERSION, plural, id=_summaries_id(plural))(job_summary)
 
 
 for _names in (VIDEO2WORLD_JOB, BEST_OF_N_JOB):
