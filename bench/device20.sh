@@ -10,6 +10,7 @@
 #   bash bench/device20.sh c        # data parallelism: a batch of 4 videos at 480p on 1 GPU and on 2
 #
 # Every process starts with a cold compile cache of its own (the first forward's compile is reported apart).
+# The figures of results/2026-11-26-issue20-2x-h200.md ran this way (asked for as nvidia-h100-x2, started as 2 x H200).
 set -uo pipefail
 stage=$1
 site=/tmp/site
