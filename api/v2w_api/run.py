@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .base import API_VERSION, APIModel
 from .manifest import PROGRESS_FILE, RESULT_FILE
+from .policy import InputHostPolicy
 from .spec import (
     DEFAULT_NEGATIVE_PROMPT,
     BestOfNSpec,
@@ -143,6 +144,14 @@ class RunConfig(APIModel):
     )
     output: RunOutput = Field(..., description="Where the files go.")
     debug: DebugSettings = Field(default_factory=DebugSettings, description="Test and debug knobs.")
+    input_hosts: InputHostPolicy | None = Field(
+        None,
+        description=(
+            "The platform's policy on http(s) inputs (the operator always sets it): the runtime refuses to connect to "
+            "a loopback, link-local, private or metadata address, after DNS, unless allowed here. Unset (a run "
+            "started by hand): any host."
+        ),
+    )
     verify_only: bool | None = Field(
         None,
         description=(

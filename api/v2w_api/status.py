@@ -36,6 +36,7 @@ class Reason(str, Enum):
 
     SPEC_VALID = "SpecValid"
     INVALID_SPEC = "InvalidSpec"
+    POLICY_DENIED = "PolicyDenied"
     PYTORCHJOB_CREATED = "PyTorchJobCreated"
     PYTORCHJOB_CRD_MISSING = "PyTorchJobCRDMissing"
     PYTORCHJOB_DELETED = "PyTorchJobDeleted"

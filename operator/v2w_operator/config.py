@@ -7,6 +7,11 @@ import shlex
 
 from pydantic import BaseModel, Field, model_validator
 
+from v2w_api.policy import InputHostPolicy, JobPolicy
+
+# Space-separated lists in the environment (the chart renders the policy values so).
+_LISTS = ("policy_image_prefixes", "policy_service_accounts", "policy_allowed_hosts", "policy_allowed_cidrs")
+
 
 class OperatorConfig(BaseModel):
     """Defaults the operator fills into jobs that leave them out, and its own knobs."""
@@ -48,12 +53,18 @@ class OperatorConfig(BaseModel):
         description="Flags the platform team appends to every runtime command (a shell-quoted string in the "
         "environment), e.g. the runtime's debug knobs on a test cluster.",
     )
-
-    @model_validator(mode="after")
-    def _one_cache_volume(self) -> "OperatorConfig":
-        if self.cache_host_path and self.cache_claim_name:
-            raise ValueError("cache_host_path and cache_claim_name are exclusive: the cache is one volume")
-        return self
+    policy_image_prefixes: list[str] = Field(
+        default_factory=list, description="Image prefixes spec.scheduling.image may name (chart policy.images)."
+    )
+    policy_service_accounts: list[str] = Field(
+        default_factory=list, description="ServiceAccounts a job may name besides default (chart policy.serviceAccounts)."
+    )
+    policy_allowed_hosts: list[str] = Field(
+        default_factory=list, description="Input host names allowed although refused (chart policy.inputs.allowedHosts)."
+    )
+    policy_allowed_cidrs: list[str] = Field(
+        default_factory=list, description="Input address ranges allowed although refused (chart policy.inputs.allowedCIDRs)."
+    )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "OperatorConfig":
@@ -62,8 +73,34 @@ class OperatorConfig(BaseModel):
         for name in cls.model_fields:
             key = f"V2W_{name.upper()}"
             if env.get(key) not in (None, ""):
-                values[name] = shlex.split(env[key]) if name == "runtime_extra_args" else env[key]
+                if name == "runtime_extra_args":
+                    values[name] = shlex.split(env[key])
+                elif name in _LISTS:
+                    values[name] = env[key].split()
+                else:
+                    values[name] = env[key]
         return cls.model_validate(values)
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> "OperatorConfig":
+        _ = self.policy  # a bad policy value stops the operator at start, naming the value
+        return self
+
+    @model_validator(mode="after")
+    def _one_cache_volume(self) -> "OperatorConfig":
+        if self.cache_host_path and self.cache_claim_name:
+            raise ValueError("cache_host_path and cache_claim_name are exclusive: the cache is one volume")
+        return self
+
+    @property
+    def input_hosts(self) -> InputHostPolicy:
+        """The policy on http(s) inputs, as the runtime gets it in its run configuration."""
+        return InputHostPolicy(allowed_hosts=self.policy_allowed_hosts, allowed_cidrs=self.policy_allowed_cidrs)
+
+    @property
+    def policy(self) -> JobPolicy:
+        return JobPolicy(image_prefixes=self.policy_image_prefixes, service_accounts=self.policy_service_accounts,
+                         inputs=self.input_hosts)
 
     def default_checkpoint(self, size: str) -> str | None:
         return self.checkpoint_2b if size == "2B" else self.checkpoint_14b

@@ -51,7 +51,7 @@ def backoff(retry: int) -> float:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **indices: Any) -> None:
     # All of kopf's bookkeeping goes into annotations: our status schema is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -64,6 +64,8 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     # kopf logs every successful handler run at INFO; the timer runs every few seconds per job.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    for plural in (VIDEO2WORLD_JOB.plural, BEST_OF_N_JOB.plural):  # live views, filled by the watch
+        metrics.JOBS.watch(indices[_summaries_id(plural)])
     metrics.serve(CONFIG.metrics_port)
     logger.info("video2world operator started (poll every %ss)", CONFIG.poll_interval_seconds)
 
@@ -204,6 +206,7 @@ def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, nam
                status=current, stored=stored, patch=patch, retry=retry)
     spec = _validate(job)
     if not (current.pytorch_job_name and _get_pytorchjob(namespace, job.child)):
+        _check_policy(job, spec)
         _check_claims(job, spec)
         batch_uri = _stage(job, spec)
         _create_child(job, spec, batch_uri, meta.get("creationTimestamp"))
@@ -216,6 +219,15 @@ def _validate(job: _Job) -> JobSpecCommon:
         return _parse(job.kind, job.body)
     except ValidationError as exc:
         _refuse(job, f"invalid spec: {'; '.join(_describe(e) for e in exc.errors())}")
+
+
+def _check_policy(job: _Job, spec: JobSpecCommon) -> None:
+    """The platform's policy (image, ServiceAccount, input hosts): the admission policy refuses the same at
+    apply, but it may be off, or the job older than the policy. Checked only before the PyTorchJob exists, so a
+    policy tightened later never fails a job that is already running."""
+    violations = CONFIG.policy.violations(spec, CONFIG.runtime_image)
+    if violations:
+        _refuse(job, "; ".join(str(v) for v in violations), Reason.POLICY_DENIED)
 
 
 def _check_claims(job: _Job, spec: JobSpecCommon) -> None:
@@ -308,13 +320,12 @@ def _accepted(job: _Job, spec: JobSpecCommon) -> None:
             conditions = set_condition(conditions, ConditionType.SUSPENDED, True, Reason.SUSPENDED, message,
                                        job.generation)
         changes.update(phase=phase, message=message)
-        metrics.observe_phase(job.kind, job.namespace, job.name, phase.value)
     job.write(conditions=conditions, **changes)
 
 
-def _refuse(job: _Job, message: str) -> NoReturn:
-    """A spec that will never work: Failed with InvalidSpec, and no retry."""
-    _not_accepted(job, Reason.INVALID_SPEC, message, Phase.FAILED)
+def _refuse(job: _Job, message: str, reason: Reason = Reason.INVALID_SPEC) -> NoReturn:
+    """A spec that will never work (invalid, or refused by the platform's policy): Failed, and no retry."""
+    _not_accepted(job, reason, message, Phase.FAILED)
     raise kopf.PermanentError(message)
 
 
@@ -423,9 +434,8 @@ def _read_runtime_files(obs: Observation, state: str, spec: JobSpecCommon, names
 
 
 def _announce(kind: str, body: kopf.Body, namespace: str, name: str, status: JobStatus) -> None:
-    """A new phase: an Event, the phase gauge, and for a finished job its duration."""
+    """A new phase: an Event, and for a finished job its duration."""
     phase = status.phase.value if status.phase else None
-    metrics.observe_phase(kind, namespace, name, phase)
     message = status.message or phase
     if status.phase == Phase.FAILED:
         kopf.warn(body, reason=phase, message=message)
@@ -468,6 +478,16 @@ def pytorchjobs(namespace: str, name: str, meta: kopf.Meta, status: kopf.Status,
                                 "status": copy.deepcopy(dict(status))}}
 
 
+def _summaries_id(plural: str) -> str:
+    return f"summaries_{plural}"
+
+
+def job_summary(body: kopf.Body, namespace: str, name: str, spec: kopf.Spec, status: kopf.Status,
+                **_: Any) -> dict[Any, Any]:
+    """Each job as the metrics see it, kept current by the watch (deleted jobs leave the index)."""
+    return {(namespace, name): metrics.summarize(body["kind"], spec, status)}
+
+
 def _register(plural: str) -> None:
     """The same handlers for each kind; each finds its kind in the body. Explicit ids: kopf stores handler
     state in annotations named after them."""
@@ -479,6 +499,7 @@ def _register(plural: str) -> None:
     kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0,
                backoff=CONFIG.poll_interval_seconds, id="follow")(sync)
     kopf.on.delete(GROUP, VERSION, plural, when=_wants_cleanup, id="delete-results")(cleanup)
+    kopf.index(GROUP, VERSION, plural, id=_summaries_id(plural))(job_summary)
 
 
 for _names in (VIDEO2WORLD_JOB, BEST_OF_N_JOB):

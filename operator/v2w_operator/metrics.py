@@ -1,10 +1,23 @@
-"""Prometheus metrics for a platform team: jobs by phase, reconcile errors, latencies."""
+"""Prometheus metrics for a platform team.
+
+What describes the jobs that exist (jobs by phase, videos they made by verdict, GPU-seconds) is computed at
+scrape time from the operator's watch of the jobs (a kopf index), so it is right after a restart and forgets
+deleted jobs; counters and histograms of events (reconcile errors, PyTorchJobs created, latencies) count
+from the operator's start, as Prometheus expects of them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
 
-JOBS_BY_PHASE = Gauge("v2w_jobs", "Jobs the operator knows, by kind and phase.", ["kind", "phase"])
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
 RECONCILE_ERRORS = Counter("v2w_reconcile_errors_total", "Reconcile attempts that failed, by kind and reason.",
                            ["kind", "reason"])
 TIME_TO_PYTORCHJOB = Histogram("v2w_time_to_pytorchjob_seconds", "From job creation to its PyTorchJob's creation.",
@@ -13,17 +26,95 @@ JOB_DURATION = Histogram("v2w_job_duration_seconds", "From start to completion o
                          ["kind", "phase"], buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200))
 PYTORCHJOBS_CREATED = Counter("v2w_pytorchjobs_created_total", "PyTorchJobs created by the operator.", ["kind"])
 
-_phases: dict[tuple[str, str, str], str] = {}  # (kind, namespace, name) -> phase
+NO_PHASE = "Unknown"  # a job the operator has not accepted or refused yet
 
 
-def observe_phase(kind: str, namespace: str, name: str, phase: str | None) -> None:
-    key = (kind, namespace, name)
-    old = _phases.pop(key, None)
-    if old is not None:
-        JOBS_BY_PHASE.labels(kind, old).dec()
-    if phase is not None:
-        _phases[key] = phase
-        JOBS_BY_PHASE.labels(kind, phase).inc()
+@dataclass(frozen=True)
+class JobSummary:
+    """What the metrics need of one job, as the watch last saw it."""
+
+    kind: str
+    phase: str
+    gpus: int = 1
+    start: datetime | None = None
+    end: datetime | None = None
+    verdicts: Mapping[str, int] = field(default_factory=dict)
+
+    def gpu_seconds(self, now: datetime) -> float:
+        """GPUs held times the time its pods have run (until now while it runs)."""
+        if self.start is None:
+            return 0.0
+        return self.gpus * max(((self.end or now) - self.start).total_seconds(), 0.0)
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def summarize(kind: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> JobSummary:
+    """A job's summary from its wire form (read leniently: a malformed status counts, it does not break a scrape)."""
+    gpus = (spec.get("parallelism") or {}).get("gpus", 1)
+    outputs = status.get("outputs") or []
+    verdicts = Tally(o.get("verdict") for o in outputs if isinstance(o, Mapping) and isinstance(o.get("verdict"), str))
+    return JobSummary(kind=kind, phase=status.get("phase") or NO_PHASE, gpus=gpus if isinstance(gpus, int) else 1,
+                      start=_time(status.get("startTime")), end=_time(status.get("completionTime")),
+                      verdicts=dict(verdicts))
+
+
+class JobsCollector(Collector):
+    """The gauges about existing jobs, from live views of the watched jobs (kopf indices: key -> summaries)."""
+
+    def __init__(self) -> None:
+        self._views: list[Mapping[Any, Iterable[JobSummary]]] = []
+
+    def watch(self, view: Mapping[Any, Iterable[JobSummary]]) -> None:
+        if all(view is not known for known in self._views):
+            self._views.append(view)
+
+    def summaries(self) -> list[JobSummary]:
+        # The watch updates the views on the operator's event loop while a scrape reads them on the HTTP
+        # server's thread: copy, and try again if a change came in between.
+        for _ in range(10):
+            try:
+                return [s for view in self._views for store in list(view.values()) for s in list(store)]
+            except RuntimeError:
+                continue
+        return []
+
+    def collect(self, now: datetime | None = None):
+        now = now or datetime.now(timezone.utc)
+        jobs = GaugeMetricFamily("v2w_jobs", "Jobs that exist, by kind and phase.", labels=["kind", "phase"])
+        videos = GaugeMetricFamily("v2w_job_outputs", "Videos of existing jobs, by kind and verdict (Passed, "
+                                   "NotChecked, Blocked, Failed, Skipped).", labels=["kind", "verdict"])
+        gpu = GaugeMetricFamily("v2w_job_gpu_seconds", "GPU-seconds of existing jobs' pods (GPUs x run time), by "
+                                "kind and phase.", labels=["kind", "phase"])
+        counts: Tally[tuple[str, str]] = Tally()
+        verdicts: Tally[tuple[str, str]] = Tally()
+        seconds: dict[tuple[str, str], float] = {}
+        for s in self.summaries():
+            counts[s.kind, s.phase] += 1
+            for verdict, n in s.verdicts.items():
+                verdicts[s.kind, verdict] += n
+            seconds[s.kind, s.phase] = seconds.get((s.kind, s.phase), 0.0) + s.gpu_seconds(now)
+        for (kind, phase), n in sorted(counts.items()):
+            jobs.add_metric([kind, phase], n)
+            gpu.add_metric([kind, phase], seconds[kind, phase])
+        for (kind, verdict), n in sorted(verdicts.items()):
+            videos.add_metric([kind, verdict], n)
+        yield from (jobs, videos, gpu)
+
+    def describe(self):
+        return []  # computed at scrape time; nothing to check at registration
+
+
+JOBS = JobsCollector()
+REGISTRY.register(JOBS)
 
 
 def serve(port: int) -> None:

@@ -60,7 +60,8 @@ def run_config(kind: str, name: str, spec: Video2WorldJobSpec | BestOfNJobSpec, 
     if guardrail.enabled:
         guardrail = guardrail.model_copy(update={"checkpoint": guardrail.checkpoint or config.guardrail_checkpoint})
     common = dict(model=model, input=spec.input, generation=spec.generation, prompt_refiner=refiner,
-                  guardrail=guardrail, parallelism=spec.parallelism, performance=spec.performance)
+                  guardrail=guardrail, parallelism=spec.parallelism, performance=spec.performance,
+                  input_hosts=config.input_hosts)
     if isinstance(spec, Video2WorldJobSpec):
         # A single video is named after its job; an inline batch was stored beside the results (batch_uri).
         output = RunOutput(uri=prefix, video_name=f"{name}.mp4" if spec.input is not None else None)

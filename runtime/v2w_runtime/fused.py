@@ -145,10 +145,18 @@ class FusedBlock(nn.Module):
         return a.to_out[1](a.to_out[0](out))
 
 
-def _sdpa_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def sdpa_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     from diffusers.models.attention_dispatch import dispatch_attention_fn
 
     return dispatch_attention_fn(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
+
+
+def output_norm(model: nn.Module, h: torch.Tensor, emb: torch.Tensor, temb: torch.Tensor | None, first: int,
+                per_row: int) -> torch.Tensor:
+    """The stock output norm (AdaLN, shift and scale) on tokens first..first+S of h, from per-row embeddings."""
+    shift, scale = _modulation(model.norm_out, emb, temb, 2)
+    tokens = h.shape[1]
+    return model.norm_out.norm(h) * (1 + _rows(scale, first, tokens, per_row)) + _rows(shift, first, tokens, per_row)
 
 
 class FusedCosmosTransformer(nn.Module):
@@ -160,7 +168,7 @@ class FusedCosmosTransformer(nn.Module):
         if reason is not None:
             raise ValueError(f"cannot fuse this transformer: {reason}")
         self.model = model
-        self.blocks = nn.ModuleList(FusedBlock(b, attend, attend_cross, _sdpa_masked) for b in model.transformer_blocks)
+        self.blocks = nn.ModuleList(FusedBlock(b, attend, attend_cross, sdpa_masked) for b in model.transformer_blocks)
         self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -237,9 +245,7 @@ class FusedCosmosTransformer(nn.Module):
             h = block(h, text, emb, temb, cos, sin, extra_pos, attention_mask, 0, per_row)
 
         # 5. Output norm (per row as well), projection, un-patchify (the stock permutation)
-        shift, scale = _modulation(model.norm_out, emb, temb, 2)
-        h = model.norm_out.norm(h) * (1 + _rows(scale, 0, tokens, per_row)) + _rows(shift, 0, tokens, per_row)
-        h = model.proj_out(h)
+        h = model.proj_out(output_norm(model, h, emb, temb, 0, per_row))
         h = h.unflatten(2, (p_h, p_w, p_t, -1)).unflatten(1, grid)
         h = h.permute(0, 7, 1, 6, 2, 4, 3, 5).flatten(6, 7).flatten(4, 5).flatten(2, 3)
         if not return_dict:
@@ -249,4 +255,4 @@ class FusedCosmosTransformer(nn.Module):
         return Transformer2DModelOutput(sample=h)
 
 
-__all__ = ["FusedBlock", "FusedCosmosTransformer", "rotary", "supports"]
+__all__ = ["FusedBlock", "FusedCosmosTransformer", "output_norm", "rotary", "sdpa_masked", "supports"]

@@ -10,7 +10,8 @@ Exact mode (same math, bf16 tolerance; measured against the stock pipeline in be
   SDPA, where cuDNN is 5x faster than FA4 (0.9 against 4.3 ms a call at 2B 720p on an H100: FA4's
   tiles are made for long keys). "cudnn", "flash", "efficient", "math" force one SDPA kernel for both.
 * `fused`: the rewritten DiT forward of `fused.py` (AdaLN modulation per latent frame instead of per
-  token; attention without layout copies), on GPUs.
+  token; attention without layout copies), on GPUs; the context/CFG-parallel transformer runs the same
+  blocks on its sequence slice (`ParallelCosmosTransformer.use_fused`), so compile applies there too.
 * `compile`: `torch.compile` of each transformer block, on GPUs (one graph shared by all blocks); the
   first forward at a new size compiles. Inductor's, Triton's and FA4's kernel caches are kept under
   `$V2W_CACHE_DIR/torch-compile` (unless their own variables say otherwise), so a warm pod or a cache
@@ -420,8 +421,14 @@ def accelerate(pipeline, options: PerfOptions) -> FastTransformer:
     gpu = _on_gpu(device)
     dtype = next(inner.parameters()).dtype
     kernel = resolve_attention(options.attention, device, dtype)
-    use_fused = options.fused and gpu and fused.supports(inner) is None
-    if use_fused:
+    parallel = getattr(inner, "use_fused", None)  # the context/CFG-parallel transformer fuses its own blocks
+    model = inner.model if parallel is not None else inner
+    use_fused = options.fused and gpu and fused.supports(model) is None
+    if parallel is not None:
+        parallel(kernel if use_fused else None)
+        if not use_fused and kernel not in _SDPA:
+            use_kernel_processors(inner)
+    elif use_fused:
         # One fused module per model and kernel: applied again, the compiled blocks are reused, not recompiled.
         made = inner.__dict__.setdefault("_v2w_fused", {})
         if kernel not in made:
@@ -432,7 +439,9 @@ def accelerate(pipeline, options: PerfOptions) -> FastTransformer:
     use_compile = options.compile and gpu and (use_fused or hasattr(inner, "transformer_blocks"))
     if use_compile:
         compile_blocks(inner)
-    wrapper = FastTransformer(inner, kernel, options.step_cache, pipeline.scheduler, options.split_batch)
+    # A parallel transformer splits a guidance batch over its CFG halves itself: it gets the batch whole.
+    split_batch = options.split_batch and not getattr(inner, "handles_batch", False)
+    wrapper = FastTransformer(inner, kernel, options.step_cache, pipeline.scheduler, split_batch)
     wrapper.applied = {"attention": kernel, "cross_attention": cross_kernel(kernel), "fused": use_fused,
                        "compile": use_compile}
     pipeline.transformer = wrapper

@@ -188,8 +188,8 @@ class Run:
         )
         speed = perf.options_from_spec(config.performance)
         applied = speed  # recorded as asked (the same on any layout), next to what this device and layout got
-        if ctx.layout.group_size > 1:  # the parallel wrapper splits the batch itself and has no blocks to compile
-            applied = speed.model_copy(update={"split_batch": False, "compile": False})
+        if ctx.layout.group_size > 1:  # the parallel wrapper splits the guidance batch over its CFG halves itself
+            applied = speed.model_copy(update={"split_batch": False})
         wrapper = perf.accelerate(generator.pipeline, applied)
         # as asked, plus what this device got: the attention kernel, the fused forward, compile
         generator.model_info.update(checkpoint=config.checkpoint, model_size=config.model.size,
@@ -343,6 +343,7 @@ def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = Non
     except (UsageError, RunConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # nothing names where to write yet: no result.json
         return EXIT_BAD_INPUT
+    storage.use_input_hosts(config.input_hosts)
     if config.verify_only:
         return verify_only(config, mode)
     run = Run(config, mode)

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from v2w_api.policy import InputHostPolicy
 from v2w_api.uris import S3Location, StorageError, is_s3, parse_s3
 
 PVC_ROOT_ENV = "V2W_PVC_ROOT"
@@ -266,20 +267,42 @@ def is_http(uri: str | os.PathLike) -> bool:
     return str(uri).startswith(("http://", "https://"))
 
 
+# The platform's policy on http(s) inputs, from the run configuration (None: a run started by hand, any host).
+_input_hosts: InputHostPolicy | None = None
+
+
+def use_input_hosts(policy: InputHostPolicy | None) -> None:
+    """Fetch every http(s) input of this process under `policy` (set once, from the run configuration)."""
+    global _input_hosts
+    _input_hosts = policy
+
+
 def http_download_file(uri: str, dest: Path, timeout: float = 60.0) -> Path:
-    """Download an http(s) URL (inputs only; nothing is ever sent but the request)."""
+    """Download an http(s) URL (inputs only; nothing is ever sent but the request), under the input policy."""
     import urllib.error
     import urllib.request
 
+    from .http_inputs import InputHostRefused, opener
+
+    policy = _input_hosts
+    if policy is not None:
+        reason = policy.uri_refusal(uri)
+        if reason is not None:
+            raise StorageError(f"cannot read {uri}: refused by the platform's input policy: {reason}")
+    open_url = urllib.request.urlopen if policy is None else opener(policy).open
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f"{dest.name}.{os.getpid()}.partial")  # ranks of one node may share the cache
     try:
-        with urllib.request.urlopen(uri, timeout=timeout) as response, open(partial, "wb") as out:
+        with open_url(uri, timeout=timeout) as response, open(partial, "wb") as out:
             shutil.copyfileobj(response, out, length=1024 * 1024)
+    except InputHostRefused as exc:  # on the first connection or a redirect's (a ValueError: urllib lets it through)
+        raise StorageError(f"cannot read {uri}: refused by the platform's input policy: {exc}") from None
     except urllib.error.HTTPError as exc:
         raise StorageError(f"cannot read {uri}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise StorageError(f"cannot read {uri}: unreachable ({getattr(exc, 'reason', exc)})") from None
+    except urllib.error.URLError as exc:
+        raise StorageError(f"cannot read {uri}: unreachable ({exc.reason})") from None
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {uri}: unreachable ({exc})") from None
     partial.replace(dest)
     return dest
 

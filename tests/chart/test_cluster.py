@@ -52,6 +52,9 @@ CLUSTER_NEEDS: dict[tuple[str, str, str], set[str]] = {
     ("rbac.authorization.k8s.io", "clusterroles", ""): set(),
     ("rbac.authorization.k8s.io", "clusterrolebindings", ""): set(),
     ("kopf.dev", "clusterkopfpeerings", ""): set(),
+    # The admission policy is the installer's (helm's) to manage; the operator never touches it.
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies", ""): set(),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", ""): set(),
 }
 
 
@@ -253,9 +256,11 @@ def test_uninstall_removes_rbac_but_keeps_crds_and_jobs(installed, crds_applied,
     installed({})
     sa = f"{names['release']}-video2world-operator"
     get_json(kube, f"clusterrole/{sa}")
+    get_json(kube, f"validatingadmissionpolicy/{sa}-policy")
     helm.run("uninstall", names["release"], "--namespace", names["ns"], "--wait", kubeconfig=kube.kubeconfig)
-    gone = kube.kubectl("get", f"clusterrole/{sa}", f"clusterrolebinding/{sa}", check=False)
-    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    gone = kube.kubectl("get", f"clusterrole/{sa}", f"clusterrolebinding/{sa}", f"validatingadmissionpolicy/{sa}-policy",
+                        f"validatingadmissionpolicybinding/{sa}-policy", check=False)
+    assert gone.returncode != 0 and gone.stderr.count("NotFound") == 4, gone.stderr
     user, groups = sa_identity(names["ns"], sa)
     assert not any(review(kube, user, groups, [Ask("list", "video2world.io", "video2worldjobs")]).values())
     for crd in ("video2worldjobs.video2world.io", "bestofnjobs.video2world.io"):

@@ -77,6 +77,13 @@ def test_operator_works_with_exactly_the_charts_permissions(crds_applied, helm: 
                "metadata": {"name": "rbac-probe", "namespace": jobs_ns},
                "spec": {"input": {"uri": "s3://v2w-inputs/bus.jpg", "prompt": "a bus"},
                         "output": {"uri": "s3://v2w-results/jobs", "credentialsSecret": {"name": "absent-s3"}}}}
+        # The installed admission policy, at its defaults: no ServiceAccount but default.
+        other_sa = {**job, "spec": {**job["spec"], "scheduling": {"serviceAccountName": "admin"}}}
+        # (A dry run, again until the API server has loaded the new policy: within seconds.)
+        refused = wait_for(lambda: kube.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(other_sa),
+                                                check=False).stderr, "the admission policy refusing", proc, log, 30)
+        assert ("denied request: spec.scheduling.serviceAccountName: ServiceAccount admin is not allowed"
+                in refused), refused
         applied = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(job), check=False)
         assert applied.returncode == 0, applied.stderr
 

@@ -26,6 +26,10 @@ ALL_SETTINGS = {
     "pollIntervalSeconds": 2.5,
     "metrics": {"port": 9191},
     "cache": {"claimName": "checkpoint-cache", "sizeLimit": "500Gi"},
+    "policy": {"images": {"allowedPrefixes": ["registry.example.com/v2w/", "mirror.example.org/v2w"]},
+               "serviceAccounts": {"allowed": ["runner", "runner-gpu"]},
+               "inputs": {"allowedHosts": ["files.corp.internal", "*.svc.cluster.local"],
+                          "allowedCIDRs": ["10.20.0.0/16", "fd00:ec2::/32"]}},
 }
 
 
@@ -57,7 +61,8 @@ def test_helm_lint_strict(helm: Helm, values):
 
 def test_defaults_render_the_operator_its_rbac_and_metrics_service(helm: Helm):
     docs = helm.render()
-    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount",
+                           "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     deployment = find(docs, "Deployment", FULL, "v2w-system")
     spec = deployment["spec"]
     assert spec["replicas"] == 1
@@ -100,7 +105,8 @@ def test_namespaced_mode_runs_kopf_on_the_listed_namespaces_with_roles_there(hel
     assert [a for a in args if a.startswith("--namespace=")] == ["--namespace=team-a", "--namespace=team-b"]
     assert "--verbose" in args and "--log-format=json" in args
     assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "Role", "RoleBinding",
-                           "RoleBinding", "Service", "ServiceAccount"]
+                           "RoleBinding", "Service", "ServiceAccount", "ValidatingAdmissionPolicy",
+                           "ValidatingAdmissionPolicyBinding"]
     cluster_role = find(docs, "ClusterRole", f"{FULL}-cluster")
     assert cluster_role["rules"] == [
         {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
@@ -141,6 +147,10 @@ def test_every_operator_setting_is_mapped_from_values(helm: Helm):
         "poll_interval_seconds": 2.5,
         "metrics_port": 9191,
         "runtime_extra_args": ["--log-level", "debug", "--note=two words"],
+        "policy_image_prefixes": ["registry.example.com/v2w/", "mirror.example.org/v2w"],
+        "policy_service_accounts": ["runner", "runner-gpu"],
+        "policy_allowed_hosts": ["files.corp.internal", "*.svc.cluster.local"],
+        "policy_allowed_cidrs": ["10.20.0.0/16", "fd00:ec2::/32"],
     }
 
 
@@ -218,7 +228,7 @@ def test_secret_names_narrow_secret_access(helm: Helm):
 
 def test_existing_service_account_and_no_rbac(helm: Helm):
     docs = helm.render({"serviceAccount": {"create": False, "name": "platform-sa"}, "rbac": {"create": False}})
-    assert kinds(docs) == ["Deployment", "Service"]
+    assert kinds(docs) == ["Deployment", "Service", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     assert find(docs, "Deployment", FULL)["spec"]["template"]["spec"]["serviceAccountName"] == "platform-sa"
     result = helm.template({"serviceAccount": {"create": False}}, check=False)
     assert result.returncode != 0 and "serviceAccount.name is required" in result.stderr
@@ -245,6 +255,11 @@ def test_existing_service_account_and_no_rbac(helm: Helm):
     ({"cache": {"hostPath": "var/cache"}}, "hostPath"),
     ({"cache": {"hostPath": "/var/cache/v2w", "claimName": "cache"}}, "cache"),
     ({"cache": {"sizeLimit": "lots"}}, "sizeLimit"),
+    ({"policy": {"images": {"allowedPrefixes": ["has space/"]}}}, "allowedPrefixes"),
+    ({"policy": {"serviceAccounts": {"allowed": ["Admin"]}}}, "allowed"),
+    ({"policy": {"inputs": {"allowedHosts": ["bad host"]}}}, "allowedHosts"),
+    ({"policy": {"inputs": {"allowedCIDRs": ["10.0.0.1"]}}}, "allowedCIDRs"),
+    ({"policy": {"admissoin": {}}}, "admissoin"),
 ])
 def test_schema_refuses_bad_values_naming_them(helm: Helm, values, field):
     result = helm.template(values, check=False)

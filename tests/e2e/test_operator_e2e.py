@@ -214,3 +214,52 @@ def test_unreachable_s3_endpoint_is_a_condition_not_a_crash(e2e):
     assert accepted["status"] == "False" and "batch.json" in accepted["message"]
     assert e2e.get(ns, "pytorchjob", "v2w-nowhere") is None
     assert e2e.operator.alive(), "the operator must retry with backoff, not crash"
+
+
+def scrape(e2e) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The operator's /metrics as {(sample name, sorted labels): value}; empty while it is not serving."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = requests.get(f"http://127.0.0.1:{e2e.operator_env['V2W_METRICS_PORT']}/metrics", timeout=5).text
+    except requests.ConnectionError:
+        return {}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_describe_the_jobs_that_exist_even_after_a_restart(e2e):
+    """Jobs by phase, their videos and GPU-seconds are computed when Prometheus scrapes, from the operator's watch:
+    right after the operator restarts, and a deleted job no longer counts."""
+    succeeded = ("v2w_jobs", (("kind", "Video2WorldJob"), ("phase", "Succeeded")))
+    unchecked = ("v2w_job_outputs", (("kind", "Video2WorldJob"), ("verdict", "NotChecked")))
+    gpu_seconds = ("v2w_job_gpu_seconds", (("kind", "Video2WorldJob"), ("phase", "Succeeded")))
+
+    def settled(want: float, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            metrics = scrape(e2e)
+            if metrics.get(succeeded, 0.0) == want:
+                return metrics
+            time.sleep(0.5)
+        raise AssertionError(f"v2w_jobs Succeeded never became {want}: {scrape(e2e).get(succeeded)}")
+
+    before = scrape(e2e)
+    ns = e2e.namespace()
+    batch = [{"input": f"s3://{e2e.bucket}/inputs/input{i}.jpg", "prompt": f"Scene {i}.", "output": f"m-{i}"}
+             for i in range(2)]
+    e2e.apply(ns, e2e.job("Video2WorldJob", "counted", {"batch": batch, **DISABLED}))
+    obj, _ = e2e.wait_for(ns, "v2wjob", "counted", phase_is("Succeeded", "Failed"), what="a final phase")
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    n = before.get(succeeded, 0.0) + 1
+    after = settled(n)
+    assert after.get(unchecked, 0.0) == before.get(unchecked, 0.0) + 2  # the guardrail was off for both videos
+    assert after[gpu_seconds] > before.get(gpu_seconds, 0.0)
+
+    e2e.restart_operator()  # nothing carried over but what the watch lists again
+    assert settled(n).get(unchecked) == after[unchecked]
+
+    e2e.kubectl("delete", "-n", ns, "v2wjob", "counted", "--wait=true", "--timeout=60s")
+    gone = settled(n - 1)
+    assert gone.get(unchecked, 0.0) == after[unchecked] - 2

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from tests.parallel.models import CASES, HEADS, VIDEOS, tiny_pipeline, tiny_transformer  # noqa: E402
+from v2w_runtime import fused  # noqa: E402
 from v2w_runtime.parallel.layout import Layout  # noqa: E402
 from v2w_runtime.parallel import init_parallel, make_context, parallelize, parallelize_pipeline  # noqa: E402
 
@@ -66,7 +67,15 @@ def main(out_dir: str) -> None:
             with torch.no_grad():
                 out = parallel(**inputs, return_dict=False)[0]
                 out2 = parallel(**inputs).sample  # a second step through the cached rotary embedding
+            fused_diff = None
+            if fused.supports(model) is None:  # the GPU path's fused blocks on this rank's slice (eager, SDPA)
+                parallel.use_fused("sdpa")
+                with torch.no_grad():
+                    fused_out = parallel(**inputs, return_dict=False)[0]
+                parallel.use_fused(None)
+                fused_diff = (fused_out - reference).abs().max().item()
             report["layouts"].append({
+                "fused_max_abs_diff": fused_diff,
                 "case": case.name,
                 "cp": layout.cp_size,
                 "cfg": layout.cfg_parallel,

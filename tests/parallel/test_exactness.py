@@ -31,6 +31,15 @@ def test_parallel_output_equals_single_process(reports):
             assert e["max_abs_diff"] <= 1e-5, (r["rank"], e)
 
 
+def test_fused_blocks_on_a_slice_equal_single_process(reports):
+    # What perf.accelerate turns on for GPUs: fused.py's blocks on each rank's slice, Ulysses inside the
+    # attention op. On CPU the same blocks run eager on SDPA.
+    fused = [(r["rank"], e) for r in reports for e in r["layouts"] if e["fused_max_abs_diff"] is not None]
+    assert {(e["cp"], e["cfg"]) for _, e in fused} == {(4, False), (2, True), (2, False), (1, True)}
+    for rank, e in fused:
+        assert e["fused_max_abs_diff"] <= 1e-5, (rank, e)
+
+
 def test_ulysses_is_bit_exact(reports):
     # Without CFG splitting, every rank computes the same batch rows as one process: identical bits.
     for r in reports:

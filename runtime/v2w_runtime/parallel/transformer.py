@@ -12,6 +12,10 @@ it exactly as it would call the model. Inside one call:
 4. One all-gather over the group collects every rank's output tokens (all CFG rows and sequence
    slices at once); every rank then un-patchifies the full batch.
 
+On GPUs `perf.accelerate` switches step 3 to the rewritten blocks of `fused.py` (`use_fused`): AdaLN
+modulation per latent frame, attention in the kernel's layout (FlashAttention-4 where it runs), blocks
+compiled; the Ulysses exchange around the kernel is one custom op that the compiled graph leaves opaque.
+
 Why split the flattened sequence rather than latent time: upstream splits latent T, which must then be
 divisible by the CP size (24 latent frames for 93 frames, but not for other lengths); the flattened
 T*H*W sequence can be cut anywhere, unevenly if needed, and every op outside self-attention is per
@@ -29,7 +33,7 @@ from diffusers.models.transformers.transformer_cosmos import CosmosTransformer3D
 from torch import nn
 
 from .launch import ParallelContext
-from .ulysses import SequenceSplit, ShardState, UlyssesAttnProcessor
+from .ulysses import SequenceSplit, ShardState, UlyssesAttnProcessor, ulysses_attend
 
 try:  # the stock model resizes its padding mask with torchvision; so must we, to match it exactly
     from torchvision.transforms import InterpolationMode
@@ -40,6 +44,9 @@ except ImportError:  # pragma: no cover - torchvision is in the runtime extra
 
 class ParallelCosmosTransformer(nn.Module):
     """`CosmosTransformer3DModel` split over a group of ranks; same call, same output on every rank."""
+
+    # A guidance batch is split over the CFG halves here: a speed wrapper must pass it whole (perf.accelerate).
+    handles_batch = True
 
     def __init__(self, model: CosmosTransformer3DModel, ctx: ParallelContext) -> None:
         super().__init__()
@@ -52,6 +59,31 @@ class ParallelCosmosTransformer(nn.Module):
             for block in model.transformer_blocks:
                 block.attn1.set_processor(processor)
         self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.blocks: nn.ModuleList | None = None  # the fused blocks while `use_fused` is on
+        self._fused: dict[tuple[str, str], nn.ModuleList] = {}
+
+    def use_fused(self, kernel: str | None) -> None:
+        """Run the rewritten blocks of `fused.py` on this rank's slice, self-attention on the resolved
+        `kernel` (perf's names: "fa4", "sdpa", ...) exchanged by Ulysses when cp > 1; None: the stock blocks.
+
+        One set of blocks per kernel, kept: switched on again, compiled blocks are not compiled again.
+        """
+        if kernel is None:
+            self.blocks = None
+            return
+        from .. import fused, perf
+
+        reason = fused.supports(self.model)
+        if reason is not None:
+            raise ValueError(f"cannot fuse this transformer: {reason}")
+        cross = perf.cross_kernel(kernel)
+        if (kernel, cross) not in self._fused:
+            attend = perf.attention_fn(kernel) if self.state.cp_size == 1 else ulysses_attend(kernel, self.state)
+            self._fused[(kernel, cross)] = nn.ModuleList(
+                fused.FusedBlock(b, attend, perf.attention_fn(cross), fused.sdpa_masked)
+                for b in self.model.transformer_blocks
+            )
+        self.blocks = self._fused[(kernel, cross)]
 
     # What samplers read off a transformer, passed through.
     @property
@@ -121,8 +153,17 @@ class ParallelCosmosTransformer(nn.Module):
         patches = _patchify(x, cfg.patch_size)[:, start:stop]
         h = model.patch_embed.proj(patches)
 
-        temb = _token_slice(temb, batch, rows, grid, start, stop)
-        embedded_timestep = _token_slice(embedded_timestep, batch, rows, grid, start, stop)
+        blocks = self.blocks
+        if blocks is None:  # the stock blocks take a row per token
+            temb = _token_slice(temb, batch, rows, grid, start, stop)
+            embedded_timestep = _token_slice(embedded_timestep, batch, rows, grid, start, stop)
+        else:  # the fused blocks take a row per sample or latent frame and look each token's up
+            if temb.shape[0] == batch:
+                temb, embedded_timestep = temb[rows], embedded_timestep[rows]
+            if temb.ndim == 2:
+                temb, embedded_timestep, per_row = temb[:, None], embedded_timestep[:, None], tokens
+            else:
+                per_row = grid[1] * grid[2]
 
         text = encoder_hidden_states
         image_context = None
@@ -141,10 +182,16 @@ class ParallelCosmosTransformer(nn.Module):
             attention_mask = attention_mask.unsqueeze(1).unsqueeze(1)
 
         # 4. Blocks on the local slice.
-        for block in model.transformer_blocks:
-            h = block(h, context, embedded_timestep, temb, rotary, extra_pos, attention_mask, None)
+        if blocks is None:
+            for block in model.transformer_blocks:
+                h = block(h, context, embedded_timestep, temb, rotary, extra_pos, attention_mask, None)
+            h = model.norm_out(h, embedded_timestep, temb)
+        else:
+            from ..fused import output_norm
 
-        h = model.norm_out(h, embedded_timestep, temb)
+            for block in blocks:
+                h = block(h, context, embedded_timestep, temb, *rotary, extra_pos, attention_mask, start, per_row)
+            h = output_norm(model, h, embedded_timestep, temb, start, per_row)
         h = model.proj_out(h)
 
         # 5. One gather of every rank's tokens, then un-patchify the whole batch.
