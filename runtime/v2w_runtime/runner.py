@@ -294,6 +294,10 @@ def build_guardrail(config: RunConfig, device: str) -> Guardrail | None:
                               device=device or "cpu")
     except GuardrailError:
         raise
+    except storage.StorageError as exc:
+        if exc.retryable:  # S3 away for now: nothing is generated, and the run is worth another try
+            raise
+        raise GuardrailError(f"cannot load the guardrail from {source}: {exc}") from None
     except Exception as exc:  # whatever stops it, nothing may be generated
         raise GuardrailError(f"cannot load the guardrail from {source}: {type(exc).__name__}: {exc}") from None
 

@@ -127,6 +127,26 @@ def test_s3_endpoint_unreachable(cli, monkeypatch, tmp_path):
     assert run.code == 138 and "s3://some-bucket/out" in run.err and "unreachable" in run.err
 
 
+def test_checkpoints_behind_an_unreachable_endpoint_are_retried_not_refused(cli, media, monkeypatch, tmp_path):
+    """The model's tree and the guardrail's release in S3 while S3 is away: exit 138 (another try), never
+    2 (bad input) or 3 (guardrail refused), and nothing generated."""
+    _no_aws(monkeypatch, tmp_path)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-user")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret-value")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("V2W_S3_MAX_ATTEMPTS", "1")
+    monkeypatch.chdir(tmp_path)
+    run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", "out/a.mp4",
+              checkpoint="s3://some-bucket/checkpoints")
+    assert run.code == 138 and "unreachable" in run.err, run.err
+    guarded = [a for a in FAST if a != "--disable_guardrail"]
+    run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", "out/b.mp4",
+              "--guardrail_checkpoint", "s3://some-bucket/checkpoints/nvidia/Cosmos-Guardrail1", *guarded, fast=False)
+    assert run.code == 138 and "unreachable" in run.err and "not-a-real-secret-value" not in run.err, run.err
+    assert not list(Path("out").glob("*.mp4"))
+
+
 @pytest.mark.s3
 def test_large_files_go_up_and_down_in_parts(s3_env, monkeypatch, tmp_path):
     from v2w_runtime import storage

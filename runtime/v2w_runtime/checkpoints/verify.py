@@ -250,9 +250,11 @@ def check_guardrail(report: Report, uri: str) -> None:
     from ..guardrail.release import find
     from ..interfaces import GuardrailError
 
+    from .. import storage
+
     try:
         found = find(uri)
-    except GuardrailError as exc:
+    except (GuardrailError, storage.StorageError) as exc:
         report.add("guardrail", False, f"looked for NVIDIA's release at {uri}: {exc}")
         return
     report.add("guardrail", True, f"{found.guardrail.uri} (Cosmos-Guardrail1, {found.layout} layout) with Llama Guard 3 "

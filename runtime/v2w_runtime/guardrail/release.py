@@ -102,6 +102,8 @@ class _Place:
             try:
                 self._objects = storage.s3_list_objects(self.uri)
             except storage.StorageError as exc:
+                if exc.retryable:  # an endpoint away for now: the run is retried, not refused
+                    raise
                 raise GuardrailError(f"cannot read the guardrail checkpoint: {exc}") from exc
         return self._objects
 
@@ -136,6 +138,8 @@ class _Place:
         try:
             return checkpoint_cache(cache).fetch(self.where(rel), size, etag)
         except storage.StorageError as exc:
+            if exc.retryable:  # an endpoint away for now: the run is retried, not refused
+                raise
             raise GuardrailError(f"cannot read the guardrail checkpoint: {exc}") from exc
 
     def where(self, rel: str) -> str:
@@ -239,6 +243,8 @@ def find(source: str | os.PathLike) -> FoundRelease:
     try:
         given = _Place(text)
     except storage.StorageError as exc:
+        if exc.retryable:  # an endpoint away for now: the run is retried, not refused
+            raise
         raise GuardrailError(f"cannot read the guardrail checkpoint: {exc}") from exc
     if not given.exists():
         raise GuardrailError(f"cannot read the guardrail checkpoint: {text}: no such folder")
