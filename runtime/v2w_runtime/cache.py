@@ -6,7 +6,8 @@ Every S3 checkpoint fetch goes through `CheckpointCache.fetch`. The cache lives 
     objects/<digest>/data       the object's bytes, present only once complete and checked
     objects/<digest>/meta.json  what they are: URI, ETag, VersionId, size, when and how fast downloaded
     objects/<digest>/used       its mtime is when a process last asked for the entry (least recently used)
-    objects/<digest>.lock       flock: exclusive while the entry is filled or evicted, shared while it is used
+    objects/<digest>.lock       flock: shared while the entry is used or filled, exclusive only to evict it
+    objects/<digest>.fill       flock: exclusive while one process downloads the entry (its users wait here)
     s3/<bucket>/<key>           a hard link to the entry the key resolved to last (loaders read folders; a
                                 hard link because some, NLTK's zip reader, look at the name a symlink resolves to)
     downloads.log               one JSON line per download
@@ -16,6 +17,11 @@ Every S3 checkpoint fetch goes through `CheckpointCache.fetch`. The cache lives 
 is a new entry and never mistaken for the old one. A download is written to a temporary name in the entry's
 folder and renamed to `data` only after its size (and, for a single-part upload, its MD5) matched: a
 download killed half-way leaves a file nobody reads, removed by the next one that fills the entry.
+
+Two locks per entry, because a process keeps its shared lock on an entry until it exits (the files must not
+be evicted under it): waiting for an exclusive lock on that same file would wait for every process that
+already uses the entry, which may in turn wait for this one (ranks meeting at a barrier). So waiting for a
+download happens on the `.fill` lock, held only while bytes arrive, and eviction never blocks on anything.
 """
 
 from __future__ import annotations
@@ -136,16 +142,19 @@ class CheckpointCache:
         return self._link(loc, digest)
 
     def _use(self, fd: int, uri: str, digest: str, size: int, etag: str, version_id: str | None) -> None:
-        """Leave `fd` locked shared on a complete entry, filling it first if no other process has."""
-        while True:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            if self._complete(digest, size):
-                return
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another rank, pod or job fills it
+        """Leave `fd` locked shared on a complete entry, filling it first if no other process has.
+
+        The shared lock is taken first and kept: it alone keeps evictions off while the entry is filled."""
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while an eviction removes the entry
+        if self._complete(digest, size):
+            return
+        fill = self._open_lock(digest, ".fill")
+        try:
+            fcntl.flock(fill, fcntl.LOCK_EX)  # waits while another rank, pod or job downloads it
             if not self._complete(digest, size):
                 self._fill(uri, digest, size, etag, version_id)
-            # Downgrading is unlock-then-lock: an eviction may slip in between, so check again.
+        finally:
+            os.close(fill)
 
     def path_of(self, uri: str) -> Path:
         """Where `fetch` puts the file at `uri` (a folder of a prefix's files lies under it too)."""
@@ -297,10 +306,10 @@ class CheckpointCache:
         except FileNotFoundError:
             return False
 
-    def _open_lock(self, digest: str) -> int:
+    def _open_lock(self, digest: str, suffix: str = ".lock") -> int:
         try:
             self.objects.mkdir(parents=True, exist_ok=True)
-            return os.open(self.objects / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o664)
+            return os.open(self.objects / f"{digest}{suffix}", os.O_RDWR | os.O_CREAT, 0o664)
         except OSError as exc:
             raise StorageError(f"cannot use the checkpoint cache at {self.objects}: {exc.strerror}") from None
 

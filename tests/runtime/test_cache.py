@@ -97,6 +97,37 @@ def test_four_processes_one_download(s3_env, bucket, tmp_path):
 
 
 @pytest.mark.s3
+def test_a_rank_waiting_for_a_download_is_not_held_up_by_ranks_that_use_the_entry(s3_env, bucket, tmp_path):
+    """The rank that downloaded keeps using the entry (its shared lock until it exits) and may wait for the
+    others at a barrier: a rank that was already waiting for that download must still get the file."""
+    import fcntl
+
+    data = payload(2 * MiB, 3)
+    s3_env.client().put_object(Bucket=bucket, Key="ckpt/t5.bin", Body=data)
+    uri, go = f"s3://{bucket}/ckpt/t5.bin", tmp_path / "go"
+    cache = checkpoint_cache(tmp_path / "cache")
+    head = storage.s3_head(uri)
+    digest = cache._digest(storage.parse_s3(uri), head.size, head.etag.strip('"'), None)
+    # This process is the first rank: it uses the entry and is downloading it.
+    use, fill = cache._open_lock(digest), cache._open_lock(digest, ".fill")
+    fcntl.flock(use, fcntl.LOCK_SH)
+    fcntl.flock(fill, fcntl.LOCK_EX)
+    go.touch()
+    waiting = child(tmp_path / "cache", uri, go)  # the second rank asks meanwhile
+    time.sleep(1.5)
+    assert waiting.poll() is None  # it waits for the download
+    cache._fill(uri, digest, head.size, head.etag.strip('"'), None)
+    fcntl.flock(fill, fcntl.LOCK_UN)  # downloaded; this rank goes on using it (shared lock kept)
+    try:
+        report = json.loads(waiting.communicate(timeout=30)[0])
+    finally:
+        waiting.kill()
+        os.close(fill)
+        os.close(use)
+    assert report["bytes"] == len(data) and report["gets"] == 0 and len(downloads(tmp_path / "cache")) == 1
+
+
+@pytest.mark.s3
 def test_an_object_replaced_in_s3_is_fetched_again(s3_env, bucket, tmp_path):
     client = s3_env.client()
     client.put_object(Bucket=bucket, Key="ckpt/config.json", Body=b'{"v": 1}')
