@@ -37,6 +37,11 @@ class OperatorConfig(BaseModel):
     queue_name: str | None = Field(None, description="Default Kueue LocalQueue.")
     pvc_mount_root: str = Field("/mnt/pvc", description="Where pvc://<claim>/ volumes are mounted in runtime pods.")
     poll_interval_seconds: float = Field(10.0, gt=0, description="How often progress.json is read while a job runs.")
+    peering_lifetime_seconds: int = Field(
+        10, ge=2, le=600,
+        description="With several replicas (kopf --peering): how long a replica's keep-alive holds; a standby takes over "
+        "this long at most after the acting one died without a goodbye.",
+    )
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port; 0 turns it off.")
     runtime_extra_args: list[str] = Field(
         default_factory=list,
