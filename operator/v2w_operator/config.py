@@ -47,6 +47,11 @@ class OperatorConfig(BaseModel):
         description="Bytes the cache may hold (a Kubernetes quantity, e.g. 500Gi); beyond it the least recently "
         "used checkpoints no job holds are evicted. Unset: no limit but the disk's.")
     poll_interval_seconds: float = Field(10.0, gt=0, description="How often progress.json is read while a job runs.")
+    peering_lifetime_seconds: int = Field(
+        10, ge=2, le=600,
+        description="With several replicas (kopf --peering): how long a replica's keep-alive holds; a standby takes over "
+        "this long at most after the acting one died without a goodbye.",
+    )
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port; 0 turns it off.")
     runtime_extra_args: list[str] = Field(
         default_factory=list,

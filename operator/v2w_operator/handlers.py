@@ -1,20 +1,46 @@
 """The kopf handlers: thin glue between Kubernetes events and the modules that do the work.
 
-Run as the chart does: `kopf run --standalone -m v2w_operator.handlers --all-namespaces`.
+Run as the chart does: `kopf run -m v2w_operator.handlers --all-namespaces`, with `--standalone` for one replica
+or `--peering=<name>` for several (see "High availability" below).
 - create/resume: validate the spec, stage what the pods need (the Secret, an inline batch), create the PyTorchJob;
 - spec.suspend: suspend or resume the PyTorchJob;
-- a timer: follow the PyTorchJob and the runtime's progress.json / result.json into the status;
+- a follower per job: follow the PyTorchJob and the runtime's progress.json / result.json into the status;
 - delete (cleanupPolicy: Delete only): remove the job's results from S3.
 
 Every status is read into its kind's model (`v2w_api.status`), derived as a new model, and only the
 top-level keys whose wire form changed are patched.
+
+Live status, one writer. Until its PyTorchJob exists a job's status is written by the create handler (Accepted,
+or why not yet); from then on by exactly one code path, the job's follower: a kopf daemon per job that loops
+"derive the status, patch what changed, sleep". It sleeps on an asyncio.Event of its own (`wakeups.Wakeups`),
+set by the watch: by an event handler on our PyTorchJobs (the owner named in the ownerReference) and by one on
+the job itself (acceptance, spec.suspend). So the status follows its PyTorchJob within one pass, not one poll.
+Why a daemon and not the PyTorchJob's event handler writing the job: that would be a second writer beside the
+poll of progress.json, and concurrent merge patches of `conditions` lose updates; and an annotation "touch" on
+the job to wake a handler would cost a write per PyTorchJob event. Events that arrive while a pass runs set the
+event once, so a burst costs one more pass (no write storm), and a pass writes only keys that changed: the
+wake-up its own write causes writes nothing. The follower keeps the status it wrote (the patch's response)
+until the watch has caught up with it, so a pass never works from an older status than its own last write and
+never announces a phase twice. S3 cannot be watched: while a job runs, the follower's sleep times out every
+`pollIntervalSeconds` to read progress.json; it reads S3 only then or when the PyTorchJob's state changed.
+
+High availability. With `--peering`, kopf's peering elects one acting operator: every replica keeps a
+keep-alive in a (Cluster)KopfPeering object, and one that sees a live peer of higher priority pauses (no watch,
+no handlers, no daemons) until that peer's keep-alive lapses. The priority is the negated start time, so the
+oldest replica acts and a replacement waits instead of taking over a working operator; a developer's operator
+run with `--priority` > 0 still pauses them all, as kopf intends. A replica killed without a goodbye is taken
+over once its keep-alive lapses: `V2W_PEERING_LIFETIME_SECONDS` (chart `peering.lifetimeSeconds`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
+import functools
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn
@@ -35,6 +61,7 @@ from .credentials import CredentialCache
 from .kube import core, custom_objects
 from .observe import Observation, derive_status, pytorchjob_state
 from .s3 import Credentials, JobStorage, StorageError, presign
+from .wakeups import Wakeups
 
 CONFIG = OperatorConfig.from_env()
 ANNOTATION_PREFIX = "video2world.io"
@@ -43,6 +70,10 @@ STATUS_MODELS: dict[str, type[JobStatus]] = {
     VIDEO2WORLD_JOB.kind: Video2WorldJobStatus,
     BEST_OF_N_JOB.kind: BestOfNJobStatus,
 }
+PLURALS = {VIDEO2WORLD_JOB.kind: VIDEO2WORLD_JOB.plural, BEST_OF_N_JOB.kind: BEST_OF_N_JOB.plural}
+WAKEUPS = Wakeups()
+# The followers' blocking work (the API, S3) runs here, off the event loop.
+FOLLOWERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="follow")
 
 
 def backoff(retry: int) -> float:
@@ -64,6 +95,10 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **indices
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     # kopf logs every successful handler run at INFO; the timer runs every few seconds per job.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if not settings.peering.standalone:
+        settings.peering.lifetime = CONFIG.peering_lifetime_seconds
+        if settings.peering.priority == 0:  # not given by --priority: the oldest replica acts
+            settings.peering.priority = -(time.time_ns() // 1000)
     for plural in (VIDEO2WORLD_JOB.plural, BEST_OF_N_JOB.plural):  # live views, filled by the watch
         metrics.JOBS.watch(indices[_summaries_id(plural)])
     metrics.serve(CONFIG.metrics_port)
@@ -87,14 +122,18 @@ def read_status(kind: str, status: kopf.Status, logger: logging.Logger) -> tuple
     return model, model.to_wire()
 
 
-def write_status(patch: kopf.Patch, before: dict[str, Any], after: JobStatus) -> None:
-    """Patch the top-level keys whose wire form changed; a key that disappeared is patched to None.
+def status_patch(before: dict[str, Any], after: JobStatus) -> dict[str, Any]:
+    """The top-level keys whose wire form changed; a key that disappeared is None (a merge patch removes it).
 
     Nothing changed, nothing written: a settled job costs the API server no request."""
     wire = after.to_wire()
-    for key in sorted(before.keys() | wire.keys()):
-        if before.get(key) != wire.get(key):
-            patch.status[key] = wire.get(key)
+    return {key: wire.get(key) for key in sorted(before.keys() | wire.keys()) if before.get(key) != wire.get(key)}
+
+
+def write_status(patch: kopf.Patch, before: dict[str, Any], after: JobStatus) -> None:
+    """Patch the top-level keys whose wire form changed (through kopf's patch of a handler)."""
+    for key, value in status_patch(before, after).items():
+        patch.status[key] = value
 
 
 def _describe(error: Any) -> str:
@@ -205,11 +244,12 @@ def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, nam
     job = _Job(kind=kind, body=body, name=name, namespace=namespace, uid=uid, generation=meta.get("generation"),
                status=current, stored=stored, patch=patch, retry=retry)
     spec = _validate(job)
-    if not (current.pytorch_job_name and _get_pytorchjob(namespace, job.child)):
-        _check_policy(job, spec)
-        _check_claims(job, spec)
-        batch_uri = _stage(job, spec)
-        _create_child(job, spec, batch_uri, meta.get("creationTimestamp"))
+    if current.pytorch_job_name and _get_pytorchjob(namespace, job.child):
+        return  # accepted before (a resume): from here on the job's follower alone writes its status
+    _check_policy(job, spec)
+    _check_claims(job, spec)
+    batch_uri = _stage(job, spec)
+    _create_child(job, spec, batch_uri, meta.get("creationTimestamp"))
     _accepted(job, spec)
 
 
@@ -363,32 +403,160 @@ def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, 
     kopf.info(body, reason=reason.value, message=f"{'suspended' if new else 'resumed'} PyTorchJob {child}")
 
 
-# --- the timer: PyTorchJob and runtime files → status ------------------------------------------------------
+# --- the follower: PyTorchJob and runtime files → status (the one writer once the job is accepted) ----------
 
-def sync(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str, patch: kopf.Patch,
-         logger: logging.Logger, pytorchjobs: kopf.Index | None = None, **_: Any) -> None:
-    """Follow the PyTorchJob and the runtime's files into the status."""
+@dataclass
+class Files:
+    """What the runtime's files said at the last read: reused by the passes in between, so a pass that reads
+    nothing derives the same status as the one that read."""
+
+    state: str | None = None  # the PyTorchJob's state at that read
+    at: float = float("-inf")  # time.monotonic() of that read
+    progress: Any = None
+    result: Any = None
+    result_uri: str | None = None
+    storage_error: str | None = None
+
+    def due(self, state: str, now: float) -> bool:
+        return state != self.state or now - self.at >= CONFIG.poll_interval_seconds
+
+    def into(self, obs: Observation) -> None:
+        obs.progress, obs.result, obs.result_uri = self.progress, self.result, self.result_uri
+        obs.storage_error = self.storage_error
+
+
+@dataclass
+class Pass:
+    """One pass of a follower: the status as read, as derived, and the keys to patch."""
+
+    current: JobStatus
+    new: JobStatus
+    patch: dict[str, Any]
+
+    @property
+    def announce(self) -> bool:
+        return self.new.phase != self.current.phase
+
+
+def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, logger: logging.Logger,
+         pytorchjob_seen: dict[str, Any] | None = None, files: Files | None = None) -> Pass | None:
+    """Derive the job's status from its PyTorchJob (as the watch last saw it, else a GET) and the runtime's files.
+
+    None while the job has no PyTorchJob (the create handler writes its status until then)."""
     kind = body["kind"]
     current, stored = read_status(kind, status, logger)
     if not current.pytorch_job_name:
-        return
+        return None
     try:
         spec = _parse(kind, body)
     except ValidationError:
-        return  # the create handler reported it
+        return None  # the create handler reported it
     if current.is_terminal:  # nothing moves a finished job; only its links are renewed before they end
-        write_status(patch, stored, _with_links(current, current, spec, namespace, logger))
-        return
-    pj = _watched_pytorchjob(pytorchjobs, namespace, current.pytorch_job_name)
-    obs = Observation(generation=meta.get("generation"), pytorchjob=pj, pytorchjob_was_created=True,
-                      suspend_requested=spec.suspend)
+        new = _with_links(current, current, spec, namespace, logger)
+        return Pass(current, new, status_patch(stored, new))
+    pj = pytorchjob_seen if pytorchjob_seen is not None else _get_pytorchjob(namespace, current.pytorch_job_name)
+    obs = Observation(generation=(body.get("metadata") or {}).get("generation"), pytorchjob=pj,
+                      pytorchjob_was_created=True, suspend_requested=spec.suspend)
     if pj is not None:
-        prefix = _output_prefix(spec, current, namespace, name)
-        _read_runtime_files(obs, pytorchjob_state(pj)[0], spec, namespace, prefix)
+        files = files if files is not None else Files()
+        state, now = pytorchjob_state(pj)[0], time.monotonic()
+        if files.due(state, now):
+            prefix = _output_prefix(spec, current, namespace, name)
+            _read_runtime_files(obs, state, spec, namespace, prefix)
+            files.state, files.at = state, now
+            files.progress, files.result, files.result_uri = obs.progress, obs.result, obs.result_uri
+            files.storage_error = obs.storage_error
+        files.into(obs)
     new = _with_links(current, derive_status(current, obs), spec, namespace, logger)
-    write_status(patch, stored, new)
-    if new.phase != current.phase:
-        _announce(kind, body, namespace, name, new)
+    return Pass(current, new, status_patch(stored, new))
+
+
+@dataclass
+class Follower:
+    """The state one job's follower keeps between passes."""
+
+    kind: str
+    name: str
+    namespace: str
+    files: Files
+    written: dict[str, Any] | None = None  # the status this follower last wrote, until the watch has it
+    written_version: str | None = None
+
+    def status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The status to derive from: the watched one, or this follower's last write while the watch lags it."""
+        if self.written_version is not None and _not_older(
+                str((body.get("metadata") or {}).get("resourceVersion")), self.written_version):
+            self.written, self.written_version = None, None
+        return self.written if self.written is not None else dict(body.get("status") or {})
+
+    def step(self, body: dict[str, Any], pytorchjob_seen: dict[str, Any] | None, logger: logging.Logger) -> Pass | None:
+        """One pass (in a thread): derive, and patch the status subresource with what changed."""
+        done = sync(kopf.Body(body), self.status(body), self.name, self.namespace, logger, pytorchjob_seen,
+                    self.files)
+        if done is not None and done.patch:
+            response = custom_objects().patch_namespaced_custom_object_status(
+                GROUP, VERSION, self.namespace, PLURALS[self.kind], self.name, {"status": done.patch})
+            self.written = dict(response.get("status") or {})
+            self.written_version = (response.get("metadata") or {}).get("resourceVersion")
+        return done
+
+
+def _not_older(version: str, than: str) -> bool:
+    """Whether the watched object is at least the version this follower wrote (resourceVersions are etcd
+    revisions in practice; anything else only counts when equal)."""
+    if version.isdigit() and than.isdigit():
+        return int(version) >= int(than)
+    return version == than
+
+
+def _sleep_for(done: Pass | None) -> float | None:
+    """How long a follower may sleep when nothing wakes it: a poll while the job runs (progress.json cannot be
+    watched) or links may come due; no timeout while it waits for acceptance or has finished."""
+    if done is None:
+        return None
+    if done.new.is_terminal:
+        return CONFIG.poll_interval_seconds if CONFIG.links_public_endpoint else None
+    return CONFIG.poll_interval_seconds
+
+
+async def follow(body: kopf.Body, name: str, namespace: str, stopped: Any, logger: logging.Logger,
+                 pytorchjobs: kopf.Index | None = None, **_: Any) -> None:
+    """The job's follower (a daemon): a pass whenever the watch wakes it, or a poll is due."""
+    kind = body["kind"]
+    key = (kind, namespace, name)
+    wake = WAKEUPS.open(key)
+    follower = Follower(kind, name, namespace, Files())
+    loop = asyncio.get_running_loop()
+    try:
+        while not stopped:
+            snapshot = copy.deepcopy(dict(body))  # the live body changes under a thread otherwise
+            seen = _watched_pytorchjob(pytorchjobs, namespace, pytorchjob.child_name(kind, name))
+            try:
+                done = await loop.run_in_executor(FOLLOWERS, functools.partial(follower.step, snapshot, seen, logger))
+            except (ApiException, StorageError, OSError) as exc:
+                # Mostly the API server briefly away: the next pass, at the latest a poll later, tries again.
+                logger.warning("status not updated: %s", _safe_error(exc))
+                follower.written, follower.written_version = None, None
+                await WAKEUPS.sleep(wake, stopped, CONFIG.poll_interval_seconds)
+                continue
+            if done is not None and done.announce and done.patch:
+                _announce(kind, snapshot, namespace, name, done.new)
+            await WAKEUPS.sleep(wake, stopped, _sleep_for(done))
+    finally:
+        WAKEUPS.close(key, wake)
+
+
+async def pytorchjob_changed(meta: kopf.Meta, namespace: str, **_: Any) -> None:
+    """A PyTorchJob of ours changed (the index already has it): wake its job's follower."""
+    for owner in meta.get("ownerReferences") or []:
+        if str(owner.get("apiVersion", "")).startswith(f"{GROUP}/") and owner.get("kind") in PLURALS:
+            WAKEUPS.wake((owner["kind"], namespace, owner["name"]))
+
+
+async def job_changed(body: kopf.Body, name: str, namespace: str, **_: Any) -> None:
+    """The job changed (accepted by the create handler, spec.suspend, or the follower's own write, which the
+    follower's next pass finds nothing to do about): wake its follower."""
+    WAKEUPS.wake((body["kind"], namespace, name))
 
 
 def _with_links(previous: JobStatus, new: JobStatus, spec: JobSpecCommon, namespace: str,
@@ -412,10 +580,11 @@ def _with_links(previous: JobStatus, new: JobStatus, spec: JobSpecCommon, namesp
 
 
 def _watched_pytorchjob(index: kopf.Index | None, namespace: str, name: str) -> dict[str, Any] | None:
-    """The PyTorchJob as the watch last saw it; a GET when the watch has not seen it (yet, or any more)."""
+    """The PyTorchJob as the watch last saw it (a copy); None when the watch has not seen it (yet, or any more):
+    the pass GETs it then."""
     store = index.get((namespace, name)) if index is not None else None
     found = next(iter(store), None) if store else None
-    return found if found is not None else _get_pytorchjob(namespace, name)
+    return copy.deepcopy(found) if found is not None else None
 
 
 def _read_runtime_files(obs: Observation, state: str, spec: JobSpecCommon, namespace: str, prefix: str) -> None:
@@ -433,7 +602,7 @@ def _read_runtime_files(obs: Observation, state: str, spec: JobSpecCommon, names
         _forget_credentials(spec, namespace)  # a rotated Secret is read again at the next poll
 
 
-def _announce(kind: str, body: kopf.Body, namespace: str, name: str, status: JobStatus) -> None:
+def _announce(kind: str, body: dict[str, Any], namespace: str, name: str, status: JobStatus) -> None:
     """A new phase: an Event, and for a finished job its duration."""
     phase = status.phase.value if status.phase else None
     message = status.message or phase
@@ -478,6 +647,11 @@ def pytorchjobs(namespace: str, name: str, meta: kopf.Meta, status: kopf.Status,
                                 "status": copy.deepcopy(dict(status))}}
 
 
+# Indices are updated before handlers run, so the follower this wakes finds the PyTorchJob's new state there.
+kopf.on.event(pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, pytorchjob.PYTORCHJOB_PLURAL,
+              labels={pytorchjob.LABEL_MANAGED_BY: pytorchjob.MANAGED_BY}, id="wake-owner")(pytorchjob_changed)
+
+
 def _summaries_id(plural: str) -> str:
     return f"summaries_{plural}"
 
@@ -496,8 +670,10 @@ def _register(plural: str) -> None:
     kopf.on.field(GROUP, VERSION, plural, field="spec.suspend", id="suspend")(set_suspend)
     # An error here is mostly the API server or S3 being briefly away: try again at the next poll, not
     # after kopf's default minute, so a restarted API server does not leave statuses a minute behind.
-    kopf.timer(GROUP, VERSION, plural, interval=CONFIG.poll_interval_seconds, initial_delay=1.0,
-               backoff=CONFIG.poll_interval_seconds, id="follow")(sync)
+    # The one writer of an accepted job's status; stopped at once (it only sleeps between passes).
+    kopf.daemon(GROUP, VERSION, plural, id="follow", cancellation_timeout=5.0,
+                backoff=CONFIG.poll_interval_seconds)(follow)
+    kopf.on.event(GROUP, VERSION, plural, id="wake-follower")(job_changed)
     kopf.on.delete(GROUP, VERSION, plural, when=_wants_cleanup, id="delete-results")(cleanup)
     kopf.index(GROUP, VERSION, plural, id=_summaries_id(plural))(job_summary)
 

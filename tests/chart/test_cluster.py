@@ -158,7 +158,8 @@ def get_json(kube, *args: str) -> dict:
 
 def test_chart_crds_apply_cleanly_over_the_generated_ones(crds_applied):
     result = crds_applied.kubectl("apply", "--server-side", "--dry-run=server", "-f", str(CHART / "crds"))
-    assert result.stdout.count("serverside-applied (server dry run)") == 2
+    # Ours and kopf's peering kinds (replicas > 1).
+    assert result.stdout.count("serverside-applied (server dry run)") == 4
 
 
 @pytest.mark.parametrize("mode", ["cluster", "namespaced"])
@@ -236,6 +237,23 @@ def test_install_in_namespaced_mode_grants_only_the_watched_namespaces(installed
         (ns, False),              # not even its own namespace
         ("", False),              # nothing across all namespaces
     ], namespaced_mode=True))
+    assert_exactly(kube, ns, sa, expected)
+
+
+def test_two_replicas_get_peering_and_may_patch_only_their_peering_object(installed, crds_applied, names):
+    kube = crds_applied
+    installed({"replicas": 2, "podDisruptionBudget": {"enabled": True}})
+    ns, sa = names["ns"], f"{names['release']}-video2world-operator"
+    deployment = get_json(kube, "-n", ns, f"deployment/{sa}")
+    assert deployment["spec"]["replicas"] == 2
+    assert f"--peering={sa}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    get_json(kube, f"clusterkopfpeering/{sa}")
+    get_json(kube, "-n", ns, f"poddisruptionbudget/{sa}")
+    peering = ("kopf.dev", "clusterkopfpeerings")
+    expected = [(Ask(verb, *peering), verb in ("list", "watch")) for verb in VERBS]
+    expected += [(Ask(verb, *peering, name=name), (verb == "patch" and name == sa) or verb in ("list", "watch"))
+                 for verb in ("get", "patch", "update", "delete") for name in (sa, "someone-else")]
+    expected += [(Ask(verb, "kopf.dev", "kopfpeerings", "", names["other"]), False) for verb in VERBS]
     assert_exactly(kube, ns, sa, expected)
 
 

@@ -24,6 +24,8 @@ ALL_SETTINGS = {
     "gpu": {"resourceName": "amd.com/gpu"},
     "kueue": {"queueName": "gpu-queue"},
     "pollIntervalSeconds": 2.5,
+    "replicas": 2,
+    "peering": {"lifetimeSeconds": 20},
     "metrics": {"port": 9191},
     "cache": {"claimName": "checkpoint-cache", "sizeLimit": "500Gi"},
     "policy": {"images": {"allowedPrefixes": ["registry.example.com/v2w/", "mirror.example.org/v2w"]},
@@ -120,6 +122,38 @@ def test_namespaced_mode_runs_kopf_on_the_listed_namespaces_with_roles_there(hel
         find(docs, "Role", FULL, ns)
 
 
+def test_two_replicas_elect_one_through_kopf_peering_with_least_privilege(helm: Helm):
+    docs = helm.render({"replicas": 2, "podDisruptionBudget": {"enabled": True}})
+    spec = find(docs, "Deployment", FULL, "v2w-system")["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    args = container(docs)["args"]
+    assert f"--peering={FULL}" in args and "--standalone" not in args
+    env = container(docs)["env"]
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+    assert env_of(docs)["V2W_PEERING_LIFETIME_SECONDS"] == "10"
+    peering = find(docs, "ClusterKopfPeering", FULL)
+    assert peering["apiVersion"] == "kopf.dev/v1"
+    rules = find(docs, "ClusterRole", FULL)["rules"]
+    assert [r for r in rules if r["apiGroups"] == ["kopf.dev"]] == [
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "resourceNames": [FULL], "verbs": ["patch"]},
+    ]
+    pdb = find(docs, "PodDisruptionBudget", FULL, "v2w-system")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+
+def test_namespaced_peering_uses_a_kopfpeering_and_a_role_rule_in_each_namespace(helm: Helm):
+    docs = helm.render({"replicas": 2, "watchNamespaces": ["team-a", "team-b"]})
+    for ns in ("team-a", "team-b"):
+        find(docs, "KopfPeering", FULL, ns)
+        rules = find(docs, "Role", FULL, ns)["rules"]
+        assert {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "resourceNames": [FULL],
+                "verbs": ["patch"]} in rules
+    assert not [r for r in find(docs, "ClusterRole", f"{FULL}-cluster")["rules"] if r["apiGroups"] == ["kopf.dev"]]
+
+
 def test_every_operator_setting_is_mapped_from_values(helm: Helm):
     env = env_of(helm.render(ALL_SETTINGS))
     # the cache's hostPath is exclusive with its claim: test_cache_values_reach_the_operator renders it
@@ -145,6 +179,7 @@ def test_every_operator_setting_is_mapped_from_values(helm: Helm):
         "cache_claim_name": "checkpoint-cache",
         "cache_size_limit": "500Gi",
         "poll_interval_seconds": 2.5,
+        "peering_lifetime_seconds": 20,
         "metrics_port": 9191,
         "runtime_extra_args": ["--log-level", "debug", "--note=two words"],
         "policy_image_prefixes": ["registry.example.com/v2w/", "mirror.example.org/v2w"],

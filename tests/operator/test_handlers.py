@@ -26,6 +26,8 @@ class FakeCustomObjects:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.creates = 0
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}  # our jobs, for their status subresource
+        self.status_patches: list[tuple[str, str, dict[str, Any]]] = []
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         self.creates += 1
@@ -38,6 +40,14 @@ class FakeCustomObjects:
         if (namespace, name) not in self.objects:
             raise ApiException(status=404)
         return self.objects[(namespace, name)]
+
+    def patch_namespaced_custom_object_status(self, group, version, namespace, plural, name, body):
+        """A job's status subresource: a merge patch of the top-level keys; the object with a new version."""
+        self.status_patches.append((plural, name, body["status"]))
+        job = self.jobs[(namespace, name)]
+        job["status"] = applied(job, body["status"])["status"]
+        job["metadata"]["resourceVersion"] = str(int(job["metadata"].get("resourceVersion") or 0) + 1)
+        return copy.deepcopy(job)
 
 
 class FakeCore:
@@ -66,6 +76,7 @@ class FakeStorage:
         return self.uri(name)
 
     def progress(self):
+        self.reads.setdefault("progress_reads", []).append(self.prefix)
         return None
 
     def result(self):
@@ -119,11 +130,9 @@ def ensure(doc: dict[str, Any], retry: int = 0) -> dict[str, Any]:
 
 
 def sync(doc: dict[str, Any], pj: dict[str, Any]) -> dict[str, Any]:
-    body, patch = kopf.Body(doc), kopf.Patch()
-    index = {(NAMESPACE, pj["metadata"]["name"]): [pj]}
-    handlers.sync(body=body, meta=body.meta, status=body.status, name=doc["metadata"]["name"], namespace=NAMESPACE,
-                  patch=patch, logger=LOGGER, pytorchjobs=index)
-    return dict(patch.get("status") or {})
+    """One pass of a follower that starts afresh; the status keys it would patch."""
+    done = handlers.sync(kopf.Body(doc), dict(doc.get("status") or {}), doc["metadata"]["name"], NAMESPACE, LOGGER, pj)
+    return done.patch if done else {}
 
 
 def applied(doc: dict[str, Any], status_patch: dict[str, Any]) -> dict[str, Any]:
@@ -257,19 +266,63 @@ def test_an_unreadable_status_is_read_as_empty_and_replaced(cluster, caplog):
     assert "phase" not in written  # Pending, as stored
 
 
-def test_the_timer_reads_s3_under_the_recorded_prefix_and_writes_nothing_when_nothing_changed(cluster):
+RUNNING_PJ = {"metadata": {"name": "v2w-job-a"}, "status": {"conditions": [
+    {"type": "Running", "status": "True", "reason": "PyTorchJobRunning", "message": ""}],
+    "startTime": "2026-01-01T00:00:05Z"}}
+
+
+def test_a_pass_reads_s3_under_the_recorded_prefix_and_writes_nothing_when_nothing_changed(cluster):
     _, events, storage = cluster
     doc = applied(job(), ensure(job()))
     doc["status"]["outputPrefix"] = "s3://elsewhere/recorded/"
-    pj = {"metadata": {"name": "v2w-job-a"}, "status": {"conditions": [
-        {"type": "Running", "status": "True", "reason": "PyTorchJobRunning", "message": ""}],
-        "startTime": "2026-01-01T00:00:05Z"}}
-    written = sync(doc, pj)
+    written = sync(doc, RUNNING_PJ)
     assert storage["prefixes"][-1] == "s3://elsewhere/recorded/"
     assert written["phase"] == "Running" and written["startTime"] == "2026-01-01T00:00:05Z"
     assert set(written) == {"phase", "message", "conditions", "startTime"}
-    assert events[-1] == ("Normal", "Running", "running")
-    assert sync(applied(doc, written), pj) == {}
+    assert sync(applied(doc, written), RUNNING_PJ) == {}
+
+
+def accepted_job(api) -> dict[str, Any]:
+    doc = applied(job(), ensure(job()))
+    doc["metadata"]["resourceVersion"] = "10"
+    api.jobs[(NAMESPACE, "job-a")] = copy.deepcopy(doc)
+    return doc
+
+
+def test_the_follower_writes_once_and_announces_a_phase_once_while_the_watch_lags(cluster):
+    api, events, _ = cluster
+    stale = accepted_job(api)  # what the watch shows: its own write has not come back yet
+    follower = handlers.Follower("Video2WorldJob", "job-a", NAMESPACE, handlers.Files())
+    first = follower.step(copy.deepcopy(stale), RUNNING_PJ, LOGGER)
+    assert first.announce and first.new.phase.value == "Running"
+    assert len(api.status_patches) == 1
+    again = follower.step(copy.deepcopy(stale), RUNNING_PJ, LOGGER)  # woken again, same stale body
+    assert again.patch == {} and not again.announce
+    assert len(api.status_patches) == 1
+    caught_up = copy.deepcopy(api.jobs[(NAMESPACE, "job-a")])  # the watch has the write now
+    assert follower.step(caught_up, RUNNING_PJ, LOGGER).patch == {}
+    assert follower.written is None  # from here on the watched status is read again
+
+
+def test_the_follower_reads_s3_when_the_state_changes_or_a_poll_is_due_not_at_every_wake(cluster, monkeypatch):
+    api, _, storage = cluster
+    doc = accepted_job(api)
+    follower = handlers.Follower("Video2WorldJob", "job-a", NAMESPACE, handlers.Files())
+    for _ in range(5):
+        follower.step(copy.deepcopy(api.jobs[(NAMESPACE, "job-a")]), RUNNING_PJ, LOGGER)
+    assert len(storage["progress_reads"]) == 1
+    follower.files.at -= handlers.CONFIG.poll_interval_seconds  # a poll later
+    follower.step(copy.deepcopy(api.jobs[(NAMESPACE, "job-a")]), RUNNING_PJ, LOGGER)
+    assert len(storage["progress_reads"]) == 2
+    assert doc["status"]["phase"] == "Pending"
+
+
+def test_a_resumed_operator_leaves_an_accepted_jobs_status_to_its_follower(cluster):
+    api, _, _ = cluster
+    doc = applied(job(), ensure(job()))
+    doc["status"]["phase"] = "Running"  # what the follower wrote since
+    assert ensure(doc) == {}
+    assert api.creates == 1
 
 
 def test_write_status_patches_changed_keys_and_none_for_a_key_that_went():

@@ -100,3 +100,26 @@ kopf retries the refused list for about a minute before it serves any job, then 
   resources: [namespaces]
   verbs: [list, watch]
 {{- end -}}
+
+{{/* "true" when the replicas elect the acting one through kopf peering (more than one, or asked for). */}}
+{{- define "v2w.peering" -}}
+{{- if or .Values.peering.enabled (gt (int .Values.replicas) 1) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "v2w.peeringName" -}}
+{{- default (include "v2w.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
+{{/*
+With peering: kopf watches its peering kind (list, watch) and patches its own keep-alive into the one object
+(patch, by name); it never creates or deletes it (the chart does).
+*/}}
+{{- define "v2w.peeringRules" -}}
+- apiGroups: [kopf.dev]
+  resources: [{{ if include "v2w.clusterMode" . }}clusterkopfpeerings{{ else }}kopfpeerings{{ end }}]
+  verbs: [list, watch]
+- apiGroups: [kopf.dev]
+  resources: [{{ if include "v2w.clusterMode" . }}clusterkopfpeerings{{ else }}kopfpeerings{{ end }}]
+  resourceNames: [{{ include "v2w.peeringName" . | quote }}]
+  verbs: [patch]
+{{- end -}}
