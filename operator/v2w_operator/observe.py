@@ -50,6 +50,7 @@ class Child:
     message: str
     start_time: datetime | None
     completion_time: datetime | None
+    restarted: bool = False  # the training-operator restarted a replica at least once (a Restarting condition)
 
     @classmethod
     def of(cls, pytorchjob: dict[str, Any], suspend_requested: bool) -> Child:
@@ -59,8 +60,9 @@ class Child:
             # all the same; "waiting for pods" would undo the Suspended status it got at creation.
             state = "Suspended"
         status = pytorchjob.get("status") or {}
+        restarted = any(c.get("type") == "Restarting" for c in status.get("conditions") or [])
         return cls(state, condition.get("reason") or "", condition.get("message") or "",
-                   _time(status.get("startTime")), _time(status.get("completionTime")))
+                   _time(status.get("startTime")), _time(status.get("completionTime")), restarted)
 
 
 def _time(value: str | None) -> datetime | None:
@@ -138,7 +140,12 @@ def _failure_reason(obs: Observation, child: Child) -> Reason:
     if "Deadline" in child.reason or "deadline" in child.message:
         return Reason.DEADLINE_EXCEEDED
     if "BackoffLimit" in child.reason or "backoff" in child.message.lower():
-        return Reason.BACKOFF_LIMIT_EXCEEDED
+        # With backoffLimit 0 the training-operator words the first failure "reached the specified backoff
+        # limit" before it looks at the exit code, a final one too. Nothing was retried then: when the runtime
+        # said why its only attempt failed, that is the job's reason.
+        first_attempt_explained = not child.restarted and obs.result is not None and not obs.result.succeeded
+        if not first_attempt_explained:
+            return Reason.BACKOFF_LIMIT_EXCEEDED
     if obs.result is not None and not obs.result.succeeded and obs.result.videos:
         return Reason.COMPLETED_WITH_FAILURES
     return Reason.RUNTIME_FAILED
