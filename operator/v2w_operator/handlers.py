@@ -381,7 +381,7 @@ def sync(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, names
         return
     pj = _watched_pytorchjob(pytorchjobs, namespace, current.pytorch_job_name)
     obs = Observation(generation=meta.get("generation"), pytorchjob=pj, pytorchjob_was_created=True,
-                      suspend_requested=spec.suspend)
+                      suspend_requested=spec.suspend, backoff_limit=spec.run_policy.backoff_limit)
     if pj is not None:
         prefix = _output_prefix(spec, current, namespace, name)
         _read_runtime_files(obs, pytorchjob_state(pj)[0], spec, namespace, prefix)

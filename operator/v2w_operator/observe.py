@@ -29,6 +29,7 @@ class Observation:
     storage_error: str | None = None
     pytorchjob_was_created: bool = False  # status.pytorchJobName was set before
     suspend_requested: bool = False  # the job's spec.suspend
+    backoff_limit: int | None = None  # the job's runPolicy.backoffLimit (its PyTorchJob's): 0 allows one attempt
 
 
 def pytorchjob_state(pytorchjob: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -50,7 +51,6 @@ class Child:
     message: str
     start_time: datetime | None
     completion_time: datetime | None
-    restarted: bool = False  # the training-operator restarted a replica at least once (a Restarting condition)
 
     @classmethod
     def of(cls, pytorchjob: dict[str, Any], suspend_requested: bool) -> Child:
@@ -60,9 +60,8 @@ class Child:
             # all the same; "waiting for pods" would undo the Suspended status it got at creation.
             state = "Suspended"
         status = pytorchjob.get("status") or {}
-        restarted = any(c.get("type") == "Restarting" for c in status.get("conditions") or [])
         return cls(state, condition.get("reason") or "", condition.get("message") or "",
-                   _time(status.get("startTime")), _time(status.get("completionTime")), restarted)
+                   _time(status.get("startTime")), _time(status.get("completionTime")))
 
 
 def _time(value: str | None) -> datetime | None:
@@ -142,9 +141,10 @@ def _failure_reason(obs: Observation, child: Child) -> Reason:
     if "BackoffLimit" in child.reason or "backoff" in child.message.lower():
         # With backoffLimit 0 the training-operator words the first failure "reached the specified backoff
         # limit" before it looks at the exit code, a final one too. Nothing was retried then: when the runtime
-        # said why its only attempt failed, that is the job's reason.
-        first_attempt_explained = not child.restarted and obs.result is not None and not obs.result.succeeded
-        if not first_attempt_explained:
+        # said why its only attempt failed, that is the job's reason. (Its status keeps no count of restarts,
+        # and a Restarting condition is dropped once the replica runs again.)
+        only_attempt_explained = obs.backoff_limit == 0 and obs.result is not None and not obs.result.succeeded
+        if not only_attempt_explained:
             return Reason.BACKOFF_LIMIT_EXCEEDED
     if obs.result is not None and not obs.result.succeeded and obs.result.videos:
         return Reason.COMPLETED_WITH_FAILURES
