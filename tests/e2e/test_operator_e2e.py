@@ -109,6 +109,9 @@ def test_bad_input_fails_at_once_without_the_retries_a_crash_would_get(e2e):
     pj = e2e.get(ns, "pytorchjob", "v2w-final")
     assert pj["spec"]["pytorchReplicaSpecs"]["Master"]["restartPolicy"] == "ExitCode"
     assert not [c for c in pj["status"]["conditions"] if c["type"] == "Restarting"], pj["status"]["conditions"]
+    events = json.loads(e2e.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=v2w-final",
+                                    "-o", "json").stdout)["items"]
+    assert not [e for e in events if e["reason"] == "PyTorchJobRestarting"], events
 
 
 def test_missing_secret_is_a_condition_then_recovers(e2e):
