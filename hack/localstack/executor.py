@@ -217,10 +217,16 @@ class Executor:
         pods = self.core.list_pod_for_all_namespaces(label_selector=JOB_LABEL).items
         # Masters first: their workers are given the port the master was just given.
         pods.sort(key=lambda p: ((p.metadata.labels or {}).get(TYPE_LABEL) != "master", p.metadata.name))
-        seen = set()
+        seen = {pod.metadata.uid for pod in pods}
+        for uid in list(self.runs):
+            if uid not in seen:  # deleted (suspended, restarted, its PyTorchJob gone): its processes go with it
+                run = self.runs.pop(uid)
+                self._kill(run)
+                log.info("%s/%s deleted: processes stopped (PyTorchJob %s/%s)", run.namespace, run.name,
+                         run.namespace, run.job)
+        self.waiting = {uid: claims for uid, claims in self.waiting.items() if uid in seen}
         for pod in pods:
             uid = pod.metadata.uid
-            seen.add(uid)
             run = self.runs.get(uid)
             try:
                 if run is None:
@@ -232,13 +238,6 @@ class Executor:
                     self._finish(pod, run, run.proc.returncode)
             except ApiException as exc:
                 log.warning("pod %s/%s: API error %s", pod.metadata.namespace, pod.metadata.name, exc.status)
-        for uid in list(self.runs):
-            if uid not in seen:  # deleted (suspended, restarted, its PyTorchJob gone): its processes go with it
-                run = self.runs.pop(uid)
-                self._kill(run)
-                log.info("%s/%s deleted: processes stopped (PyTorchJob %s/%s)", run.namespace, run.name,
-                         run.namespace, run.job)
-        self.waiting = {uid: claims for uid, claims in self.waiting.items() if uid in seen}
 
     def _free_slot(self) -> bool:
         running = sum(1 for r in self.runs.values() if r.proc is not None and r.proc.poll() is None)
