@@ -109,9 +109,11 @@ def test_bad_input_fails_at_once_without_the_retries_a_crash_would_get(e2e):
     pj = e2e.get(ns, "pytorchjob", "v2w-final")
     assert pj["spec"]["pytorchReplicaSpecs"]["Master"]["restartPolicy"] == "ExitCode"
     assert not [c for c in pj["status"]["conditions"] if c["type"] == "Restarting"], pj["status"]["conditions"]
-    events = json.loads(e2e.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=v2w-final",
-                                    "-o", "json").stdout)["items"]
-    assert not [e for e in events if e["reason"] == "PyTorchJobRestarting"], events
+    # Its pod ran once: the training-operator did not delete and recreate it. (It may still record a
+    # PyTorchJobRestarting event: v1.9.3's status update emits one for any failed replica it does not count
+    # as final there, whatever the exit code.)
+    log = (e2e.workdir / "executor" / "logs" / f"{ns}_v2w-final_master-0.log").read_text(errors="replace")
+    assert "--- start (restart 0)" in log and "--- start (restart 1)" not in log, log[-2000:]
 
 
 def test_missing_secret_is_a_condition_then_recovers(e2e):
