@@ -251,6 +251,20 @@ class LoadTest:
             return sum(1 for e in seen.values() if e.pytorchjob_added is not None)
         return sum(1 for e in seen.values() if any(p in e.job_phase for p in FINAL))
 
+    def _wait_for_training_operator(self, timeout: float = 300) -> None:
+        """The training-operator works through the PyTorchJobs at its own API rate (20 requests/s by default: a
+        pod, a Service and a status each): wait until it has written every one's status, and the operator has
+        had a poll to take that in, so that what is counted next is the operator at rest."""
+        assert self.plane
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = json.loads(self.plane.kubectl("get", "pytorchjobs", "-n", NAMESPACE, "-o", "json",
+                                                  timeout=120).stdout)["items"]
+            if len(items) >= self.jobs and all((item.get("status") or {}).get("conditions") for item in items):
+                break
+            time.sleep(1)
+        time.sleep(self.poll_seconds + 1)
+
     def run(self) -> dict[str, Any]:
         assert self.plane
         _, bucket = self._prepare()
@@ -275,6 +289,8 @@ class LoadTest:
                 raise RuntimeError(f"the operator died:\n{operator.log_tail()}")
             time.sleep(1)
         wall = time.monotonic() - started
+        if self.slots:
+            self._wait_for_training_operator()
         time.sleep(2)  # let the last status patches reach the audit log
         total, kinds = request_counts(self.plane.audit_events(user=OPERATOR_USER))
         during = total - before
