@@ -3,7 +3,8 @@
 
 Starts etcd, kube-apiserver, kube-controller-manager and MinIO on loopback; installs the PyTorchJob
 CRD and ours; gives the operator the chart's ServiceAccount and RBAC and runs it with `kopf run`;
-starts the executor (the stand-in for training-operator + kubelet); writes upstream's checkpoints/ tree
+starts the Kubeflow training-operator (the real PyTorchJob controller, with its validating webhook) and the
+executor (the kubelet's stand-in: runs the pods as processes); writes upstream's checkpoints/ tree
 (tiny weights of the real architectures in NVIDIA's release layouts, with a Cosmos-Reason1 that really
 critiques) into MinIO and verifies it; applies the example jobs, scaled
 to two CPU cores (it says what it changed); prints `kubectl get` as they progress. Then it plays a flawed
@@ -184,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(3):
             s3.put_object(Bucket="v2w-inputs", Key=f"video2world/input{i}.jpg", Body=stack.sample_image(i))
 
-        say("starting the operator (kopf run, the chart's ServiceAccount and RBAC) and the executor")
+        say("starting the operator (kopf run, the chart's ServiceAccount and RBAC), the Kubeflow training-operator "
+            "(PyTorchJob controller and webhook) and the executor (runs the pods as local processes)")
         kubeconfig = stack.install_operator_identity(plane, ROOT / "charts" / "video2world-operator", OPERATOR_NS,
                                                      OPERATOR_SA, workdir / "operator.kubeconfig")
+        servers.append(stack.start_training_operator(plane, workdir / "training-operator"))
         servers.append(stack.start_executor(plane, workdir / "executor", workdir / "pvcs"))
         servers.append(stack.start_operator(kubeconfig, {
             # The tree's own Cosmos-Reason1 and Guardrail1 serve as refiner, critic and guardrail.

@@ -2,10 +2,10 @@
 """Operator load test on the local stack: N Video2WorldJobs applied at once, driven by the executor.
 
 Everything is real except the GPUs: kube-apiserver (with an audit log) + etcd + kube-controller-manager,
-MinIO, the operator run by `kopf run` under the chart's RBAC, and the executor running every PyTorchJob's
-runtime command (torchrun, tiny checkpoints, CPU) with at most `--slots` jobs at once, as a cluster with
-that many GPU nodes would. A watcher sees both the jobs and their PyTorchJobs, so each lag below is
-measured on one clock:
+MinIO, the operator run by `kopf run` under the chart's RBAC, the Kubeflow training-operator turning each
+PyTorchJob into pods, and the executor running every pod's runtime command (torchrun, tiny checkpoints, CPU)
+with at most `--slots` pods at once, as a cluster with that many GPU nodes would. A watcher sees both the jobs
+and their PyTorchJobs, so each lag below is measured on one clock:
 
 - create -> PyTorchJob: the job appears, then its PyTorchJob does (the operator's create path);
 - Running lag: the PyTorchJob turns Running, then the job's status says Running;
@@ -16,7 +16,7 @@ measured on one clock:
     python hack/load.py --jobs 200 --slots 2 --until completed --out result.json
 
 `--until pytorchjobs` stops once every job has its PyTorchJob (the operator's create path); `--slots 0` runs
-no executor, so the PyTorchJobs stay pending.
+neither the training-operator nor the executor, so the PyTorchJobs stay pending.
 """
 
 from __future__ import annotations
@@ -236,6 +236,7 @@ class LoadTest:
                       f"--from-literal=AWS_ACCESS_KEY_ID={minio.access_key}",
                       f"--from-literal=AWS_SECRET_ACCESS_KEY={minio.secret_key}")
         if self.slots:
+            self.servers.append(stack.start_training_operator(plane, self.workdir / "training-operator"))
             self.servers.append(stack.start_executor(plane, self.workdir / "executor", self.workdir / "pvcs",
                                                      slots=self.slots))
         env = {"V2W_POLL_INTERVAL_SECONDS": str(self.poll_seconds), "V2W_METRICS_PORT": "0",
@@ -249,6 +250,20 @@ class LoadTest:
         if self.until == "pytorchjobs":
             return sum(1 for e in seen.values() if e.pytorchjob_added is not None)
         return sum(1 for e in seen.values() if any(p in e.job_phase for p in FINAL))
+
+    def _wait_for_training_operator(self, timeout: float = 300) -> None:
+        """The training-operator works through the PyTorchJobs at its own API rate (20 requests/s by default: a
+        pod, a Service and a status each): wait until it has written every one's status, and the operator has
+        had a poll to take that in, so that what is counted next is the operator at rest."""
+        assert self.plane
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = json.loads(self.plane.kubectl("get", "pytorchjobs", "-n", NAMESPACE, "-o", "json",
+                                                  timeout=120).stdout)["items"]
+            if len(items) >= self.jobs and all((item.get("status") or {}).get("conditions") for item in items):
+                break
+            time.sleep(1)
+        time.sleep(self.poll_seconds + 1)
 
     def run(self) -> dict[str, Any]:
         assert self.plane
@@ -274,6 +289,8 @@ class LoadTest:
                 raise RuntimeError(f"the operator died:\n{operator.log_tail()}")
             time.sleep(1)
         wall = time.monotonic() - started
+        if self.slots:
+            self._wait_for_training_operator()
         time.sleep(2)  # let the last status patches reach the audit log
         total, kinds = request_counts(self.plane.audit_events(user=OPERATOR_USER))
         during = total - before
@@ -306,7 +323,7 @@ class LoadTest:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--slots", type=int, default=2, help="PyTorchJobs the executor runs at once")
+    parser.add_argument("--slots", type=int, default=2, help="pods (one-node jobs) the executor runs at once")
     parser.add_argument("--poll", type=float, default=10.0, help="the operator's poll interval (the chart's default)")
     parser.add_argument("--until", choices=("pytorchjobs", "completed"), default="completed")
     parser.add_argument("--timeout", type=float, default=3600)

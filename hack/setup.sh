@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need on a fresh machine, and nothing twice:
 # Debian's Chromium (browser tests of the HTML reports), the Python project with its extras, and the
-# local stack's binaries (kube-apiserver, etcd, kube-controller-manager, kubectl, helm, MinIO) built
-# from the Go module proxy into a cache outside the repository.
+# local stack's binaries (kube-apiserver, etcd, kube-controller-manager, kubectl, helm, MinIO, the Kubeflow
+# training-operator) built from the Go module proxy into a cache outside the repository.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

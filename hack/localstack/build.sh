@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local stack's binaries from the Go module proxy into a cache outside the repository:
-# kube-apiserver, kube-controller-manager, kubectl (Kubernetes $K8S_VERSION), etcd, helm and MinIO.
+# kube-apiserver, kube-controller-manager, kubectl (Kubernetes $K8S_VERSION), etcd, helm, MinIO and the Kubeflow
+# training-operator (the PyTorchJob controller, with its CRD).
 # A binary that is already in the cache is not built again. Prints the binary folder on stdout.
 set -euo pipefail
 
@@ -9,7 +10,7 @@ K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.4          # the etcd that Kubernetes 1.34 pins
 HELM_VERSION=v3.19.5         # built against client-go v0.34
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
-TRAINING_OPERATOR_VERSION=v1.9.3  # only its published PyTorchJob CRD is used
+TRAINING_OPERATOR_VERSION=v1.9.3  # the PyTorchJob controller and its published CRD
 
 cache=${V2W_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/video2world}
 bin=$cache/localstack/bin
@@ -58,6 +59,16 @@ if ! built minio "$MINIO_VERSION"; then
   log "building minio $MINIO_VERSION"
   GOBIN=$bin go install -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
   stamp minio "$MINIO_VERSION"
+fi
+
+if ! built training-operator "$TRAINING_OPERATOR_VERSION"; then
+  log "building training-operator $TRAINING_OPERATOR_VERSION"
+  # Its own go.mod (go 1.23, Kubernetes libraries v0.31) and no replace directives: built as a module of its own.
+  tmp=$(mktemp -d)
+  GOBIN=$tmp go install -ldflags "-s -w" \
+    "github.com/kubeflow/training-operator/cmd/training-operator.v1@$TRAINING_OPERATOR_VERSION"
+  mv "$tmp/training-operator.v1" "$bin/training-operator" && rmdir "$tmp"
+  stamp training-operator "$TRAINING_OPERATOR_VERSION"
 fi
 
 crd=$cache/localstack/crds/kubeflow.org_pytorchjobs.yaml

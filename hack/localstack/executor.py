@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Plays the parts of a GPU cluster that cannot run here: the training-operator and the kubelet.
+"""Plays the part of a GPU cluster that cannot run here: the kubelet (no container runtime on this machine).
 
-It follows PyTorchJobs on the real API server and runs each replica's container command as a local
-process (`torchrun` on CPU, gloo) with the environment the training-operator injects (PET_*,
-MASTER_ADDR, RANK, WORLD_SIZE) and the container's env resolved as the kubelet would (Secret keys
-by reference, volume paths mapped to local folders). A PersistentVolumeClaim is looked up in the
-PyTorchJob's own namespace, as Kubernetes does: pods wait (are not started) until every claim they name
-exists there, and claim `<c>` of namespace `<ns>` is the folder `<pvc-root>/<ns>/<c>`. It writes the PyTorchJob's status the way the
-training-operator does: Created, Running, Restarting, Suspended, Succeeded, Failed, with the same
-reasons and messages, and honours runPolicy (backoffLimit, activeDeadlineSeconds, suspend) and the replica's
-restartPolicy (OnFailure restarts any failure; ExitCode only the retryable exit codes).
+The real Kubeflow training-operator turns each PyTorchJob into Pods (labels `training.kubeflow.org/job-name`,
+`training.kubeflow.org/replica-type`, `training.kubeflow.org/replica-index`) and a Service per replica, and
+writes the PyTorchJob's status from the pods' status. This program runs each such Pod's `pytorch` container
+as a local process (`torchrun` on CPU, gloo) with the container's command, args and env resolved as the
+kubelet would (Secret keys by reference, volume paths mapped to local folders), and reports the pod's status
+back: phase Running, then Succeeded or Failed with the container's exit code and terminated reason (what the
+training-operator's ExitCode restart policy reads). A deleted Pod has its processes stopped.
+
+Networking is loopback: every Service name resolves to 127.0.0.1, and each PyTorchJob gets a free port for
+its master (MASTER_PORT / PET_MASTER_PORT) in place of the container port the training-operator names, as a
+pod network would give each job its own address. Init containers (the training-operator's wait for the
+master's DNS name) are taken as done.
+
+A PersistentVolumeClaim is looked up in the pod's own namespace, as Kubernetes does: a pod waits (is not
+started, stays Pending) until every claim it names exists there, and claim `<c>` of namespace `<ns>` is the
+folder `<pvc-root>/<ns>/<c>`.
 
     python hack/localstack/executor.py --kubeconfig admin.kubeconfig --workdir DIR
 """
@@ -25,7 +32,8 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,10 +41,12 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
-# What the training-operator restarts under the ExitCode policy (pkg/util/train): killed by SIGINT, SIGKILL or
-# SIGTERM (130, 137, 143), and 138 (128 + SIGUSR1), the code a program gives for "retryable"; others are final.
-RETRYABLE_EXIT_CODES = (130, 137, 138, 143)
+JOB_LABEL = "training.kubeflow.org/job-name"
+TYPE_LABEL = "training.kubeflow.org/replica-type"
+INDEX_LABEL = "training.kubeflow.org/replica-index"
+CONTAINER = "pytorch"  # the container the training-operator reads the exit code of
+ADDRESS_VARS = ("MASTER_ADDR", "PET_MASTER_ADDR")
+PORT_VARS = ("MASTER_PORT", "PET_MASTER_PORT")
 log = logging.getLogger("executor")
 
 
@@ -51,87 +61,68 @@ def free_port() -> int:
 
 
 @dataclass
-class Run:
-    """One PyTorchJob as the executor tracks it."""
+class PodRun:
+    """One Pod as the executor runs it."""
 
     namespace: str
     name: str
     uid: str
-    procs: list[subprocess.Popen] = field(default_factory=list)
-    restarts: int = 0
-    started_at: float | None = None
-    finished: bool = False
-    next_start: float = 0.0
-    waiting_for: tuple[str, ...] = ()  # claims that do not exist (yet) in the job's namespace
+    job: str
+    proc: subprocess.Popen | None = None
+    started: str = ""
+    reported: bool = False  # its final status is written
 
 
 class Executor:
     def __init__(self, workdir: Path, pvc_root: Path, python_bin: Path | None = None, slots: int = 0):
         self.workdir = workdir
-        # How many PyTorchJobs may run at once (0: no limit), like a cluster with that many GPU nodes: the
-        # others stay Created, as their pods would stay Pending for want of GPUs.
+        # How many pods may run at once (0: no limit), like a cluster with that many GPU nodes: the others stay
+        # Pending, as they would for want of GPUs.
         self.slots = slots
         self.pvc_root = pvc_root
         self.python_bin = python_bin
-        self.api = client.CustomObjectsApi()
         self.core = client.CoreV1Api()
-        self.runs: dict[str, Run] = {}
+        self.runs: dict[str, PodRun] = {}  # by pod uid
+        self.starts: Counter[tuple[str, str]] = Counter()  # (namespace, pod name): a recreated pod is a restart
+        self.ports: dict[tuple[str, str], int] = {}  # (namespace, PyTorchJob): its master's port
+        self.waiting: dict[str, tuple[str, ...]] = {}  # pod uid: claims it waits for
 
-    # -- status, as the training-operator writes it ------------------------------------------------
-    def _set_status(self, job: dict[str, Any], cond_type: str, reason: str, message: str, **extra: Any) -> None:
-        status = dict(job.get("status") or {})
-        conditions = [dict(c) for c in status.get("conditions") or []]
-        for c in conditions:
-            # Running, Restarting and Suspended are exclusive, as in the training-operator.
-            if c["type"] in ("Running", "Restarting", "Suspended") and c["type"] != cond_type and c["status"] == "True":
-                c.update(status="False", lastUpdateTime=now(), lastTransitionTime=now())
-        existing = next((c for c in conditions if c["type"] == cond_type), None)
-        entry = {"type": cond_type, "status": "True", "reason": f"PyTorchJob{reason}", "message": message,
-                 "lastUpdateTime": now(), "lastTransitionTime": now()}
-        if existing:
-            if existing["status"] == "True" and existing.get("message") == message:
-                entry["lastTransitionTime"] = existing.get("lastTransitionTime", now())
-            conditions[conditions.index(existing)] = entry
-        else:
-            conditions.append(entry)
-        status["conditions"] = conditions
-        status.update(extra)
-        try:
-            self.api.patch_namespaced_custom_object_status(
-                GROUP, VERSION, job["metadata"]["namespace"], PLURAL, job["metadata"]["name"], {"status": status})
-            job["status"] = status
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    # -- the kubelet's part -----------------------------------------------------------------------
-    def _volume_dirs(self, job: dict, pod_spec: dict) -> dict[str, Path]:
+    # -- volumes and environment, as the kubelet resolves them ----------------------------------------------
+    def _volume_dirs(self, pod: Any) -> dict[str, Path]:
         dirs: dict[str, Path] = {}
-        base = self.workdir / "pods" / job["metadata"]["namespace"] / job["metadata"]["name"]
-        for volume in pod_spec.get("volumes") or []:
-            if "persistentVolumeClaim" in volume:
+        base = self.workdir / "pods" / pod.metadata.namespace / pod.metadata.name
+        for volume in pod.spec.volumes or []:
+            if volume.persistent_volume_claim is not None:
                 # A claim reference has no namespace: it is always the pod's own.
-                dirs[volume["name"]] = self.pvc_root / job["metadata"]["namespace"] / volume["persistentVolumeClaim"]["claimName"]
-            elif "hostPath" in volume:
+                dirs[volume.name] = self.pvc_root / pod.metadata.namespace / volume.persistent_volume_claim.claim_name
+            elif volume.host_path is not None:
                 # Every pod runs on the one node this executor plays: its directories are shared by all jobs.
-                dirs[volume["name"]] = self.workdir / "node" / volume["hostPath"]["path"].lstrip("/")
+                dirs[volume.name] = self.workdir / "node" / volume.host_path.path.lstrip("/")
             else:
-                dirs[volume["name"]] = base / volume["name"]
-            dirs[volume["name"]].mkdir(parents=True, exist_ok=True)
+                dirs[volume.name] = base / volume.name
+            dirs[volume.name].mkdir(parents=True, exist_ok=True)
         return dirs
 
-    def _env(self, job: dict, container: dict, pod_spec: dict) -> dict[str, str]:
-        namespace = job["metadata"]["namespace"]
+    def _env(self, pod: Any, container: Any) -> dict[str, str]:
+        namespace = pod.metadata.namespace
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
-        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}
-        dirs = self._volume_dirs(job, pod_spec)
-        for var in container.get("env") or []:
-            if "value" in var:
-                env[var["name"]] = self._local_path(var["value"], mounts, dirs)
-            elif "secretKeyRef" in (var.get("valueFrom") or {}):
-                ref = var["valueFrom"]["secretKeyRef"]
-                secret = self.core.read_namespaced_secret(ref["name"], namespace)
-                env[var["name"]] = base64.b64decode((secret.data or {})[ref["key"]]).decode()
+        mounts = {m.mount_path: m.name for m in container.volume_mounts or []}
+        dirs = self._volume_dirs(pod)
+        for var in container.env or []:
+            if var.value_from is not None and var.value_from.secret_key_ref is not None:
+                ref = var.value_from.secret_key_ref
+                secret = self.core.read_namespaced_secret(ref.name, namespace)
+                env[var.name] = base64.b64decode((secret.data or {})[ref.key]).decode()
+            elif var.value_from is None:
+                env[var.name] = self._local_path(var.value or "", mounts, dirs)
+        job = pod.metadata.labels[JOB_LABEL]
+        for name in ADDRESS_VARS:
+            if name in env:
+                env[name] = "127.0.0.1"  # the Service <job>-master-0, on the pod network that loopback plays
+        for name in PORT_VARS:
+            if name in env:
+                env[name] = str(self.ports[(namespace, job)])
+        env.setdefault("OMP_NUM_THREADS", "1")  # the node's few CPU cores are shared by every pod
         Path(env.get("HOME", str(self.workdir))).mkdir(parents=True, exist_ok=True)
         if self.python_bin:
             env["PATH"] = f"{self.python_bin}:{env.get('PATH', '')}"
@@ -151,149 +142,115 @@ class Executor:
                 return str(dirs[volume])[: -len(rest)]
         return value
 
-    def _start(self, job: dict, run: Run) -> None:
-        spec = job["spec"]
-        replicas = spec["pytorchReplicaSpecs"]
-        nodes = sum(int(r.get("replicas", 1)) for r in replicas.values())
-        nproc = spec.get("nprocPerNode", "1")
-        port = free_port()
-        rank = 0
+    # -- pod lifecycle ------------------------------------------------------------------------------------------
+    def _start(self, pod: Any) -> PodRun:
+        meta = pod.metadata
+        job, rtype, index = meta.labels[JOB_LABEL], meta.labels.get(TYPE_LABEL, "master"), meta.labels.get(INDEX_LABEL, "0")
+        if rtype == "master" or (meta.namespace, job) not in self.ports:
+            # A (re)started master listens on a fresh port; its workers, started after it, are given the same.
+            self.ports[(meta.namespace, job)] = free_port()
+        container = next(c for c in pod.spec.containers if c.name == CONTAINER)
+        env = self._env(pod, container)
+        argv = list(container.command or []) + list(container.args or [])
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for rtype in ("Master", "Worker"):
-            if rtype not in replicas:
-                continue
-            template = replicas[rtype]["template"]
-            container = next(c for c in template["spec"]["containers"] if c["name"] == "pytorch")
-            for index in range(int(replicas[rtype].get("replicas", 1))):
-                env = self._env(job, container, template["spec"])
-                env.update({
-                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nodes), "RANK": str(rank),
-                    "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port), "PET_NNODES": str(nodes),
-                    "PET_NODE_RANK": str(rank), "PET_NPROC_PER_NODE": str(nproc),
-                    "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-                })
-                argv = list(container.get("command") or []) + list(container.get("args") or [])
-                log_path = logs / f"{job['metadata']['namespace']}_{job['metadata']['name']}_{rtype.lower()}-{index}.log"
-                with log_path.open("ab") as handle:
-                    handle.write(f"--- start (restart {run.restarts}) {now()}\n".encode())
-                    handle.flush()
-                    run.procs.append(subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                                      cwd=env.get("HOME"), start_new_session=True))
-                rank += 1
-        run.started_at = run.started_at or time.monotonic()
-        self._set_status(job, "Running", "Running", f"PyTorchJob {job['metadata']['name']} is running.",
-                         startTime=(job.get("status") or {}).get("startTime") or now(),
-                         replicaStatuses={"Master": {"active": 1}, **({"Worker": {"active": nodes - 1}} if nodes > 1 else {})})
+        restarts = self.starts[(meta.namespace, meta.name)]
+        self.starts[(meta.namespace, meta.name)] += 1
+        run = PodRun(meta.namespace, meta.name, meta.uid, job, started=now())
+        with (logs / f"{meta.namespace}_{job}_{rtype}-{index}.log").open("ab") as handle:
+            handle.write(f"--- start (restart {restarts}) {now()} pod {meta.name} {meta.uid}\n".encode())
+            handle.flush()
+            run.proc = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=env.get("HOME"),
+                                        start_new_session=True)
+        log.info("pod %s/%s (PyTorchJob %s/%s) started: pid %d", meta.namespace, meta.name, meta.namespace, job,
+                 run.proc.pid)
+        self._report(pod, run, {"phase": "Running", "startTime": run.started, "containerStatuses": [
+            self._container_status(pod, run, {"running": {"startedAt": run.started}})]})
+        return run
 
     @staticmethod
-    def _kill(run: Run) -> None:
-        for proc in run.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        for proc in run.procs:
+    def _container_status(pod: Any, run: PodRun, state: dict) -> dict:
+        container = next(c for c in pod.spec.containers if c.name == CONTAINER)
+        return {"name": CONTAINER, "image": container.image or "", "imageID": "", "restartCount": 0,
+                "ready": "running" in state, "started": "running" in state, "state": state}
+
+    def _report(self, pod: Any, run: PodRun, status: dict) -> None:
+        ready = "True" if status["phase"] == "Running" else "False"
+        status["conditions"] = [{"type": t, "status": ready if t != "PodScheduled" else "True",
+                                 "lastTransitionTime": now()} for t in ("PodScheduled", "Initialized", "Ready", "ContainersReady")]
+        try:
+            self.core.patch_namespaced_pod_status(run.name, run.namespace, {"metadata": {"uid": run.uid}, "status": status},
+                                                 _content_type="application/strategic-merge-patch+json")
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # deleted, or replaced by a pod of the same name
+                raise
+
+    def _finish(self, pod: Any, run: PodRun, code: int) -> None:
+        exit_code = 128 - code if code < 0 else code  # a signal, as a container runtime reports it
+        state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                "startedAt": run.started, "finishedAt": now()}}
+        self._report(pod, run, {"phase": "Succeeded" if exit_code == 0 else "Failed",
+                                "containerStatuses": [self._container_status(pod, run, state)]})
+        run.reported = True
+        log.info("pod %s/%s (PyTorchJob %s/%s) exited with %d", run.namespace, run.name, run.namespace, run.job,
+                 exit_code)
+
+    @staticmethod
+    def _kill(run: PodRun) -> None:
+        proc = run.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
             try:
-                proc.wait(max(deadline - time.monotonic(), 0.1))
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(10)  # the pod's grace period, shortened
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        run.procs = []
+        else:
+            try:  # what the container left behind (torchrun's workers) goes with it
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
-    # -- the training-operator's part ---------------------------------------------------------------
     def step(self) -> None:
-        jobs = self.api.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-        seen = set()
-        for job in jobs:
-            meta = job["metadata"]
-            key = f"{meta['namespace']}/{meta['name']}/{meta['uid']}"
-            seen.add(key)
-            run = self.runs.setdefault(key, Run(meta["namespace"], meta["name"], meta["uid"]))
-            try:
-                self._reconcile(job, run)
-            except ApiException as exc:
-                log.warning("%s: API error %s", key, exc.status)
-        for key in list(self.runs):
-            if key not in seen:  # deleted: its pods go with it
-                self._kill(self.runs.pop(key))
-                log.info("%s deleted: processes stopped", key)
-
-    def _reconcile(self, job: dict, run: Run) -> None:
-        if run.finished:
-            return
-        status = job.get("status") or {}
-        conds = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
-        if "Succeeded" in conds or "Failed" in conds:
-            run.finished = True
-            return
-        name = job["metadata"]["name"]
-        policy = job["spec"].get("runPolicy") or {}
-        if "Created" not in {c["type"] for c in status.get("conditions") or []}:
-            self._set_status(job, "Created", "Created", f"PyTorchJob {name} is created.")
-        if policy.get("suspend"):
-            if run.procs or "Suspended" not in conds:
+        pods = self.core.list_pod_for_all_namespaces(label_selector=JOB_LABEL).items
+        # Masters first: their workers are given the port the master was just given.
+        pods.sort(key=lambda p: ((p.metadata.labels or {}).get(TYPE_LABEL) != "master", p.metadata.name))
+        seen = {pod.metadata.uid for pod in pods}
+        for uid in list(self.runs):
+            if uid not in seen:  # deleted (suspended, restarted, its PyTorchJob gone): its processes go with it
+                run = self.runs.pop(uid)
                 self._kill(run)
-                run.started_at = None
-                self._set_status(job, "Suspended", "Suspended", f"PyTorchJob {name} is suspended.", replicaStatuses={})
-            return
-        deadline = policy.get("activeDeadlineSeconds")
-        if deadline and run.started_at and time.monotonic() - run.started_at > deadline:
-            self._kill(run)
-            run.finished = True
-            self._set_status(job, "Failed", "Failed",
-                             f"Job {name} has failed because it was active longer than specified deadline",
-                             completionTime=now())
-            return
-        if not run.procs:
-            if time.monotonic() >= run.next_start and self._free_slot() and not self._missing_claims(job, run):
-                self._start(job, run)
-            return
-        codes = [p.poll() for p in run.procs]
-        if any(c not in (None, 0) for c in codes):
-            failed = next(c for c in codes if c not in (None, 0))
-            exit_code = 128 - failed if failed < 0 else failed  # a signal as a container runtime reports it
-            self._kill(run)
-            if self._restart_policy(job) == "ExitCode" and exit_code not in RETRYABLE_EXIT_CODES:
-                # The training-operator's ExitCode policy: a permanent failure is not restarted.
-                run.finished = True
-                self._set_status(job, "Failed", "PyTorchJobFailed",
-                                 f"PyTorchJob {name} is failed because 1 Master replica(s) failed.",
-                                 completionTime=now(), replicaStatuses={"Master": {"failed": 1}})
-                log.info("%s/%s: exit code %d is permanent under ExitCode: not restarted", run.namespace, name,
-                         exit_code)
-                return
-            run.restarts += 1
-            if run.restarts > int(policy.get("backoffLimit", 6)):
-                run.finished = True
-                self._set_status(job, "Failed", "Failed",
-                                 f"Job {name} has failed because it has reached the specified backoff limit",
-                                 completionTime=now(), replicaStatuses={"Master": {"failed": 1}})
-            else:
-                run.next_start = time.monotonic() + min(2 ** run.restarts, 10)
-                self._set_status(job, "Restarting", "Restarting",
-                                 f"PyTorchJob {name} is restarting because {run.restarts} Master replica(s) failed.")
-        elif all(c == 0 for c in codes):
-            run.procs = []
-            run.finished = True
-            self._set_status(job, "Succeeded", "Succeeded", f"PyTorchJob {name} is successfully completed.",
-                             completionTime=now(), replicaStatuses={"Master": {"succeeded": 1}})
-
-    @staticmethod
-    def _restart_policy(job: dict) -> str:
-        return job["spec"]["pytorchReplicaSpecs"]["Master"].get("restartPolicy", "OnFailure")
+                log.info("%s/%s deleted: processes stopped (PyTorchJob %s/%s)", run.namespace, run.name,
+                         run.namespace, run.job)
+        self.waiting = {uid: claims for uid, claims in self.waiting.items() if uid in seen}
+        for pod in pods:
+            uid = pod.metadata.uid
+            run = self.runs.get(uid)
+            try:
+                if run is None:
+                    if pod.metadata.deletion_timestamp or (pod.status and pod.status.phase in ("Succeeded", "Failed")):
+                        continue
+                    if self._free_slot() and not self._missing_claims(pod):
+                        self.runs[uid] = self._start(pod)
+                elif not run.reported and run.proc is not None and run.proc.poll() is not None:
+                    self._finish(pod, run, run.proc.returncode)
+            except ApiException as exc:
+                log.warning("pod %s/%s: API error %s", pod.metadata.namespace, pod.metadata.name, exc.status)
 
     def _free_slot(self) -> bool:
-        return not self.slots or sum(1 for r in self.runs.values() if r.procs) < self.slots
+        running = sum(1 for r in self.runs.values() if r.proc is not None and r.proc.poll() is None)
+        return not self.slots or running < self.slots
 
-    def _missing_claims(self, job: dict, run: Run) -> tuple[str, ...]:
-        """Claims the pods name that do not exist in the job's namespace: like the scheduler, wait for them."""
-        namespace = job["metadata"]["namespace"]
-        claims = sorted({v["persistentVolumeClaim"]["claimName"]
-                         for replica in job["spec"]["pytorchReplicaSpecs"].values()
-                         for v in replica["template"]["spec"].get("volumes") or [] if "persistentVolumeClaim" in v})
+    def _missing_claims(self, pod: Any) -> tuple[str, ...]:
+        """Claims the pod names that do not exist in its namespace: like the scheduler, wait for them."""
+        namespace = pod.metadata.namespace
+        claims = sorted({v.persistent_volume_claim.claim_name for v in pod.spec.volumes or []
+                         if v.persistent_volume_claim is not None})
         missing = []
         for claim in claims:
             try:
@@ -302,11 +259,11 @@ class Executor:
                 if exc.status != 404:
                     raise
                 missing.append(claim)
-        if tuple(missing) != run.waiting_for and missing:
-            log.info("%s/%s waits for PersistentVolumeClaim %s in %s", namespace, job["metadata"]["name"],
+        if missing and tuple(missing) != self.waiting.get(pod.metadata.uid):
+            log.info("pod %s/%s waits for PersistentVolumeClaim %s in %s", namespace, pod.metadata.name,
                      ", ".join(missing), namespace)
-        run.waiting_for = tuple(missing)
-        return run.waiting_for
+        self.waiting[pod.metadata.uid] = tuple(missing)
+        return tuple(missing)
 
     def shutdown(self) -> None:
         for run in self.runs.values():
@@ -319,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, required=True, help="folder for pod files and logs")
     parser.add_argument("--pvc-root", type=Path, default=None, help="folder whose <namespace>/<claim> subfolders play the PVCs")
     parser.add_argument("--interval", type=float, default=0.5)
-    parser.add_argument("--slots", type=int, default=0, help="PyTorchJobs allowed to run at once (0: no limit)")
+    parser.add_argument("--slots", type=int, default=0, help="pods allowed to run at once (0: no limit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s executor %(message)s")
     config.load_kube_config(args.kubeconfig)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The local stack: etcd, kube-apiserver, kube-controller-manager and MinIO on loopback.
+"""The local stack: etcd, kube-apiserver, kube-controller-manager, MinIO, the Kubeflow training-operator
+and the executor (the kubelet's stand-in) on loopback.
 
 Used by the test fixtures (`tests/conftest.py`) and by hand for debugging:
 
@@ -382,8 +383,87 @@ def service_account_kubeconfig(plane: ControlPlane, namespace: str, name: str, p
     return plane.write_kubeconfig(path, {"token": token}, name=f"{namespace}-{name}")
 
 
+# What the training-operator expects of its deployment (cmd/training-operator.v1, pkg/cert): the namespace it
+# runs in, the Secret its certificate rotator reads and keeps valid, the webhook configuration whose caBundle the
+# rotator fills in, and the folder its certificate rotator checks for the mounted Secret (fixed in its source).
+TRAINING_OPERATOR_NS = "kubeflow"
+TRAINING_OPERATOR_WEBHOOK_SECRET = "training-operator-webhook-cert"
+TRAINING_OPERATOR_WEBHOOK_CONFIG = "validator.training-operator.kubeflow.org"
+TRAINING_OPERATOR_MOUNT_CHECK = Path("/tmp/k8s-webhook-server/serving-certs")
+
+
+def _training_operator_pki(pki: Path) -> None:
+    """A CA and a serving certificate the rotator accepts as they are (so it never replaces them): the CA named
+    `training-operator-ca`, the server `training-operator.kubeflow.svc`, both valid beyond its 90-day look-ahead;
+    the server also for 127.0.0.1, the address the API server calls the webhook on here."""
+    if (pki / "tls.crt").exists():
+        return
+    pki.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+             "-subj", "/O=training-operator/CN=training-operator-ca", "-addext", "basicConstraints=critical,CA:true",
+             "-addext", "keyUsage=critical,keyCertSign,digitalSignature,keyEncipherment",
+             "-addext", "subjectAltName=DNS:training-operator-ca", cwd=pki)
+    # The rotator parses the CA key as PKCS #1 ("RSA PRIVATE KEY"), not the PKCS #8 that OpenSSL 3 writes.
+    _openssl("rsa", "-in", "ca.key", "-out", "ca.key", "-traditional", cwd=pki)
+    dns = f"training-operator.{TRAINING_OPERATOR_NS}.svc"
+    (pki / "tls.ext").write_text(f"subjectAltName=DNS:{dns},IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+                                 "keyUsage=critical,digitalSignature,keyEncipherment\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", f"/CN={dns}", cwd=pki)
+    _openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt",
+             "-days", "3650", "-extfile", "tls.ext", cwd=pki)
+
+
+def start_training_operator(plane: ControlPlane, workdir: Path, timeout: float = 120) -> Server:
+    """The Kubeflow training-operator (v1, PyTorchJob controller only) with its validating webhook, as the
+    release manifests deploy it: a webhook certificate Secret in its namespace, the validating webhook
+    configuration for PyTorchJobs (here called on https://127.0.0.1:<port>, the API server having no cluster
+    network), leader election off. Returns once it is ready (certificates in place, webhook serving)."""
+    pki, tmp = workdir / "pki", workdir / "tmp"
+    _training_operator_pki(pki)
+    # Its webhook server reads the certificate from $TMPDIR/k8s-webhook-server/serving-certs (a private folder
+    # per stack); its rotator only checks that the fixed folder has a tls.crt, as a mounted Secret would.
+    certs = tmp / "k8s-webhook-server" / "serving-certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    for name in ("tls.crt", "tls.key"):
+        shutil.copyfile(pki / name, certs / name)
+    if not (TRAINING_OPERATOR_MOUNT_CHECK / "tls.crt").exists():
+        TRAINING_OPERATOR_MOUNT_CHECK.mkdir(parents=True, exist_ok=True)
+        # Only its presence is checked; any stack's certificate will do, none is served from here.
+        shutil.copyfile(pki / "tls.crt", TRAINING_OPERATOR_MOUNT_CHECK / "tls.crt")
+    if plane.kubectl("get", "namespace", TRAINING_OPERATOR_NS, check=False).returncode != 0:
+        plane.kubectl("create", "namespace", TRAINING_OPERATOR_NS)
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+              "metadata": {"name": TRAINING_OPERATOR_WEBHOOK_SECRET, "namespace": TRAINING_OPERATOR_NS},
+              "data": {name: _b64(pki / name) for name in ("ca.crt", "ca.key", "tls.crt", "tls.key")}}
+    port = free_port()
+    webhook = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": TRAINING_OPERATOR_WEBHOOK_CONFIG},
+        "webhooks": [{
+            "name": "validator.pytorchjob.training-operator.kubeflow.org",
+            "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail",
+            "clientConfig": {"url": f"https://127.0.0.1:{port}/validate-kubeflow-org-v1-pytorchjob",
+                             "caBundle": _b64(pki / "ca.crt")},
+            "rules": [{"apiGroups": ["kubeflow.org"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                       "resources": ["pytorchjobs"]}],
+        }],
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [secret, webhook]}))
+    probe = free_port()
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "MY_POD_NAMESPACE": TRAINING_OPERATOR_NS, "TMPDIR": str(tmp)}
+    server = Server("training-operator", [
+        str(plane.bin_dir / "training-operator"), "--enable-scheme=pytorchjob", "--leader-elect=false",
+        f"--metrics-bind-address=127.0.0.1:{free_port()}", f"--health-probe-bind-address=127.0.0.1:{probe}",
+        f"--webhook-server-port={port}", "--zap-log-level=info",
+    ], workdir / "logs" / "training-operator.log", env)
+    server.start()
+    wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{probe}/readyz", timeout=2).status == 200,
+               "/readyz (webhook certificates and server)", server, timeout=timeout)
+    return server
+
+
 def start_executor(plane: ControlPlane, workdir: Path, pvc_root: Path, slots: int = 0) -> Server:
-    """The stand-in for training-operator + kubelet (hack/localstack/executor.py)."""
+    """The kubelet's stand-in (hack/localstack/executor.py): runs the training-operator's pods as processes."""
     server = Server("executor", [sys.executable, str(HERE / "executor.py"), "--kubeconfig", str(plane.kubeconfig),
                                  "--workdir", str(workdir), "--pvc-root", str(pvc_root), "--slots", str(slots)],
                     workdir / "logs" / "executor.log")
@@ -455,16 +535,24 @@ def sample_image(seed: int, size: tuple[int, int] = (160, 96)) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Start the local stack (etcd, kube-apiserver, kube-controller-manager, MinIO).")
+    parser = argparse.ArgumentParser(description="Start the local stack (etcd, kube-apiserver, kube-controller-manager, "
+                                                 "MinIO, the PyTorchJob CRD with the training-operator, the executor).")
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start everything and wait for Ctrl-C")
     up.add_argument("--dir", type=Path, default=None, help="work folder (default: a new temporary folder)")
     up.add_argument("--no-minio", action="store_true")
+    up.add_argument("--no-training-operator", action="store_true",
+                    help="no CRDs, training-operator or executor: PyTorchJobs stay pending")
     args = parser.parse_args(argv)
     bin_dir = build_binaries()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="v2w-localstack-"))
     plane = ControlPlane(bin_dir, workdir).start()
     minio = None if args.no_minio else MinioServer(bin_dir, workdir).start()
+    servers = []
+    if not args.no_training_operator:
+        install_crds(plane, HERE.parents[1])
+        servers.append(start_training_operator(plane, workdir / "training-operator"))
+        servers.append(start_executor(plane, workdir / "executor", workdir / "pvcs"))
     lines = [f"export KUBECONFIG={plane.kubeconfig}", f"export PATH={bin_dir}:$PATH"]
     if minio:
         lines += [f"export {k}={v}" for k, v in minio.env().items()]
@@ -477,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        for server in reversed(servers):
+            server.stop()
         if minio:
             minio.stop()
         plane.stop()

@@ -456,7 +456,8 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
         return Pass(current, new, status_patch(stored, new))
     pj = pytorchjob_seen if pytorchjob_seen is not None else _get_pytorchjob(namespace, current.pytorch_job_name)
     obs = Observation(generation=(body.get("metadata") or {}).get("generation"), pytorchjob=pj,
-                      pytorchjob_was_created=True, suspend_requested=spec.suspend)
+                      pytorchjob_was_created=True, suspend_requested=spec.suspend,
+                      backoff_limit=spec.run_policy.backoff_limit)
     if pj is not None:
         files = files if files is not None else Files()
         state, now = pytorchjob_state(pj)[0], time.monotonic()

@@ -29,6 +29,7 @@ class Observation:
     storage_error: str | None = None
     pytorchjob_was_created: bool = False  # status.pytorchJobName was set before
     suspend_requested: bool = False  # the job's spec.suspend
+    backoff_limit: int | None = None  # the job's runPolicy.backoffLimit (its PyTorchJob's): 0 allows one attempt
 
 
 def pytorchjob_state(pytorchjob: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -138,7 +139,13 @@ def _failure_reason(obs: Observation, child: Child) -> Reason:
     if "Deadline" in child.reason or "deadline" in child.message:
         return Reason.DEADLINE_EXCEEDED
     if "BackoffLimit" in child.reason or "backoff" in child.message.lower():
-        return Reason.BACKOFF_LIMIT_EXCEEDED
+        # With backoffLimit 0 the training-operator words the first failure "reached the specified backoff
+        # limit" before it looks at the exit code, a final one too. Nothing was retried then: when the runtime
+        # said why its only attempt failed, that is the job's reason. (Its status keeps no count of restarts,
+        # and a Restarting condition is dropped once the replica runs again.)
+        only_attempt_explained = obs.backoff_limit == 0 and obs.result is not None and not obs.result.succeeded
+        if not only_attempt_explained:
+            return Reason.BACKOFF_LIMIT_EXCEEDED
     if obs.result is not None and not obs.result.succeeded and obs.result.videos:
         return Reason.COMPLETED_WITH_FAILURES
     return Reason.RUNTIME_FAILED

@@ -1,6 +1,7 @@
 """The end-to-end stack: real kube-apiserver + etcd + kube-controller-manager, MinIO, the published
-PyTorchJob CRD, the executor (training-operator + kubelet stand-in) and the operator run with
-`kopf run` under its own ServiceAccount with the Helm chart's RBAC."""
+PyTorchJob CRD with the real Kubeflow training-operator (its PyTorchJob controller and validating webhook),
+the executor (the kubelet's stand-in: runs the pods as processes) and the operator run with `kopf run` under
+its own ServiceAccount with the Helm chart's RBAC."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Stack:
     models: dict[str, str]
     operator: stack.Server
     executor: stack.Server
+    training_operator: stack.Server
     operator_env: dict[str, str]
     operator_kubeconfig: Path
     workdir: Path
@@ -73,7 +75,8 @@ class Stack:
             time.sleep(0.5)
         raise AssertionError(f"{kind}/{name}: {what} not reached in {timeout}s; phases {seen}; status "
                              f"{json.dumps((obj or {}).get('status'), indent=1)[:3000]}\n"
-                             f"operator log:\n{self.operator.log_tail(30)}\nexecutor log:\n{self.executor.log_tail(15)}")
+                             f"operator log:\n{self.operator.log_tail(30)}\nexecutor log:\n{self.executor.log_tail(15)}\n"
+                             f"training-operator log:\n{self.training_operator.log_tail(15)}")
 
     def job(self, kind: str, name: str, spec: dict) -> dict:
         base = {"output": {"uri": f"s3://{self.bucket}/results", "credentialsSecret": {"name": "v2w-s3"}},
@@ -107,6 +110,7 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
 
     kubeconfig = stack.install_operator_identity(kube, CHART, OPERATOR_NS, OPERATOR_SA, workdir / "operator.kubeconfig")
 
+    training_operator = stack.start_training_operator(kube, workdir / "training-operator")
     executor = stack.start_executor(kube, workdir / "executor", workdir / "pvcs")
     env = {
         "V2W_POLL_INTERVAL_SECONDS": "1",
@@ -121,7 +125,8 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
         "V2W_LINKS_TTL_SECONDS": "3600",
     }
     operator = stack.start_operator(kubeconfig, env, workdir / "logs" / "operator.log")
-    s = Stack(kube, minio, bucket, models, operator, executor, env, kubeconfig, workdir)
+    s = Stack(kube, minio, bucket, models, operator, executor, training_operator, env, kubeconfig, workdir)
     yield s
     s.operator.stop()  # the one running now: a test may have restarted it
     executor.stop()
+    training_operator.stop()

@@ -3,7 +3,9 @@
 `tests/cluster/test_spec_fuzz.py` only dry-runs its mutated specs. Here the same strategy is drawn
 (derandomized, so the set is reproducible), each distinct spec is really created in one namespace with
 the S3 Secret until a bound of accepted ones, and the operator runs on them under the chart's RBAC with a
-short poll interval. No executor runs, so the PyTorchJobs stay pending: this checks the operator alone.
+short poll interval. The real training-operator runs (its validating webhook checks every PyTorchJob, the
+strict dry runs below included, and it makes their pods), but no executor runs the pods, so the PyTorchJobs
+stay pending: this checks the operator alone.
 
 The control plane is this module's own, with the API server's audit log on, so the operator's requests
 can be counted over a quiet window after every job settled: per job they must stay within what the poll
@@ -169,10 +171,11 @@ def fuzz_run(localstack_bin, minio, tmp_path_factory) -> FuzzRun:
     clock = time.monotonic()
     drawn = drawing.submit(drawn_specs, DRAWN)
     plane = stack.ControlPlane(localstack_bin, workdir / "kube", audit=True)
-    operator = None
+    operator = training_operator = None
     try:
         plane.start()
         stack.install_crds(plane, ROOT)
+        training_operator = stack.start_training_operator(plane, workdir / "training-operator")
         kubeconfig = stack.install_operator_identity(plane, CHART, OPERATOR_NS, OPERATOR_SA,
                                                      workdir / "operator.kubeconfig")
         plane.kubectl("create", "namespace", NAMESPACE)
@@ -242,6 +245,8 @@ def fuzz_run(localstack_bin, minio, tmp_path_factory) -> FuzzRun:
         drawing.shutdown(cancel_futures=True)
         if operator:
             operator.stop()
+        if training_operator:
+            training_operator.stop()
         plane.stop()
 
 

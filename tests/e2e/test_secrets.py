@@ -45,12 +45,13 @@ def test_the_s3_secret_appears_in_no_status_event_log_or_output(e2e):
         "job": json.dumps(obj),
         "events": e2e.kubectl("get", "events", "-n", ns, "-o", "json").stdout,
         "pytorchjob": e2e.kubectl("get", "pytorchjobs.kubeflow.org", "-n", ns, "-o", "json").stdout,
+        "pods": e2e.kubectl("get", "pods", "-n", ns, "-o", "json").stdout,  # the training-operator's
         "describe": e2e.kubectl("describe", "v2wjob", "-n", ns, "secret-check").stdout,
     }
     for where, text in seen.items():
         assert secret not in text, f"the S3 secret key appears in the {where}"
-    # The PyTorchJob carries a reference to the Secret, never its value.
-    assert "secretKeyRef" in seen["pytorchjob"]
+    # The PyTorchJob and its pods carry a reference to the Secret, never its value.
+    assert "secretKeyRef" in seen["pytorchjob"] and "secretKeyRef" in seen["pods"]
 
     outputs = _objects(e2e.minio.client(), e2e.bucket, f"results/{ns}/secret-check/")
     names = {key.rsplit("/", 1)[-1] for key in outputs}
@@ -107,13 +108,14 @@ def test_batch_file_output_names_never_leave_the_jobs_prefix(e2e):
 
 
 def _leaks(e2e, namespaces: list[str], jobs: list[str], markers: dict[str, str]) -> list[str]:
-    """Where any marker appears: job objects, `kubectl describe`, events, PyTorchJobs, every log of the
-    stack (operator, executor, runtime pods) and every object under the namespaces' result prefixes."""
+    """Where any marker appears: job objects, `kubectl describe`, events, PyTorchJobs, pods, every log of the
+    stack (operator, training-operator, executor, runtime pods) and every object under the namespaces' result prefixes."""
     texts: dict[str, str] = {}
     for ns in namespaces:
         texts[f"{ns} jobs"] = e2e.kubectl("get", "v2wjobs", "-n", ns, "-o", "json").stdout
         texts[f"{ns} events"] = e2e.kubectl("get", "events", "-n", ns, "-o", "json").stdout
         texts[f"{ns} pytorchjobs"] = e2e.kubectl("get", "pytorchjobs.kubeflow.org", "-n", ns, "-o", "json").stdout
+        texts[f"{ns} pods"] = e2e.kubectl("get", "pods", "-n", ns, "-o", "json").stdout
         for job in jobs:
             texts[f"{ns} describe {job}"] = e2e.kubectl("describe", "v2wjob", "-n", ns, job, check=False).stdout
         for key, body in _objects(e2e.minio.client(), e2e.bucket, f"results/{ns}/").items():

@@ -83,11 +83,18 @@ def test_a_video_written_without_the_guardrail_is_not_checked_not_passed():
 
 
 def test_failures_carry_reason_and_runtime_message():
-    failed = pj(("Failed", "PyTorchJobFailed", "Job v2w-x has failed because it has reached the specified backoff limit"))
+    backoff = ("Failed", "PyTorchJobFailed", "Job v2w-x has failed because it has reached the specified backoff limit")
+    failed = pj(backoff)
     r = result(ok=False, videos=[], message="input s3://b/missing.jpg: not found")
-    s = derive_status(V2W(), Observation(1, failed, result=r))
+    s = derive_status(V2W(), Observation(1, failed, result=r, backoff_limit=3))
     assert s.phase == Phase.FAILED and conds(s)["Failed"] == ("True", "BackoffLimitExceeded")
     assert "backoff limit" in s.message and "s3://b/missing.jpg" in s.message
+    # backoffLimit 0: the training-operator says "backoff limit" for a first and only attempt, whatever its exit
+    # code; the runtime's own account of it gives the reason.
+    s = derive_status(V2W(), Observation(1, pj(backoff), result=r, backoff_limit=0))
+    assert conds(s)["Failed"] == ("True", "RuntimeFailed") and "s3://b/missing.jpg" in s.message
+    nothing_said = Observation(1, pj(backoff), backoff_limit=0)
+    assert conds(derive_status(V2W(), nothing_said))["Failed"][1] == "BackoffLimitExceeded"
     deadline = pj(("Failed", "PyTorchJobFailed", "Job x has failed because it was active longer than specified deadline"))
     assert conds(derive_status(V2W(), Observation(1, deadline)))["Failed"][1] == "DeadlineExceeded"
 
