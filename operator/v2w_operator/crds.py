@@ -232,6 +232,10 @@ def openapi_schema(resource: type[BaseModel]) -> dict[str, Any]:
             f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
             f"metadata.name must be at most {MAX_NAME_LENGTH} characters: it names the PyTorchJob and its pods",
         ),
+        # The training-operator's webhook takes only DNS-1035 labels as PyTorchJob names, and `v2w-<name>` is one
+        # exactly when the name has no dot (Kubernetes already keeps it to lower-case letters, digits, '-', '.').
+        cel("!self.metadata.name.contains('.')",
+            "metadata.name must not contain '.': it names the PyTorchJob, whose controller takes only DNS labels"),
         _immutability_rule(props["spec"]),
     ]
     return schema

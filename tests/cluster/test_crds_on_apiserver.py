@@ -81,6 +81,16 @@ def test_invalid_spec_is_refused_at_apply_naming_the_field(crds_applied, namespa
         assert case.message in message, message
 
 
+def test_a_name_the_pytorchjob_controller_would_refuse_is_refused_at_apply(crds_applied, namespace):
+    doc = load_example("video2world-job.yaml")
+    doc["metadata"]["name"] = "bus.terminal"
+    refused = apply(crds_applied, namespace, doc, check=False)
+    assert refused.returncode != 0 and "metadata.name must not contain '.'" in refused.stderr, refused.stderr
+    doc["metadata"]["name"] = "x" * 49
+    refused = apply(crds_applied, namespace, doc, check=False)
+    assert refused.returncode != 0 and "at most 48 characters" in refused.stderr, refused.stderr
+
+
 def test_spec_is_frozen_once_the_pytorchjob_exists_except_suspend(crds_applied, namespace):
     kube = crds_applied
     doc = load_example("video2world-job.yaml")
