@@ -112,13 +112,18 @@ def test_s3_without_credentials(cli, monkeypatch, tmp_path):
     assert run.code == 2 and "s3://some-bucket/out" in run.err and "no S3 credentials" in run.err
 
 
-def test_s3_endpoint_unreachable(cli, monkeypatch, tmp_path):
+def _unreachable_s3(monkeypatch, tmp_path) -> None:
+    """Credentials that would work, for an endpoint where nothing listens (the discard port), tried once."""
     _no_aws(monkeypatch, tmp_path)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-user")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret-value")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("V2W_S3_MAX_ATTEMPTS", "1")
+
+
+def test_s3_endpoint_unreachable(cli, monkeypatch, tmp_path):
+    _unreachable_s3(monkeypatch, tmp_path)
     run = cli("--input_path", "s3://some-bucket/inputs/still.png", "--prompt", "a bus")
     assert run.code == 138  # worth another try: the training-operator's ExitCode policy restarts the pod
     assert "s3://some-bucket/inputs/still.png" in run.err and "unreachable" in run.err
@@ -130,12 +135,7 @@ def test_s3_endpoint_unreachable(cli, monkeypatch, tmp_path):
 def test_checkpoints_behind_an_unreachable_endpoint_are_retried_not_refused(cli, media, monkeypatch, tmp_path):
     """The model's tree and the guardrail's release in S3 while S3 is away: exit 138 (another try), never
     2 (bad input) or 3 (guardrail refused), and nothing generated."""
-    _no_aws(monkeypatch, tmp_path)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-user")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret-value")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("V2W_S3_MAX_ATTEMPTS", "1")
+    _unreachable_s3(monkeypatch, tmp_path)
     monkeypatch.chdir(tmp_path)
     run = cli("--input_path", str(media["image"]), "--prompt", "a bus", "--save_path", "out/a.mp4",
               checkpoint="s3://some-bucket/checkpoints")
