@@ -8,6 +8,9 @@
 #   bash bench/device20.sh a        # carry .bench_whl .fa4/whl: 1 GPU (ours), then CFG parallel 2 (fused + compiled)
 #   bash bench/device20.sh b        # Ulysses 2 (fused + compiled); both layouts as before issue 20, 10 steps
 #   bash bench/device20.sh c        # data parallelism: a batch of 4 videos at 480p on 1 GPU and on 2
+#   bash bench/device20.sh d        # the 14B at 720p on 1 GPU, $STEPS14 steps (default 4: a 35-step 14B video
+#   bash bench/device20.sh e        #   is ~13 min); then CFG parallel 2 and Ulysses 2, same steps (report20.py
+#                                   #   extrapolates to 35 steps by the median step, as for "before")
 #
 # Every process starts with a cold compile cache of its own (the first forward's compile is reported apart).
 # The figures of results/2026-11-26-issue20-2x-h200.md ran this way (asked for as nvidia-h100-x2, started as 2 x H200).
@@ -61,6 +64,13 @@ case "$stage" in
   c)
     CUDA_VISIBLE_DEVICES=0 video dp1-480 1 320 --layout single --res 480 --videos 4 --save_reference "$work/ref480"
     video dp2-480 2 230 --layout data --res 480 --videos 4 --reference "$work/ref480"
+    ;;
+  d)
+    CUDA_VISIBLE_DEVICES=0 video single14 1 400 --size 14B --steps "${STEPS14:-4}" --layout single --save_reference "$work/ref14"
+    ;;
+  e)
+    video cfg2-14 2 280 --size 14B --steps "${STEPS14:-4}" --layout cfg --reference "$work/ref14"
+    video u2-14 2 280 --size 14B --steps "${STEPS14:-4}" --layout ulysses --reference "$work/ref14"
     ;;
 esac
 ls -la "$OUT"
