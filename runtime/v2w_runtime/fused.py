@@ -159,16 +159,14 @@ def output_norm(model: nn.Module, h: torch.Tensor, emb: torch.Tensor, temb: torc
     return model.norm_out.norm(h) * (1 + _rows(scale, first, tokens, per_row)) + _rows(shift, first, tokens, per_row)
 
 
-class FusedCosmosTransformer(nn.Module):
-    """`CosmosTransformer3DModel` with the rewritten forward; same call, same output up to bf16 rounding."""
+class CosmosWrapper(nn.Module):
+    """What the wrappers that keep `CosmosTransformer3DModel`'s call (this file's and the parallel one) share:
+    the attributes samplers read off a transformer, passed through; the stock forward's input channels; the
+    rotary tables, computed once per latent shape and frame rate."""
 
-    def __init__(self, model: nn.Module, attend: Attend, attend_cross: Attend | None = None) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        reason = supports(model)
-        if reason is not None:
-            raise ValueError(f"cannot fuse this transformer: {reason}")
         self.model = model
-        self.blocks = nn.ModuleList(FusedBlock(b, attend, attend_cross, sdpa_masked) for b in model.transformer_blocks)
         self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -183,12 +181,35 @@ class FusedCosmosTransformer(nn.Module):
     def device(self) -> torch.device:
         return self.model.device
 
+    def _input_channels(self, hidden_states: torch.Tensor, condition_mask: torch.Tensor | None,
+                        padding_mask: torch.Tensor | None) -> torch.Tensor:
+        """The latents with the conditioning-mask and padding-mask channels, as the stock forward adds them."""
+        x = hidden_states
+        if condition_mask is not None:
+            x = torch.cat([x, condition_mask], dim=1)
+        if self.model.config.concat_padding_mask:
+            batch, frames = hidden_states.shape[0], hidden_states.shape[2]
+            mask = tv_resize(padding_mask, list(x.shape[-2:]), interpolation=InterpolationMode.NEAREST)
+            x = torch.cat([x, mask.unsqueeze(2).repeat(batch, 1, frames, 1, 1)], dim=1)
+        return x
+
     def _rope(self, x: torch.Tensor, fps: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         key = (tuple(x.shape[2:]), fps, x.device)
         if key not in self._rope_cache:
             self._rope_cache.clear()
             self._rope_cache[key] = self.model.rope(x, fps=fps)
         return self._rope_cache[key]
+
+
+class FusedCosmosTransformer(CosmosWrapper):
+    """`CosmosTransformer3DModel` with the rewritten forward; same call, same output up to bf16 rounding."""
+
+    def __init__(self, model: nn.Module, attend: Attend, attend_cross: Attend | None = None) -> None:
+        reason = supports(model)
+        if reason is not None:
+            raise ValueError(f"cannot fuse this transformer: {reason}")
+        super().__init__(model)
+        self.blocks = nn.ModuleList(FusedBlock(b, attend, attend_cross, sdpa_masked) for b in model.transformer_blocks)
 
     def forward(
         self,
@@ -211,12 +232,7 @@ class FusedCosmosTransformer(nn.Module):
         grid = (frames // p_t, height // p_h, width // p_w)
 
         # 1. Conditioning and padding-mask channels, positional embeddings (as the stock forward)
-        x = hidden_states
-        if condition_mask is not None:
-            x = torch.cat([x, condition_mask], dim=1)
-        if cfg.concat_padding_mask:
-            mask = tv_resize(padding_mask, list(x.shape[-2:]), interpolation=InterpolationMode.NEAREST)
-            x = torch.cat([x, mask.unsqueeze(2).repeat(batch, 1, frames, 1, 1)], dim=1)
+        x = self._input_channels(hidden_states, condition_mask, padding_mask)
         if attention_mask is not None:
             attention_mask = attention_mask.unsqueeze(1).unsqueeze(1)
         cos, sin = self._rope(x, fps)

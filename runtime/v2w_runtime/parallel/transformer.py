@@ -32,33 +32,26 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.transformers.transformer_cosmos import CosmosTransformer3DModel
 from torch import nn
 
+from ..fused import CosmosWrapper, tv_resize
 from .launch import ParallelContext
 from .ulysses import SequenceSplit, ShardState, UlyssesAttnProcessor, ulysses_attend
 
-try:  # the stock model resizes its padding mask with torchvision; so must we, to match it exactly
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.functional import resize as tv_resize
-except ImportError:  # pragma: no cover - torchvision is in the runtime extra
-    tv_resize = None
 
-
-class ParallelCosmosTransformer(nn.Module):
+class ParallelCosmosTransformer(CosmosWrapper):
     """`CosmosTransformer3DModel` split over a group of ranks; same call, same output on every rank."""
 
     # A guidance batch is split over the CFG halves here: a speed wrapper must pass it whole (perf.accelerate).
     handles_batch = True
 
     def __init__(self, model: CosmosTransformer3DModel, ctx: ParallelContext) -> None:
-        super().__init__()
         check_parallelizable(model.config, ctx.layout.cp_size)
-        self.model = model
+        super().__init__(model)
         self.ctx = ctx
         self.state = ShardState(group=ctx.cp_group, cp_size=ctx.layout.cp_size, cp_rank=ctx.layout.cp_rank)
         if ctx.layout.cp_size > 1:
             processor = UlyssesAttnProcessor(self.state)
             for block in model.transformer_blocks:
                 block.attn1.set_processor(processor)
-        self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.blocks: nn.ModuleList | None = None  # the fused blocks while `use_fused` is on
         self._fused: dict[tuple[str, str], nn.ModuleList] = {}
 
@@ -84,19 +77,6 @@ class ParallelCosmosTransformer(nn.Module):
                 for b in self.model.transformer_blocks
             )
         self.blocks = self._fused[(kernel, cross)]
-
-    # What samplers read off a transformer, passed through.
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
 
     def forward(
         self,
@@ -129,12 +109,7 @@ class ParallelCosmosTransformer(nn.Module):
             rows = slice(layout.cfg_index * half, (layout.cfg_index + 1) * half)
 
         # 2. Whole-input work, done as the stock forward does it.
-        x = hidden_states
-        if condition_mask is not None:
-            x = torch.cat([x, condition_mask], dim=1)
-        if cfg.concat_padding_mask:
-            mask = tv_resize(padding_mask, list(x.shape[-2:]), interpolation=InterpolationMode.NEAREST)
-            x = torch.cat([x, mask.unsqueeze(2).repeat(batch, 1, frames, 1, 1)], dim=1)
+        x = self._input_channels(hidden_states, condition_mask, padding_mask)
         x = x[rows]
 
         temb, embedded_timestep = self._time_embedding(timestep, x, batch, grid)
@@ -217,13 +192,6 @@ class ParallelCosmosTransformer(nn.Module):
             # (B*T, C) -> (B, T, C): per frame; _token_slice picks each local token's frame.
             return temb.view(batch, grid[0], -1), embedded.view(batch, grid[0], -1)
         raise ValueError(f"timestep must have shape [B, 1, T, 1, 1] or [B], got {tuple(timestep.shape)}")
-
-    def _rope(self, x: torch.Tensor, fps: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (tuple(x.shape[2:]), fps, x.device)
-        if key not in self._rope_cache:
-            self._rope_cache.clear()
-            self._rope_cache[key] = self.model.rope(x, fps=fps)
-        return self._rope_cache[key]
 
     def _gather(self, h: torch.Tensor, batch: int, rows: slice, split: SequenceSplit) -> torch.Tensor:
         """(rows, local tokens, C) on each rank -> (batch, tokens, C) on every rank, with one all-gather."""
