@@ -155,12 +155,9 @@ def write_tiny_qwen(out_dir: str | Path, seed: int = 0, *, hidden: int = 32, lay
     processor = build_processor(tokenizer)
     config = build_config(tokenizer, hidden=hidden, layers=layers)
 
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's generator left as it was
+        torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    finally:
-        torch.random.set_rng_state(state)
     with torch.no_grad():
         head = model.get_output_embeddings().weight
         for token, index in tokenizer.get_vocab().items():

@@ -76,12 +76,9 @@ def write_t5_11b(folder: str | Path, text_encoder, tokenizer, seed: int = 0) -> 
         encoder_config.pop(key, None)
     config = T5Config(**encoder_config, num_decoder_layers=1, is_encoder_decoder=True, use_cache=True,
                       architectures=["T5ForConditionalGeneration"])
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's generator left as it was
+        torch.manual_seed(seed)
         full = T5ForConditionalGeneration(config).eval()
-    finally:
-        torch.random.set_rng_state(state)
     missing, unexpected = full.load_state_dict(text_encoder.state_dict(), strict=False)
     if unexpected or any(k.startswith("encoder.") for k in missing):
         raise RuntimeError(f"the T5 encoder does not fit a whole T5: {unexpected or missing}")
