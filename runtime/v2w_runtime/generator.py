@@ -249,16 +249,21 @@ class Video2WorldGenerator:
         warnings: list[str] = []
         answer = {"refined": None, "verdicts": verdicts, "warnings": warnings, "blocked": None,
                   "checked": self.guardrail is not None, "components": []}
-        if self.guardrail is not None:
+
+        def check(text: str, kind: str) -> bool:
+            """The guardrail on one text; False (and the answer says why) when it blocks."""
             stage(Stage.GUARDRAIL)
-            with _timed(gen, "guardrail_prompt"):
-                verdict = self.guardrail.check_text(gen.prompt)
-            verdicts.append(verdict_dict("prompt", verdict))
+            with _timed(gen, f"guardrail_{kind}"):
+                verdict = self.guardrail.check_text(text)
+            verdicts.append(verdict_dict(kind, verdict))
             gen.ran(verdict)
             answer["components"] = gen.guardrail_components
             if not verdict.allowed:
-                answer["blocked"] = _block_reason("prompt", verdict)
-                return answer
+                answer["blocked"] = _block_reason(kind.replace("_", " "), verdict)
+            return verdict.allowed
+
+        if self.guardrail is not None and not check(gen.prompt, "prompt"):
+            return answer
         if self.refiner is not None:
             stage(Stage.REFINING)
             with _timed(gen, "refining"):
@@ -267,14 +272,7 @@ class Video2WorldGenerator:
             answer["refined"] = refined.refined
             warnings.extend(refined.warnings)
             if self.guardrail is not None and refined.refined != gen.prompt:
-                stage(Stage.GUARDRAIL)
-                with _timed(gen, "guardrail_refined_prompt"):
-                    verdict = self.guardrail.check_text(refined.refined)
-                verdicts.append(verdict_dict("refined_prompt", verdict))
-                gen.ran(verdict)
-                answer["components"] = gen.guardrail_components
-                if not verdict.allowed:
-                    answer["blocked"] = _block_reason("refined prompt", verdict)
+                check(refined.refined, "refined_prompt")
         return answer
 
 
