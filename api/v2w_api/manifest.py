@@ -43,6 +43,18 @@ class Stage(str, Enum):
     FAILED = "failed"
 
 
+class ColdStartFigures(ManifestModel):
+    """Seconds from the pod's start (its container's process) to the end of the first sampling step, and where
+    they went (the runtime's `coldstart` module says how each part is measured)."""
+
+    seconds: float = Field(..., ge=0, description="From the container's process start to the end of the first sampling step.")
+    download: float = Field(0.0, ge=0, description="Fetching checkpoints through the node's cache (near 0 when warm).")
+    load: float = Field(0.0, ge=0, description="Loading the models onto the GPU, downloads not counted.")
+    compile: float = Field(0.0, ge=0, description="From the start of sampling to the end of the first step: prompt and "
+                           "conditioning encoding and the first step's forwards, kernels compiled or from the cache.")
+    other: float = Field(0.0, ge=0, description="The rest: interpreter start, imports, rank setup, input, guardrail, refiner.")
+
+
 class ProgressManifest(ManifestModel):
     """progress.json: where the run is now."""
 
@@ -55,6 +67,7 @@ class ProgressManifest(ManifestModel):
     step: int = Field(0, ge=0, description="Sampler step of the current video.")
     total_steps: int = Field(0, ge=0, description="Sampler steps per video.")
     message: str | None = Field(None, description="A short note on the stage.")
+    cold_start: ColdStartFigures | None = Field(None, description="Set once the first sampling step has ended.")
     updated_at: datetime = Field(default_factory=utcnow, description="When this file was written.")
 
     def summary(self) -> str:
@@ -117,6 +130,7 @@ class ResultManifest(ManifestModel):
     videos: list[VideoResult] = Field(default_factory=list)
     best: str | None = Field(None, description="Name of the best video (best-of-N).")
     index_uri: str | None = Field(None, description="index.html ranking all videos (best-of-N).")
+    cold_start: ColdStartFigures | None = Field(None, description="The run's cold start (unset when it sampled nothing).")
     settings: dict = Field(default_factory=dict, description="Every setting of the run (no secrets).")
     versions: dict[str, str] = Field(default_factory=dict, description="Code and library versions.")
 

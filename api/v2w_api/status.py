@@ -78,6 +78,18 @@ class Progress(APIModel):
     updated_at: datetime | None = Field(None, description="When the runtime last reported.")
 
 
+class ColdStart(APIModel):
+    """How long the job took from its pod's start to its first sampling step, from the runtime's report."""
+
+    seconds: float = Field(..., ge=0, description="Seconds from the container's process start to the end of the first "
+                           "sampling step (scheduling and image pull, before the container runs, are not included).")
+    download: float = Field(0.0, ge=0, description="Of which fetching checkpoints through the node's cache.")
+    load: float = Field(0.0, ge=0, description="Of which loading the models, downloads not counted.")
+    compile: float = Field(0.0, ge=0, description="Of which sampling up to the end of the first step: encoding and the "
+                           "first forwards, with their kernels compiled or taken from the compile cache.")
+    other: float = Field(0.0, ge=0, description="Of which the rest: start-up, imports, rank setup, input, guardrail, refiner.")
+
+
 Verdict = Literal["Passed", "Blocked", "Failed", "Skipped", "NotChecked"]
 
 
@@ -119,6 +131,8 @@ class JobStatus(APIModel):
     pytorch_job_name: str | None = Field(None, alias="pytorchJobName", description="Name of the child PyTorchJob.")
     output_prefix: str | None = Field(None, description="S3 prefix that holds this job's results.")
     progress: Progress | None = Field(None, description="Progress while running.")
+    cold_start: ColdStart | None = Field(None, description="Seconds from the pod's start to the first sampling step, "
+                                         "split into download, load and compile (set once the first step has ended).")
     outputs: list[OutputStatus] = Field(default_factory=list, description="Every video the job made or refused.")
     result_uri: str | None = Field(None, description="S3 URI of result.json.")
     links_expire_at: datetime | None = Field(

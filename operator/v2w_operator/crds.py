@@ -254,6 +254,8 @@ def _printer_columns(names: KindNames) -> list[dict[str, Any]]:
     columns += [
         {"name": "Model", "type": "string", "jsonPath": ".spec.model.size", "priority": 1, "description": "Model size."},
         {"name": "PyTorchJob", "type": "string", "jsonPath": ".status.pytorchJobName", "priority": 1, "description": "Child PyTorchJob."},
+        {"name": "Cold start", "type": "number", "jsonPath": ".status.coldStart.seconds", "priority": 1,
+         "description": "Seconds from the pod's start to the first sampling step (status.coldStart has the parts)."},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return columns

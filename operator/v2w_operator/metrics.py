@@ -1,6 +1,6 @@
 """Prometheus metrics for a platform team.
 
-What describes the jobs that exist (jobs by phase, videos they made by verdict, GPU-seconds) is computed at
+What describes the jobs that exist (jobs by phase, videos they made by verdict, GPU-seconds, cold starts) is computed at
 scrape time from the operator's watch of the jobs (a kopf index), so it is right after a restart and forgets
 deleted jobs; counters and histograms of events (reconcile errors, PyTorchJobs created, latencies) count
 from the operator's start, as Prometheus expects of them.
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 RECONCILE_ERRORS = Counter("v2w_reconcile_errors_total", "Reconcile attempts that failed, by kind and reason.",
@@ -27,6 +27,8 @@ JOB_DURATION = Histogram("v2w_job_duration_seconds", "From start to completion o
 PYTORCHJOBS_CREATED = Counter("v2w_pytorchjobs_created_total", "PyTorchJobs created by the operator.", ["kind"])
 
 NO_PHASE = "Unknown"  # a job the operator has not accepted or refused yet
+COLD_START_BUCKETS = (10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
+COLD_START_PARTS = ("download", "load", "compile", "other")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class JobSummary:
     start: datetime | None = None
     end: datetime | None = None
     verdicts: Mapping[str, int] = field(default_factory=dict)
+    cold_start: Mapping[str, float] | None = None  # status.coldStart: seconds and its parts
 
     def gpu_seconds(self, now: datetime) -> float:
         """GPUs held times the time its pods have run (until now while it runs)."""
@@ -62,9 +65,13 @@ def summarize(kind: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> 
     gpus = (spec.get("parallelism") or {}).get("gpus", 1)
     outputs = status.get("outputs") or []
     verdicts = Tally(o.get("verdict") for o in outputs if isinstance(o, Mapping) and isinstance(o.get("verdict"), str))
+    cold = status.get("coldStart")
+    cold_start = None
+    if isinstance(cold, Mapping) and isinstance(cold.get("seconds"), (int, float)):
+        cold_start = {k: float(v) for k, v in cold.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return JobSummary(kind=kind, phase=status.get("phase") or NO_PHASE, gpus=gpus if isinstance(gpus, int) else 1,
                       start=_time(status.get("startTime")), end=_time(status.get("completionTime")),
-                      verdicts=dict(verdicts))
+                      verdicts=dict(verdicts), cold_start=cold_start)
 
 
 class JobsCollector(Collector):
@@ -107,7 +114,28 @@ class JobsCollector(Collector):
             gpu.add_metric([kind, phase], seconds[kind, phase])
         for (kind, verdict), n in sorted(verdicts.items()):
             videos.add_metric([kind, verdict], n)
-        yield from (jobs, videos, gpu)
+        yield from (jobs, videos, gpu, *self._cold_starts())
+
+    def _cold_starts(self):
+        """Existing jobs' cold starts (pod start to first sampling step): a histogram of the totals by kind, and
+        the seconds of each part summed, so that `part / histogram sum` says where cold starts go."""
+        histogram = HistogramMetricFamily(
+            "v2w_job_cold_start_seconds", "Seconds from the pod's start to the first sampling step, of existing "
+            "jobs that reported one, by kind.", labels=["kind"])
+        parts = GaugeMetricFamily("v2w_job_cold_start_part_seconds", "Seconds of existing jobs' cold starts spent "
+                                  "in each part (download, load, compile, other), summed, by kind.",
+                                  labels=["kind", "part"])
+        by_kind: dict[str, list[Mapping[str, float]]] = {}
+        for s in self.summaries():
+            if s.cold_start is not None:
+                by_kind.setdefault(s.kind, []).append(s.cold_start)
+        for kind, figures in sorted(by_kind.items()):
+            totals = [f["seconds"] for f in figures]
+            buckets = [(str(float(b)), sum(1 for t in totals if t <= b)) for b in COLD_START_BUCKETS]
+            histogram.add_metric([kind], buckets + [("+Inf", len(totals))], sum(totals))
+            for part in COLD_START_PARTS:
+                parts.add_metric([kind, part], sum(f.get(part, 0.0) for f in figures))
+        return histogram, parts
 
     def describe(self):
         return []  # computed at scrape time; nothing to check at registration

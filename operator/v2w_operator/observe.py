@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from v2w_api.manifest import ProgressManifest, ResultManifest, VideoResult
-from v2w_api.status import (BestOfNJobStatus, BestStatus, ConditionType, JobStatus, OutputStatus, Phase, Progress,
-                            Reason)
+from v2w_api.manifest import ColdStartFigures, ProgressManifest, ResultManifest, VideoResult
+from v2w_api.status import (BestOfNJobStatus, BestStatus, ColdStart, ConditionType, JobStatus, OutputStatus, Phase,
+                            Progress, Reason)
 
 from .conditions import get_condition, set_condition, utcnow
 
@@ -190,11 +190,20 @@ def _record_run(status: JobStatus, obs: Observation, child: Child) -> None:
                                    total_steps=obs.progress.total_steps, videos_done=obs.progress.videos_done,
                                    videos_total=obs.progress.videos_total, summary=obs.progress.summary(),
                                    updated_at=obs.progress.updated_at)
+        _record_cold_start(status, obs.progress.cold_start)
     if obs.result is not None and child.state in ("Succeeded", "Failed"):
         _record_result(status, obs.result, obs.result_uri)
 
 
+def _record_cold_start(status: JobStatus, figures: ColdStartFigures | None) -> None:
+    """The runtime's cold-start figures (progress.json has them from the first step on, result.json at the end)."""
+    if figures is not None:
+        status.cold_start = ColdStart(seconds=figures.seconds, download=figures.download, load=figures.load,
+                                      compile=figures.compile, other=figures.other)
+
+
 def _record_result(status: JobStatus, result: ResultManifest, result_uri: str | None) -> None:
+    _record_cold_start(status, result.cold_start)
     status.outputs = [_output(video) for video in result.videos]
     status.result_uri = result_uri
     done = len(result.videos)

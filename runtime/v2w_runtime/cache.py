@@ -124,6 +124,12 @@ class CheckpointCache:
         caller pins is part of the key; one S3 merely reports is not (same ETag and size, same bytes), so a
         file reached by a listing and by its URI is one entry.
         """
+        from .coldstart import clock
+
+        with clock().span("download"):
+            return self._fetch(uri, size, etag, version_id)
+
+    def _fetch(self, uri: str, size: int | None, etag: str | None, version_id: str | None) -> Path:
         loc = storage.parse_s3(uri)
         if size is None or not etag:
             head = storage.s3_head(uri, version_id)

@@ -23,6 +23,9 @@ def worker_exit_code(error) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .coldstart import export_start_time
+
+    export_start_time()  # the workers' cold-start clock starts with this process (coldstart.py)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 

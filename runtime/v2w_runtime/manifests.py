@@ -11,6 +11,7 @@ import logging
 import time
 
 from v2w_api.manifest import (
+    ColdStartFigures,
     ProgressManifest,
     ResultManifest,
     Stage,
@@ -19,6 +20,7 @@ from v2w_api.manifest import (
 )
 
 from . import storage
+from .coldstart import clock
 from .outputs import OutputTarget, write_text
 
 # Rewrite progress.json at most this often during sampling (seconds), and at least every 1/10 of the steps.
@@ -58,6 +60,8 @@ class ProgressReporter:
         self.state.message = message
         if stage != Stage.SAMPLING:
             self.state.step = 0
+        else:
+            clock().sampling_started()
         self.write()
 
     def step(self, step: int, total: int) -> None:
@@ -66,7 +70,10 @@ class ProgressReporter:
         if step <= 1 or self._sampling_started is None:
             self._sampling_started, self._last_step_log = now - 1e-9, 0.0
         every = max(1, total // 10)
-        if step == total or step % every == 0 or now - self._last_step_write >= STEP_INTERVAL_S:
+        figures = clock().first_step() if step >= 1 else None
+        if figures is not None:
+            self.state.cold_start = ColdStartFigures(**figures)
+        if figures is not None or step == total or step % every == 0 or now - self._last_step_write >= STEP_INTERVAL_S:
             self._last_step_write = now
             self.write()
         if self.enabled and (step == total or now - self._last_step_log >= STEP_LOG_INTERVAL_S):

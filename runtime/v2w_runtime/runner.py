@@ -31,6 +31,8 @@ from . import storage
 from .batch import BatchError
 from .checkpoints import CheckpointError, ModelSource, resolve_model
 from .cli import UsageError, parse
+from .coldstart import clock
+from .coldstart import reset as reset_cold_start
 from .conditioning import ConditioningError
 from .interfaces import Guardrail, GuardrailError, PromptRefiner
 from .outputs import OutputPathError, OutputTarget
@@ -171,6 +173,11 @@ class Run:
     # 2-4. Guardrail and refiner (group leaders only; a GuardrailError propagates: fail closed), the DiT
     # pipeline split over the group, and the speed switches
     def load_generator(self) -> Video2WorldGenerator:
+        """The generator and what it needs, loaded (the `load` part of the cold start, see coldstart.py)."""
+        with clock().span("load"):
+            return self._load_generator()
+
+    def _load_generator(self) -> Video2WorldGenerator:
         import torch
 
         from . import perf
@@ -253,6 +260,7 @@ class Run:
         return self._versions
 
     def result(self, videos, *, succeeded: bool, message: str, **fields) -> ResultManifest:
+        fields.setdefault("cold_start", clock().figures)
         return ResultManifest(mode=self.mode, succeeded=succeeded, message=message, started_at=self.started,
                               videos=videos, settings=self.record, versions=self.versions, **fields)
 
@@ -348,6 +356,7 @@ def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = Non
         print(f"error: {exc}", file=sys.stderr)  # nothing names where to write yet: no result.json
         return EXIT_BAD_INPUT
     storage.use_input_hosts(config.input_hosts)
+    reset_cold_start()  # from the process's (or the launcher's) start; a second run in a process starts anew
     if config.verify_only:
         return verify_only(config, mode)
     run = Run(config, mode)

@@ -57,3 +57,24 @@ def test_gauges_follow_the_views_as_they_are_now():
     assert ("v2w_jobs", (("kind", "Video2WorldJob"), ("phase", "Succeeded"))) not in got
     assert ("v2w_job_outputs", (("kind", "Video2WorldJob"), ("verdict", "NotChecked"))) not in got
     assert got[("v2w_jobs", (("kind", "Video2WorldJob"), ("phase", "Running")))] == 1
+
+
+def test_cold_starts_make_a_histogram_and_the_parts_sums():
+    def job(seconds, **parts):
+        return summarize("Video2WorldJob", {}, {"phase": "Succeeded",
+                                                "coldStart": {"seconds": seconds, **parts}})
+
+    jobs = {("a", "fast"): [job(25.0, download=0.0, load=10.0, compile=5.0, other=10.0)],
+            ("a", "slow"): [job(250.0, download=150.0, load=60.0, compile=20.0, other=20.0)],
+            ("a", "none"): [summarize("Video2WorldJob", {}, {"phase": "Running", "coldStart": {"seconds": "x"}})]}
+    assert jobs[("a", "none")][0].cold_start is None  # a malformed figure is left out, not a broken scrape
+    collector = JobsCollector()
+    collector.watch(jobs)
+    got = samples(collector)
+    kind = (("kind", "Video2WorldJob"),)
+    assert got[("v2w_job_cold_start_seconds_count", kind)] == 2
+    assert got[("v2w_job_cold_start_seconds_sum", kind)] == 275.0
+    assert got[("v2w_job_cold_start_seconds_bucket", (("kind", "Video2WorldJob"), ("le", "30.0")))] == 1
+    assert got[("v2w_job_cold_start_seconds_bucket", (("kind", "Video2WorldJob"), ("le", "300.0")))] == 2
+    assert got[("v2w_job_cold_start_part_seconds", (("kind", "Video2WorldJob"), ("part", "download")))] == 150.0
+    assert got[("v2w_job_cold_start_part_seconds", (("kind", "Video2WorldJob"), ("part", "load")))] == 70.0

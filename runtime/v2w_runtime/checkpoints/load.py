@@ -1,14 +1,27 @@
 """Loading a located Video2World model into diffusers' classes, whatever layout each component is in.
 
 Everything is found and checked first (`resolve_model(...).require()`, the DiT's size, a `--dit_path`
-file fetched and opened), then the weights load: diffusers folders with `from_pretrained`, upstream's
-native DiT and VAE converted in memory by the rule tables of `convert`, T5 from the t5-11b folder (its
-encoder only), the scheduler built as diffusers' Cosmos2 pipeline is saved with.
+file fetched and opened), then every file the components read is fetched (from S3 through the node's
+cache: the "download" part of a cold start), then the weights load: diffusers folders with
+`from_pretrained`, upstream's native DiT and VAE converted in memory by the rule tables of `convert`, T5
+from the t5-11b folder (its encoder only), the scheduler built as diffusers' Cosmos2 pipeline is saved with.
+
+How the weights travel (`direct=True`, the default): every module is made on the meta device and each
+tensor goes from the memory-mapped file straight to the target device, cast there one tensor at a time
+(`from_pretrained(..., device_map={"": device})` in diffusers and transformers, which build on meta and
+place tensor by tensor; our own `_build` for native files, which `torch.load(mmap=True)` maps without
+reading). No whole model is ever staged in host memory, in float32 or at all. The T5 encoder (the largest
+read: t5-11b is float32 on disk) loads in a thread while the DiT and the VAE load in the caller's:
+safetensors, `torch.load`'s reads and host-to-device copies release the GIL. `direct=False` is the earlier
+path (everything built in host memory, one after the other, then moved), kept for the cold-start benchmark.
+Each component's seconds are logged and kept in `LoadedModel.info["load_seconds"]`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,13 +57,20 @@ def load_components(
     model_size: str = "2B",
     resolution: int = 720,
     fps: int = 16,
+    direct: bool = True,
+    concurrent: bool | None = None,
 ) -> LoadedModel:
     """Load every component; the DiT's weights are replaced by `dit_path` when given.
 
     `source` is a located model or a URI in any accepted layout (then `model_size`, `resolution` and `fps`
     choose the model and, in upstream's tree, the DiT variant). The text encoder and VAE follow `dtype`
     like the transformer, except that float16 keeps the T5 encoder in float32 (T5 overflows in float16).
+    `direct` loads each tensor straight onto `device` (see the module's docstring); `concurrent` (default:
+    as `direct`) loads the T5 encoder in a thread beside the DiT and the VAE.
     """
+    started = time.perf_counter()
+    concurrent = direct if concurrent is None else concurrent
+    target = torch.device(device) if direct else None
     cache = cache or cache_dir()
     if isinstance(source, str):
         source = resolve_model(source, model_size, resolution, fps, cache)
@@ -66,16 +86,29 @@ def load_components(
             raise CheckpointError(f"--dit_path {dit_path}: {exc}") from None
     text_dtype = torch.float32 if dtype == torch.float16 else dtype
     found = source.components
+    seconds: dict[str, float] = {}
     try:
-        transformer = _transformer(source, config, dtype)
-        vae = _vae(source, dtype)
+        # Every file first (S3: through the node's cache), so that the loads below only read local files
+        clock = time.perf_counter()
         text_folder = _folder(found["text_encoder"])
         tokenizer_folder = _folder(found["tokenizer"])
+        for name in ("transformer", "vae"):
+            _fetch(found[name])
+        seconds["fetch"] = time.perf_counter() - clock
         from diffusers import FlowMatchEulerDiscreteScheduler
         from transformers import AutoTokenizer, T5EncoderModel
 
-        text_encoder = _t5_encoder(T5EncoderModel, text_folder, text_dtype, found["text_encoder"].uri)
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="v2w-load-t5") as pool:
+            # the T5 encoder's bytes are read from disk while the DiT and the VAE load; see `_read_ahead`
+            reading = pool.submit(_timed, seconds, "text_encoder_read", _read_ahead, found["text_encoder"]) \
+                if concurrent else None
+            transformer = _timed(seconds, "transformer", _transformer, source, config, dtype, target)
+            vae = _timed(seconds, "vae", _vae, source, dtype, target)
+            if reading is not None:
+                reading.result()
+        text_encoder = _timed(seconds, "text_encoder", _t5_encoder, T5EncoderModel, text_folder, text_dtype,
+                              found["text_encoder"].uri, target)
+        tokenizer = _timed(seconds, "tokenizer", AutoTokenizer.from_pretrained, tokenizer_folder)
         if found["scheduler"].kind == "builtin":
             scheduler = FlowMatchEulerDiscreteScheduler(**BUILTIN_SCHEDULER)
         else:
@@ -92,13 +125,105 @@ def load_components(
     source.release_dit()
     if dit_file is not None:
         info["dit"] = apply_dit_weights(transformer, dit_file, dit_path, source.model_size)
+    clock = time.perf_counter()
     for module in (transformer, vae, text_encoder):
         module.to(device).eval().requires_grad_(False)
+    _synchronize(device)  # the direct path's copies may still be in flight: they count as loading
+    seconds["to_device"] = time.perf_counter() - clock
+    seconds["total"] = time.perf_counter() - started
+    info["load_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
+    log.info("loaded %s in %.1f s (%s; %s)", source.uri, seconds["total"],
+             ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "total"),
+             "direct to " + str(device) + (", T5 beside the DiT" if concurrent else "") if direct
+             else "built in host memory, then moved")
     if source.variant:
         log.info("DiT: %s (the %sp %s fps model of %s)", found["transformer"].uri, source.resolution,
                  variant_fps(source.fps), source.layout)
     components = dict(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
     return LoadedModel(components=components, checkpoint=source.uri, dit_path=dit_path, info=info)
+
+
+def _timed(seconds: dict[str, float], name: str, load, *args):
+    """`load(*args)`, its wall seconds kept under `name`."""
+    clock = time.perf_counter()
+    try:
+        return load(*args)
+    finally:
+        seconds[name] = time.perf_counter() - clock
+
+
+def _synchronize(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        torch.cuda.synchronize(device)
+
+
+def _fetch(found) -> None:
+    """The files of a component on local disk (S3: downloaded into the cache now; local trees: nothing to do)."""
+    if found.kind == "diffusers":
+        _folder(found)
+    elif found.tree is not None:
+        found.tree.local(found.path)
+
+
+def _read_ahead(found, chunk: int = 64 << 20) -> int:
+    """Read the T5 encoder's weights from disk into the page cache (returns the bytes read).
+
+    This is how the T5 loads "beside" the DiT: the part of its load that is waiting for the disk runs in a
+    thread (reads release the GIL), and `from_pretrained` then finds its bytes in memory. Its
+    `from_pretrained` itself cannot run in a thread beside another model's: diffusers' and transformers'
+    loaders change process-wide state while they build a model (`torch.set_default_dtype`, accelerate's
+    patched `register_parameter` in `init_empty_weights`), so two at once build each other's modules wrongly
+    (a parameter left on the meta device, a buffer in the other model's dtype). Of a safetensors file only the
+    encoder's tensors are read; a PyTorch file (t5-11b's `pytorch_model.bin`) is read whole.
+    """
+    from .files import SAFETENSORS
+
+    total = 0
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    for rel in found.files:
+        if not rel.endswith((".safetensors", ".bin", ".pt", ".pth")):
+            continue
+        path = found.tree.local(rel)
+        size = path.stat().st_size
+        ranges = [(0, size)]
+        if path.suffix.lower() in SAFETENSORS:
+            ranges = _encoder_ranges(path)
+        with open(path, "rb", buffering=0) as fh:
+            for start, end in ranges:
+                fh.seek(start)
+                while start < end:
+                    got = fh.readinto(view[:min(chunk, end - start)])
+                    if not got:
+                        break
+                    start += got
+                    total += got
+    return total
+
+
+def _encoder_ranges(path: Path) -> list[tuple[int, int]]:
+    """The byte ranges of a safetensors file that hold the T5 encoder's tensors (not a decoder's or a head's)."""
+    import json
+    import struct
+
+    with open(path, "rb") as fh:
+        length = struct.unpack("<Q", fh.read(8))[0]
+        header = json.loads(fh.read(length))
+    base = 8 + length
+    spans = sorted((base + v["data_offsets"][0], base + v["data_offsets"][1]) for k, v in header.items()
+                   if k != "__metadata__" and not k.startswith(("decoder.", "lm_head.")))
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _placement(target: torch.device | None) -> dict:
+    """from_pretrained's arguments that put each tensor on `target` as it is read (none: the earlier path)."""
+    return {} if target is None else {"device_map": {"": target}}
 
 
 def _folder(found) -> Path:
@@ -108,7 +233,7 @@ def _folder(found) -> Path:
     return found.tree.local_dir(found.path, keep=lambda name: head + name in wanted)
 
 
-def _t5_encoder(cls, folder: Path, dtype: torch.dtype, name: str):
+def _t5_encoder(cls, folder: Path, dtype: torch.dtype, name: str, target: torch.device | None = None):
     """The T5 encoder of a folder holding a T5 encoder or a whole T5 (t5-11b: its decoder and head are not
     read). A weight of the encoder that the folder lacks is an error naming it, not a random initialisation."""
     from transformers.utils import logging as hf_logging
@@ -116,7 +241,7 @@ def _t5_encoder(cls, folder: Path, dtype: torch.dtype, name: str):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the decoder's head, left unread on purpose, is not worth a warning
     try:
-        model, loading = cls.from_pretrained(folder, dtype=dtype, output_loading_info=True)
+        model, loading = cls.from_pretrained(folder, dtype=dtype, output_loading_info=True, **_placement(target))
     finally:
         hf_logging.set_verbosity(verbosity)
     missing = sorted(loading.get("missing_keys") or [])
@@ -129,35 +254,39 @@ def _t5_encoder(cls, folder: Path, dtype: torch.dtype, name: str):
     return model
 
 
-def _transformer(source: ModelSource, config: dict, dtype: torch.dtype):
+def _transformer(source: ModelSource, config: dict, dtype: torch.dtype, target: torch.device | None = None):
     from diffusers import CosmosTransformer3DModel
 
     found = source.components["transformer"]
     if found.kind == "diffusers":
         _check_files(found)
-        return CosmosTransformer3DModel.from_pretrained(_folder(found), dtype=dtype)
+        return CosmosTransformer3DModel.from_pretrained(_folder(found), dtype=dtype, **_placement(target))
     state, config = source.native_dit()
-    return _build(CosmosTransformer3DModel, config, state, DIT, found.uri, dtype)
+    return _build(CosmosTransformer3DModel, config, state, DIT, found.uri, dtype, target)
 
 
-def _vae(source: ModelSource, dtype: torch.dtype):
+def _vae(source: ModelSource, dtype: torch.dtype, target: torch.device | None = None):
     from diffusers import AutoencoderKLWan
 
     found = source.components["vae"]
     if found.kind == "diffusers":
         _check_files(found)
-        return AutoencoderKLWan.from_pretrained(_folder(found), dtype=dtype)
+        return AutoencoderKLWan.from_pretrained(_folder(found), dtype=dtype, **_placement(target))
     name = found.uri
     unwrapped = unwrap_state(read_tensors(found.tree.local(found.path), name), name)
     config = wan_vae_config(unwrapped.state, name)
     table = wan_vae_table(config)
     state = table.to_diffusers(unwrapped.state, name)
-    return _build(AutoencoderKLWan, config, state, table, name, dtype)
+    return _build(AutoencoderKLWan, config, state, table, name, dtype, target)
 
 
-def _build(cls, config: dict, state: dict, table, name: str, dtype: torch.dtype):
+def _build(cls, config: dict, state: dict, table, name: str, dtype: torch.dtype, target: torch.device | None = None):
     """A diffusers model of `config` holding `state` in `dtype` (built on the meta device: no weight is made
-    twice; the modules diffusers keeps in float32 stay float32, as from_pretrained keeps them)."""
+    twice; the modules diffusers keeps in float32 stay float32, as from_pretrained keeps them).
+
+    Each tensor is cast and placed on `target` on its own as it is taken from `state` (memory-mapped), so at
+    most one converted tensor is in flight: never a float32 copy of the whole model. A tensor already in the
+    wanted dtype and place is used as it is (on the CPU: the mapped file itself)."""
     with torch.device("meta"):
         model = cls(**config)
     table.check(state, {k: v.shape for k, v in model.state_dict().items()}, name)
@@ -165,11 +294,12 @@ def _build(cls, config: dict, state: dict, table, name: str, dtype: torch.dtype)
 
     def cast(key: str, value: torch.Tensor) -> torch.Tensor:
         if not value.is_floating_point():
-            return value
+            return value if target is None else value.to(target)
         wanted = torch.float32 if any(part in key.split(".") for part in keep) else dtype
-        return value.to(wanted)
+        return value.to(wanted) if target is None else value.to(device=target, dtype=wanted)
 
-    model.load_state_dict({k: cast(k, v) for k, v in state.items()}, strict=True, assign=True)
+    placed = {key: cast(key, value) for key, value in state.items()}  # one tensor at a time, in file order
+    model.load_state_dict(placed, strict=True, assign=True)
     return model
 
 
