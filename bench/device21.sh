@@ -11,8 +11,17 @@
 # Wheels: as device19/20.sh, the runtime's wheels travel in .bench_whl (FA4's in .fa4/whl, its cu13 CuTe DSL
 # libraries unpacked by `bash bench/device20.sh unpack` in an earlier call); without FA4 the runtime's `auto`
 # attention is SDPA, which the report names (speed_applied).
+#   bash bench/device21.sh unpack     # carry .dev21 (ffmpeg.xz: imageio-ffmpeg's static ffmpeg, xz-compressed, and
+#                                     # imageio_ffmpeg/ without its binary): the runtime writes its MP4 through it
 set -uo pipefail
 site=/tmp/site
+if [ "${1:-}" = unpack ]; then
+  mkdir -p /tmp/ffmpeg && xz -dc .dev21/ffmpeg.xz > /tmp/ffmpeg/ffmpeg && chmod +x /tmp/ffmpeg/ffmpeg
+  cp -r .dev21/py /tmp/ffmpeg/py && /tmp/ffmpeg/ffmpeg -hide_banner -version | head -1
+  python3 -c "import boto3" 2>&1 | tail -1; python3 -c "import PIL, numpy, safetensors; print('PIL numpy safetensors ok')" 2>&1 | tail -1
+  exit 0
+fi
+if [ -x /tmp/ffmpeg/ffmpeg ]; then export IMAGEIO_FFMPEG_EXE=/tmp/ffmpeg/ffmpeg PYTHONPATH="/tmp/ffmpeg/py${PYTHONPATH:+:$PYTHONPATH}"; fi
 OUT=${OUT:-bench/out}
 if [ -z "${SMOKE:-}" ] && [ -d .bench_whl ] && [ ! -d "$site/diffusers" ]; then
   extra=(); if [ -d .fa4/whl ]; then extra=(.fa4/whl/*.whl); fi
