@@ -32,7 +32,7 @@ export PYTHONPATH="$site:$site/nvidia_cutlass_dsl/dsl_packages:$PWD/api:$PWD/run
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=index,name,uuid,memory.total --format=csv,noheader 2>/dev/null || true
 df -h /tmp | tail -1; free -g | head -2
-args=(--size 2B --out "$OUT/cold_start" --work /tmp/v2w21)
+args=(--size "${SIZE:-2B}" --out "$OUT/cold_start${SIZE:+-$SIZE}" --work /tmp/v2w21)
 if [ -n "${SMOKE:-}" ]; then args=(--smoke --out "$OUT/cold_start-smoke" --work /tmp/v2w21-smoke); fi
 case "${STAGE:-all}" in
   all) ;;
