@@ -258,14 +258,14 @@ def run_load(args, direct: bool, page_cache: str) -> dict:
 # -------------------------------------------------------------------------- the runtime, as a pod runs it
 
 
-def run_runtime(args, name: str, compile_cache: Path, image: Path) -> dict:
+def run_runtime(args, name: str, compile_cache: Path, image: Path, prefetch: bool = True) -> dict:
     """The production runtime through the pods' launcher; its cold-start figures from result.json."""
     drop_page_cache(args.tree)
     out = args.work / name
     shutil.rmtree(out, ignore_errors=True)
     env = {k: v for k, v in os.environ.items()
            if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "V2W_START_TIME", "FLASH_ATTENTION_CUTE_DSL_CACHE_DIR")}
-    env.update(V2W_CACHE_DIR=str(compile_cache), PYTHONPATH=os.pathsep.join(
+    env.update(V2W_PREFETCH="1" if prefetch else "0", V2W_CACHE_DIR=str(compile_cache), PYTHONPATH=os.pathsep.join(
         [str(ROOT / "runtime"), str(ROOT / "api"), *filter(None, [os.environ.get("PYTHONPATH")])]))
     cmd = [sys.executable, "-m", "v2w_runtime.launch", "--standalone", "--nproc_per_node", "1", "-m",
            "v2w_runtime.video2world", "--checkpoint_dir", str(args.tree), "--model_size", args.size,
@@ -417,9 +417,13 @@ def main() -> None:
             image = write_image(args.work / "input.png", height=height, width=width, seed=1)
             compile_cache = args.work / "v2w-cache"
             shutil.rmtree(compile_cache, ignore_errors=True)
-            for name in ("cold compile cache", "warm compile cache"):
+            # the launcher's read-ahead (prefetch.py) on, as pods run; last, the warm cache without it
+            for name, ahead in (("cold compile cache", True), ("warm compile cache", True),
+                                ("warm compile cache, no prefetch", False)):
                 log(f"runtime: {name}")
-                data["runs"][name] = result = run_runtime(args, name.split()[0] + "-compile-cache", compile_cache, image)
+                data["runs"][name] = result = run_runtime(
+                    args, name.split()[0] + "-compile-cache" + ("" if ahead else "-no-prefetch"), compile_cache, image,
+                    prefetch=ahead)
                 log(json.dumps(result)[:600])
                 save(args, data)
     finally:

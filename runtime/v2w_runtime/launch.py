@@ -6,6 +6,9 @@ restart policy tells permanent failures from retryable ones by the container's e
 pods start through this launcher: it runs torchrun in-process and exits with the exit code of the first
 worker that failed (a worker killed by signal N exits 128 + N, as a shell reports it).
 
+While the workers start, the launcher fetches and reads the run's model files (`prefetch.py`), so that the
+workers' load finds them on the node and in memory.
+
 The runtime's own codes (runner.py): 1 some videos failed, 2 bad input, 3 guardrail unavailable: permanent;
 138 a transient failure (storage unreachable), 137 / 143 killed: retryable.
 """
@@ -29,8 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    args = parse_args(argv)
+    if args.module:  # the model's files fetched and read while the workers import (prefetch.py)
+        from .prefetch import start
+
+        start(args.training_script, list(args.training_script_args))
     try:
-        run(parse_args(argv))
+        run(args)
     except ChildFailedError as error:
         code = worker_exit_code(error)
         print(f"v2w launch: a worker failed with exit code {code}", file=sys.stderr)
