@@ -96,6 +96,8 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **indices
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     # kopf logs every successful handler run at INFO; the timer runs every few seconds per job.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # Without Kueue its Workloads are simply not watched: not worth kopf's warning at every CRD change.
+    logging.getLogger("kopf._core.reactor.observation").addFilter(_without_kueue_unresolved)
     if not settings.peering.standalone:
         settings.peering.lifetime = CONFIG.peering_lifetime_seconds
         if settings.peering.priority == 0:  # not given by --priority: the oldest replica acts
@@ -104,6 +106,14 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **indices
         metrics.JOBS.watch(indices[_summaries_id(plural)])
     metrics.serve(CONFIG.metrics_port)
     logger.info("video2world operator started (poll every %ss)", CONFIG.poll_interval_seconds)
+
+
+def _without_kueue_unresolved(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Unresolved resources" warning when Kueue's Workloads are all it names."""
+    message = record.getMessage()
+    if not message.startswith("Unresolved resources"):
+        return True
+    return message.count("Selector(") != message.count(f"group='{kueue.WORKLOAD_GROUP}'")
 
 
 # --- status: read into the kind's model, written as the keys that changed -------------------------------

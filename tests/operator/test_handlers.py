@@ -332,3 +332,18 @@ def test_write_status_patches_changed_keys_and_none_for_a_key_that_went():
     handlers.write_status(patch, before, after)
     assert dict(patch["status"]) == {"message": "running (progress unavailable: S3)", "resultUri": None,
                                      "outputs": []}
+
+
+def test_kopfs_unresolved_warning_is_dropped_only_when_kueue_alone_is_missing():
+    """Without Kueue the Workload index watches nothing: kopf's warning at every CRD change would be noise, but
+    a missing PyTorchJob CRD is still warned about."""
+    def record(message):
+        return logging.LogRecord("kopf._core.reactor.observation", logging.WARNING, "", 0, message, None, None)
+
+    kueue_only = ("Unresolved resources cannot be served (try creating their CRDs): "
+                  "Selector(group='kueue.x-k8s.io', any_name='workloads')")
+    both = ("Unresolved resources cannot be served (try creating their CRDs): Selector(group='kubeflow.org', "
+            "version='v1', plural='pytorchjobs'), Selector(group='kueue.x-k8s.io', any_name='workloads')")
+    assert not handlers._without_kueue_unresolved(record(kueue_only))
+    assert handlers._without_kueue_unresolved(record(both))
+    assert handlers._without_kueue_unresolved(record("anything else"))
