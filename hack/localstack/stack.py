@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The local stack: etcd, kube-apiserver, kube-controller-manager, MinIO, the Kubeflow training-operator
-and the executor (the kubelet's stand-in) on loopback.
+"""The local stack: etcd, kube-apiserver, kube-controller-manager, MinIO, the Kubeflow training-operator,
+the executor (the kubelet's stand-in) and, for the tests that need it, Kueue, on loopback.
 
 Used by the test fixtures (`tests/conftest.py`) and by hand for debugging:
 
     python hack/localstack/stack.py up        # start everything, print the env to use, wait for Ctrl-C
+    python hack/localstack/stack.py up --kueue   # the same with Kueue
 
 The binaries come from `hack/localstack/build.sh` (built once from the Go module proxy into a cache
 outside the repository). Every server listens on 127.0.0.1 on a free port and keeps its data in one
@@ -666,6 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-minio", action="store_true")
     up.add_argument("--no-training-operator", action="store_true",
                     help="no CRDs, training-operator or executor: PyTorchJobs stay pending")
+    up.add_argument("--kueue", action="store_true", help="also Kueue (its CRDs, webhooks and manager)")
     args = parser.parse_args(argv)
     bin_dir = build_binaries()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="v2w-localstack-"))
@@ -676,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         install_crds(plane, HERE.parents[1])
         servers.append(start_training_operator(plane, workdir / "training-operator"))
         servers.append(start_executor(plane, workdir / "executor", workdir / "pvcs"))
+    kueue = start_kueue(plane, workdir / "kueue") if args.kueue and not args.no_training_operator else None
     lines = [f"export KUBECONFIG={plane.kubeconfig}", f"export PATH={bin_dir}:$PATH"]
     if minio:
         lines += [f"export {k}={v}" for k, v in minio.env().items()]
@@ -688,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if kueue:
+            stop_kueue(plane, kueue)
         for server in reversed(servers):
             server.stop()
         if minio:
