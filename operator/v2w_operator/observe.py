@@ -90,7 +90,10 @@ def _held_by_kueue(obs: Observation, child: Child) -> bool:
     """Kueue keeps the PyTorchJob suspended (not admitted yet, or evicted) and the user did not ask for it: the
     job waits in its queue. (A user's suspend reads Suspended, as without Kueue.)"""
     assert obs.pytorchjob is not None
-    return kueue.holds(obs.pytorchjob) and not obs.suspend_requested and child.state not in ("Succeeded", "Failed")
+    if not kueue.holds(obs.pytorchjob) or child.state in ("Succeeded", "Failed"):
+        return False
+    # Suspended by its user: once its Workload is inactive (Kueue can no longer admit it), or has none yet.
+    return not obs.suspend_requested or (obs.workload is not None and obs.workload.get("active", True))
 
 
 def _enter(status: JobStatus, phase: Phase, message: str, now: datetime,
@@ -191,6 +194,8 @@ def _queued(status: JobStatus, obs: Observation, child: Child, now: datetime) ->
     flavors to pod set master: insufficient quota for nvidia.com/gpu …")."""
     assert obs.pytorchjob is not None
     reason, message = kueue.waiting_reason(obs.workload, kueue.queue_of(obs.pytorchjob) or "")
+    if obs.suspend_requested:
+        message = f"suspending: deactivating Workload {(obs.workload or {}).get('name')}; {message}"
     if reason == kueue.ADMITTED:  # admitted, and Kueue is about to unsuspend the PyTorchJob
         _waiting(status, obs, child, now)
         status.message = message

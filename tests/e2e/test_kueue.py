@@ -128,7 +128,9 @@ def test_more_jobs_than_quota_queue_in_kueues_words_run_one_at_a_time_in_order(e
 
         # While q1 runs, the others wait as Queued with Kueue's reason, never "set spec.suspend to false".
         e2e.wait_for(ns, "v2wjob", "q1", phase_is("Running", "Succeeded"), what="q1 running")
-        q2, _ = e2e.wait_for(ns, "v2wjob", "q2", phase_is("Queued"), timeout=60, what="q2 queued")
+        # (Until Kueue has made the Workload, a moment, the reason is WaitingForWorkload.)
+        q2, _ = e2e.wait_for(ns, "v2wjob", "q2", lambda o: phase_is("Queued")(o) and (condition(o, "Queued") or {})
+                             .get("reason") not in (None, "WaitingForWorkload"), timeout=60, what="q2 queued by Kueue")
         queued = condition(q2, "Queued")
         assert queued["status"] == "True" and queued["reason"] == "Pending", queued
         assert "quota" in queued["message"] and GPU in queued["message"], queued
@@ -138,9 +140,10 @@ def test_more_jobs_than_quota_queue_in_kueues_words_run_one_at_a_time_in_order(e
         e2e.kubectl("patch", "v2wjob", "held", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')
         held, _ = e2e.wait_for(ns, "v2wjob", "held", phase_is("Suspended"), timeout=60, what="held suspended")
         assert condition(held, "Suspended")["status"] == "True"
+        # Suspended once its Workload is inactive: Kueue's own way to keep a job out.
         [workload] = [w for w in listed(e2e, ns, "workloads").values()
                       if w["metadata"]["ownerReferences"][0]["name"] == "v2w-held"]
-        assert workload["spec"]["active"] is False  # Kueue's own way to keep a job out
+        assert workload["spec"]["active"] is False
 
         free, _ = e2e.wait_for(ns, "v2wjob", "free", phase_is("Succeeded", "Failed"), what="free done")
         assert free["status"]["phase"] == "Succeeded" and condition(free, "Queued") is None

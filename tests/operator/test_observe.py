@@ -198,3 +198,10 @@ def test_users_suspend_of_a_kueue_job_reads_suspended():
 def test_without_the_queue_label_a_suspended_pytorchjob_is_the_users_suspend():
     s = derive_status(V2W(), Observation(1, pj(("Suspended", "PyTorchJobSuspended", "")), suspend_requested=True))
     assert s.phase == Phase.SUSPENDED
+
+
+def test_users_suspend_reads_suspended_only_once_the_workload_is_inactive():
+    """Until the operator has deactivated the Workload, Kueue may still admit the job: it is not Suspended yet."""
+    s = derive_status(V2W(), Observation(1, kueue_pj(("Suspended", "", "")), suspend_requested=True,
+                                         workload=PENDING_WORKLOAD))
+    assert s.phase == Phase.QUEUED and s.message.startswith("suspending: deactivating Workload pytorchjob-v2w-a-1")
