@@ -567,7 +567,7 @@ def start_kueue(plane: ControlPlane, workdir: Path, timeout: float = 120) -> Ser
     env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "TMPDIR": str(workdir)}
     # The visibility API (an aggregated API server of its own) is not needed here.
     server = Server("kueue", [str(binary), f"--config={config_file}", "--feature-gates=VisibilityOnDemand=false",
-                              "--zap-log-level=info"], workdir / "logs" / "kueue.log", env)
+                              "--zap-log-level=2"], workdir / "logs" / "kueue.log", env)
     server.start()
     try:
         wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{probe}/readyz", timeout=2).status == 200,

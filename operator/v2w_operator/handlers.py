@@ -397,8 +397,7 @@ def _not_accepted(job: _Job, reason: Reason, message: str, phase: Phase) -> None
 
 # --- spec.suspend -------------------------------------------------------------------------------------------
 
-def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, retry: int,
-                workloads: kopf.Index | None = None, **_: Any) -> None:
+def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, retry: int, **_: Any) -> None:
     """Mirror spec.suspend onto the PyTorchJob (the training-operator stops or restarts its pods); onto its
     Kueue Workload instead when Kueue manages it (see kueue.py)."""
     if old is None and not new:
@@ -408,7 +407,7 @@ def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, 
     pj = _get_pytorchjob(namespace, child)
     if pj is None:
         return  # not created yet: it will be created with the current spec.suspend
-    if kueue.queue_of(pj) and _set_workload_active(namespace, pj, not new, retry, workloads):
+    if kueue.queue_of(pj) and _set_workload_active(namespace, pj, not new, retry):
         what = "deactivated" if new else "activated"
         kopf.info(body, reason=(Reason.SUSPENDED if new else Reason.RESUMED).value,
                   message=f"{what} the Kueue Workload of PyTorchJob {child}")
@@ -438,32 +437,39 @@ def _patch_pytorchjob(namespace: str, name: str, change: dict[str, Any]) -> None
             raise
 
 
-def _set_workload_active(namespace: str, pj: dict[str, Any], active: bool, retry: int,
-                         index: kopf.Index | None) -> bool:
-    """Set the PyTorchJob's Workload's spec.active (Kueue evicts and suspends an inactive one, and queues it
-    again once active). False when Kueue is not installed (no Workload CRD): the label alone does nothing then."""
+def _set_workload_active(namespace: str, pj: dict[str, Any], active: bool, retry: int) -> bool:
+    """Set spec.active of the PyTorchJob's Workload (Kueue evicts and suspends an inactive one, and queues it
+    again once active). False when Kueue is not installed (no Workload CRD): the label alone does nothing then.
+
+    Read from the API, not the watch: Kueue replaces a Workload whose PyTorchJob changed, so the one the watch
+    last saw may be on its way out."""
     name = pj["metadata"]["name"]
-    workload = _watched(index, namespace, name)
-    if workload is None:
-        try:
-            found = custom_objects().list_namespaced_custom_object(
-                kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace, kueue.WORKLOAD_PLURAL,
-                label_selector=f"kueue.x-k8s.io/job-uid={pj['metadata'].get('uid')}")
-        except ApiException as exc:
-            if exc.status == 404:
-                return False  # no Kueue here
-            raise
-        items = [kueue.summary(w) for w in found.get("items") or [] if kueue.owner_pytorchjob(w) == name]
-        if not items:
-            raise kopf.TemporaryError(f"waiting for Kueue to create the Workload of PyTorchJob {name}",
-                                      delay=min(1.0 + retry, 10.0))
-        workload = items[0]
-    if workload["active"] == active:
-        return True
-    group, _, version = str(workload.get("apiVersion") or f"{kueue.WORKLOAD_GROUP}/{KUEUE_VERSION}").partition("/")
-    custom_objects().patch_namespaced_custom_object(group, version, namespace, kueue.WORKLOAD_PLURAL,
-                                                    workload["name"], {"spec": {"active": active}})
+    try:
+        found = custom_objects().list_namespaced_custom_object(
+            kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace, kueue.WORKLOAD_PLURAL,
+            label_selector=f"{kueue.JOB_UID_LABEL}={pj['metadata'].get('uid')}")
+    except ApiException as exc:
+        if exc.status == 404:
+            return False  # no Kueue here
+        raise
+    live = [w for w in found.get("items") or []
+            if kueue.owner_pytorchjob(w) == name and not (w.get("metadata") or {}).get("deletionTimestamp")]
+    if not live:
+        raise kopf.TemporaryError(f"waiting for Kueue to create the Workload of PyTorchJob {name}",
+                                  delay=min(1.0 + retry, 10.0))
+    for workload in live:
+        if kueue.summary(workload)["active"] != active:
+            _patch_workload(namespace, workload["metadata"]["name"], active)
     return True
+
+
+def _patch_workload(namespace: str, name: str, active: bool) -> None:
+    try:
+        custom_objects().patch_namespaced_custom_object(kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace,
+                                                        kueue.WORKLOAD_PLURAL, name, {"spec": {"active": active}})
+    except ApiException as exc:
+        if exc.status != 404:  # gone (replaced by Kueue): the follower deactivates its successor
+            raise
 
 
 # --- the follower: PyTorchJob and runtime files → status (the one writer once the job is accepted) ----------
@@ -532,6 +538,11 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
             files.progress, files.result, files.result_uri = obs.progress, obs.result, obs.result_uri
             files.storage_error = obs.storage_error
         files.into(obs)
+    if (spec.suspend and pj is not None and kueue.queue_of(pj) and workload_seen and workload_seen["active"]
+            and not workload_seen["deleting"]):
+        # The user's suspend stands, and Kueue made a Workload afresh (it replaces one whose PyTorchJob changed)
+        # or the deactivation was lost: deactivate it, or Kueue would admit and start the job.
+        _patch_workload(namespace, workload_seen["name"], False)
     new = _with_links(current, derive_status(current, obs), spec, namespace, logger)
     return Pass(current, new, status_patch(stored, new))
 
@@ -597,7 +608,7 @@ async def follow(body: kopf.Body, name: str, namespace: str, stopped: Any, logge
         while not stopped:
             snapshot = copy.deepcopy(dict(body))  # the live body changes under a thread otherwise
             child = pytorchjob.child_name(kind, name)
-            seen, workload = _watched(pytorchjobs, namespace, child), _watched(workloads, namespace, child)
+            seen, workload = _watched(pytorchjobs, namespace, child), _watched_workload(workloads, namespace, child)
             try:
                 done = await loop.run_in_executor(
                     FOLLOWERS, functools.partial(follower.step, snapshot, seen, logger, workload))
@@ -648,10 +659,18 @@ def _with_links(previous: JobStatus, new: JobStatus, spec: JobSpecCommon, namesp
 
 
 def _watched(index: kopf.Index | None, namespace: str, name: str) -> dict[str, Any] | None:
-    """The PyTorchJob (or its Kueue Workload) as the watch last saw it (a copy); None when the watch has not seen
-    it (yet, or any more): the pass GETs the PyTorchJob then (a Workload is only ever read from the watch)."""
+    """The PyTorchJob as the watch last saw it (a copy); None when the watch has not seen it (yet, or any more):
+    the pass GETs it then."""
     store = index.get((namespace, name)) if index is not None else None
     found = next(iter(store), None) if store else None
+    return copy.deepcopy(found) if found is not None else None
+
+
+def _watched_workload(index: kopf.Index | None, namespace: str, pytorchjob_name: str) -> dict[str, Any] | None:
+    """The Kueue Workload of a PyTorchJob as the watch last saw it (a copy; the current one while Kueue replaces
+    it); None without one (or without Kueue). Workloads are only ever read from the watch."""
+    store = index.get((namespace, pytorchjob_name)) if index is not None else None
+    found = kueue.current(list(store)) if store else None
     return copy.deepcopy(found) if found is not None else None
 
 

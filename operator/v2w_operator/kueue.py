@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # on a Workload: the uid of the job it was made for
 WORKLOAD_GROUP = "kueue.x-k8s.io"
 WORKLOAD_PLURAL = "workloads"
 WAITING_FOR_WORKLOAD = "WaitingForWorkload"
@@ -54,9 +55,18 @@ def summary(workload: dict[str, Any]) -> dict[str, Any]:
     spec = workload.get("spec") or {}
     status = workload.get("status") or {}
     return {"apiVersion": workload.get("apiVersion"), "name": meta.get("name"),
+            "created": meta.get("creationTimestamp"), "deleting": bool(meta.get("deletionTimestamp")),
             "active": spec.get("active", True) is not False, "queueName": spec.get("queueName"),
             "conditions": list(status.get("conditions") or []),
             "admission": (status.get("admission") or {}).get("clusterQueue")}
+
+
+def current(workloads: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The Workload that counts among those of one PyTorchJob (summaries): the newest not being deleted (Kueue
+    replaces a Workload whose job changed; for a moment both exist), else the newest."""
+    if not workloads:
+        return None
+    return max(workloads, key=lambda w: (not w.get("deleting"), str(w.get("created") or "")))
 
 
 def _condition(workload: dict[str, Any], type_: str) -> dict[str, Any] | None:

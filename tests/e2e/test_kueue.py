@@ -33,12 +33,14 @@ def kueue(e2e):
 
 
 def make_queue(e2e, ns: str, gpus: int) -> str:
-    """A ResourceFlavor, a ClusterQueue with `gpus` GPUs (strict FIFO) and a LocalQueue `gpus` in `ns`."""
+    """A ResourceFlavor, a ClusterQueue with `gpus` GPUs and a LocalQueue `gpus` in `ns`. BestEffortFIFO (the
+    default) admits in creation order among jobs that fit, and all fit alike here; StrictFIFO would have Kueue's
+    scheduler retry the head of the queue dozens of times a second while it waits."""
     cq = f"cq-{ns}"
     docs = [
         {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": FLAVOR}},
         {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": cq},
-         "spec": {"namespaceSelector": {}, "queueingStrategy": "StrictFIFO",
+         "spec": {"namespaceSelector": {}, "queueingStrategy": "BestEffortFIFO",
                   "resourceGroups": [{"coveredResources": [GPU], "flavors": [
                       {"name": FLAVOR, "resources": [{"name": GPU, "nominalQuota": gpus}]}]}]}},
         {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue", "metadata": {"name": "gpus", "namespace": ns},
@@ -138,7 +140,12 @@ def test_more_jobs_than_quota_queue_in_kueues_words_run_one_at_a_time_in_order(e
         assert condition(q2, "Suspended") is None
         e2e.wait_for(ns, "v2wjob", "held", phase_is("Queued"), timeout=60, what="held queued")
         e2e.kubectl("patch", "v2wjob", "held", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')
-        held, _ = e2e.wait_for(ns, "v2wjob", "held", phase_is("Suspended"), timeout=60, what="held suspended")
+        try:
+            held, _ = e2e.wait_for(ns, "v2wjob", "held", phase_is("Suspended"), timeout=60, what="held suspended")
+        except AssertionError as exc:
+            events = e2e.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=held").stdout
+            workloads = e2e.kubectl("get", "workloads", "-n", ns, "-o", "yaml", check=False).stdout
+            raise AssertionError(f"{exc}\nevents:\n{events}\nworkloads:\n{workloads[-6000:]}") from None
         assert condition(held, "Suspended")["status"] == "True"
         # Suspended once its Workload is inactive: Kueue's own way to keep a job out.
         [workload] = [w for w in listed(e2e, ns, "workloads").values()
