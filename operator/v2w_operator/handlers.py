@@ -416,7 +416,7 @@ def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, 
         queue = pytorchjob.queue_name(_parse(kind, body), CONFIG)
     except ValidationError:
         queue = None
-    if queue and not new and not kueue.queue_of(pj) and kueue.suspended(pj):
+    if queue and not new and not kueue.queue_of(pj) and kueue.suspended(pj) and _kueue_installed(namespace):
         # Created suspended, without the queue label: handed to Kueue now, still suspended; Kueue starts it.
         change: dict[str, Any] = {"metadata": {"labels": {kueue.QUEUE_LABEL: queue}}}
         message = f"resumed PyTorchJob {child}: queued in LocalQueue {queue}"
@@ -460,6 +460,18 @@ def _set_workload_active(namespace: str, pj: dict[str, Any], active: bool, retry
     for workload in live:
         if kueue.summary(workload)["active"] != active:
             _patch_workload(namespace, workload["metadata"]["name"], active)
+    return True
+
+
+def _kueue_installed(namespace: str) -> bool:
+    """Whether Kueue's Workloads are served (without Kueue the queue label is inert: nothing would unsuspend)."""
+    try:
+        custom_objects().list_namespaced_custom_object(kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace,
+                                                       kueue.WORKLOAD_PLURAL, limit=1)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
     return True
 
 

@@ -57,3 +57,13 @@ def test_gauges_follow_the_views_as_they_are_now():
     assert ("v2w_jobs", (("kind", "Video2WorldJob"), ("phase", "Succeeded"))) not in got
     assert ("v2w_job_outputs", (("kind", "Video2WorldJob"), ("verdict", "NotChecked"))) not in got
     assert got[("v2w_jobs", (("kind", "Video2WorldJob"), ("phase", "Running")))] == 1
+
+
+def test_queued_jobs_are_counted_and_hold_no_gpu_time():
+    """Jobs Kueue holds count under phase Queued; they have not started, so they have used no GPU-seconds."""
+    queued = {("a", "q"): [summarize("Video2WorldJob", {"parallelism": {"gpus": 8}}, {"phase": "Queued"})]}
+    collector = JobsCollector()
+    collector.watch(queued)
+    got = samples(collector)
+    assert got[("v2w_jobs", (("kind", "Video2WorldJob"), ("phase", "Queued")))] == 1
+    assert got[("v2w_job_gpu_seconds", (("kind", "Video2WorldJob"), ("phase", "Queued")))] == 0.0
