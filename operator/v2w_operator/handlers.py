@@ -463,6 +463,23 @@ def _set_workload_active(namespace: str, pj: dict[str, Any], active: bool, retry
     return True
 
 
+def _get_workload(namespace: str, pj: dict[str, Any]) -> dict[str, Any] | None:
+    """The current Workload of a PyTorchJob from the API (a summary), None without one or without Kueue."""
+    uid = (pj.get("metadata") or {}).get("uid")
+    if not uid:
+        return None
+    try:
+        found = custom_objects().list_namespaced_custom_object(
+            kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace, kueue.WORKLOAD_PLURAL,
+            label_selector=f"{kueue.JOB_UID_LABEL}={uid}")
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    name = pj["metadata"].get("name")
+    return kueue.current([kueue.summary(w) for w in found.get("items") or [] if kueue.owner_pytorchjob(w) == name])
+
+
 def _kueue_installed(namespace: str) -> bool:
     """Whether Kueue's Workloads are served (without Kueue the queue label is inert: nothing would unsuspend)."""
     try:
@@ -540,6 +557,8 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
     obs = Observation(generation=(body.get("metadata") or {}).get("generation"), pytorchjob=pj,
                       pytorchjob_was_created=True, suspend_requested=spec.suspend,
                       backoff_limit=spec.run_policy.backoff_limit, workload=workload_seen)
+    if pj is not None and workload_seen is None and kueue.holds(pj):
+        obs.workload = _get_workload(namespace, pj)  # the watch has not seen it (yet): Kueue's words all the same
     if pj is not None:
         files = files if files is not None else Files()
         state, now = pytorchjob_state(pj)[0], time.monotonic()
@@ -550,11 +569,11 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
             files.progress, files.result, files.result_uri = obs.progress, obs.result, obs.result_uri
             files.storage_error = obs.storage_error
         files.into(obs)
-    if (spec.suspend and pj is not None and kueue.queue_of(pj) and workload_seen and workload_seen["active"]
-            and not workload_seen["deleting"]):
+    if (spec.suspend and pj is not None and kueue.queue_of(pj) and obs.workload and obs.workload["active"]
+            and not obs.workload["deleting"]):
         # The user's suspend stands, and Kueue made a Workload afresh (it replaces one whose PyTorchJob changed)
         # or the deactivation was lost: deactivate it, or Kueue would admit and start the job.
-        _patch_workload(namespace, workload_seen["name"], False)
+        _patch_workload(namespace, obs.workload["name"], False)
     new = _with_links(current, derive_status(current, obs), spec, namespace, logger)
     return Pass(current, new, status_patch(stored, new))
 

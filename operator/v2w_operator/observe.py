@@ -81,6 +81,8 @@ def derive_status(status: JobStatus, obs: Observation) -> JobStatus:
     _record_run(new, obs, child)
     if _held_by_kueue(obs, child):
         _queued(new, obs, child, now)
+    elif _started_by_kueue(obs, child):
+        _waiting(new, obs, child, now)
     else:
         BY_STATE.get(child.state, _waiting)(new, obs, child, now)
     return new
@@ -187,6 +189,14 @@ def _waiting(status: JobStatus, obs: Observation, child: Child, now: datetime) -
     _enter(status, Phase.PENDING, "waiting for pods to start", now)
     _resumed(status, now)
     _admitted(status, obs, now)
+
+
+def _started_by_kueue(obs: Observation, child: Child) -> bool:
+    """Kueue admitted the job and unsuspended its PyTorchJob; the training-operator has not caught up yet (its
+    Suspended condition still stands). Not the user's suspend: the job is starting."""
+    assert obs.pytorchjob is not None
+    return (child.state == "Suspended" and not obs.suspend_requested and kueue.queue_of(obs.pytorchjob) is not None
+            and not kueue.suspended(obs.pytorchjob))
 
 
 def _queued(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:

@@ -205,3 +205,10 @@ def test_users_suspend_reads_suspended_only_once_the_workload_is_inactive():
     s = derive_status(V2W(), Observation(1, kueue_pj(("Suspended", "", "")), suspend_requested=True,
                                          workload=PENDING_WORKLOAD))
     assert s.phase == Phase.QUEUED and s.message.startswith("suspending: deactivating Workload pytorchjob-v2w-a-1")
+
+
+def test_a_pytorchjob_kueue_just_unsuspended_is_starting_not_suspended():
+    """Admitted: Kueue set suspend to false and the training-operator's Suspended condition is still there."""
+    queued = derive_status(V2W(), Observation(1, kueue_pj(("Suspended", "", "")), workload=PENDING_WORKLOAD))
+    s = derive_status(queued, Observation(1, kueue_pj(("Suspended", "PyTorchJobSuspended", ""), suspend=False)))
+    assert s.phase == Phase.PENDING and "Suspended" not in conds(s) and conds(s)["Queued"] == ("False", "Admitted")
