@@ -443,41 +443,33 @@ def _set_workload_active(namespace: str, pj: dict[str, Any], active: bool, retry
 
     Read from the API, not the watch: Kueue replaces a Workload whose PyTorchJob changed, so the one the watch
     last saw may be on its way out."""
-    name = pj["metadata"]["name"]
-    try:
-        found = custom_objects().list_namespaced_custom_object(
-            kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace, kueue.WORKLOAD_PLURAL,
-            label_selector=f"{kueue.JOB_UID_LABEL}={pj['metadata'].get('uid')}")
-    except ApiException as exc:
-        if exc.status == 404:
-            return False  # no Kueue here
-        raise
-    live = [w for w in found.get("items") or []
-            if kueue.owner_pytorchjob(w) == name and not (w.get("metadata") or {}).get("deletionTimestamp")]
+    workloads = _list_workloads(namespace, pj)
+    if workloads is None:
+        return False  # no Kueue here
+    live = [w for w in workloads if not w["deleting"]]
     if not live:
-        raise kopf.TemporaryError(f"waiting for Kueue to create the Workload of PyTorchJob {name}",
+        raise kopf.TemporaryError(f"waiting for Kueue to create the Workload of PyTorchJob {pj['metadata']['name']}",
                                   delay=min(1.0 + retry, 10.0))
     for workload in live:
-        if kueue.summary(workload)["active"] != active:
-            _patch_workload(namespace, workload["metadata"]["name"], active)
+        if workload["active"] != active:
+            _patch_workload(namespace, workload["name"], active)
     return True
 
 
-def _get_workload(namespace: str, pj: dict[str, Any]) -> dict[str, Any] | None:
-    """The current Workload of a PyTorchJob from the API (a summary), None without one or without Kueue."""
+def _list_workloads(namespace: str, pj: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The Workloads Kueue made for a PyTorchJob, from the API (summaries, by Kueue's job-uid label); None when
+    Kueue is not installed."""
     uid = (pj.get("metadata") or {}).get("uid")
-    if not uid:
-        return None
     try:
         found = custom_objects().list_namespaced_custom_object(
             kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace, kueue.WORKLOAD_PLURAL,
-            label_selector=f"{kueue.JOB_UID_LABEL}={uid}")
+            label_selector=f"{kueue.JOB_UID_LABEL}={uid}") if uid else {}
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
     name = pj["metadata"].get("name")
-    return kueue.current([kueue.summary(w) for w in found.get("items") or [] if kueue.owner_pytorchjob(w) == name])
+    return [kueue.summary(w) for w in found.get("items") or [] if kueue.owner_pytorchjob(w) == name]
 
 
 def _kueue_installed(namespace: str) -> bool:
@@ -558,7 +550,8 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
                       pytorchjob_was_created=True, suspend_requested=spec.suspend,
                       backoff_limit=spec.run_policy.backoff_limit, workload=workload_seen)
     if pj is not None and workload_seen is None and kueue.holds(pj):
-        obs.workload = _get_workload(namespace, pj)  # the watch has not seen it (yet): Kueue's words all the same
+        # The watch has not seen it (yet, or it does not watch: see the README's "Kueue"): Kueue's words all the same.
+        obs.workload = kueue.current(_list_workloads(namespace, pj) or [])
     if pj is not None:
         files = files if files is not None else Files()
         state, now = pytorchjob_state(pj)[0], time.monotonic()
@@ -699,7 +692,7 @@ def _watched(index: kopf.Index | None, namespace: str, name: str) -> dict[str, A
 
 def _watched_workload(index: kopf.Index | None, namespace: str, pytorchjob_name: str) -> dict[str, Any] | None:
     """The Kueue Workload of a PyTorchJob as the watch last saw it (a copy; the current one while Kueue replaces
-    it); None without one (or without Kueue). Workloads are only ever read from the watch."""
+    it); None without one (or without Kueue)."""
     store = index.get((namespace, pytorchjob_name)) if index is not None else None
     found = kueue.current(list(store)) if store else None
     return copy.deepcopy(found) if found is not None else None

@@ -421,3 +421,16 @@ def test_without_kueue_the_queue_label_is_inert_and_resume_unsuspends(monkeypatc
     api.patches.clear()
     api.objects[(NAMESPACE, "v2w-job-a")]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "gpus"
     assert suspend_change(api, doc, False, True) == [("pytorchjobs", "v2w-job-a", {"spec": {"runPolicy": {"suspend": True}}})]
+
+
+def test_a_held_jobs_workload_is_read_from_the_api_when_the_watch_has_not_seen_it(monkeypatch):
+    pending = a_workload()
+    pending["status"] = {"conditions": [{"type": "QuotaReserved", "status": "False", "reason": "Pending",
+                                         "message": "insufficient unused quota"}]}
+    api, doc = kueue_cluster(monkeypatch, [pending], False)
+    pj = api.objects[(NAMESPACE, "v2w-job-a")]
+    pj["spec"]["runPolicy"]["suspend"] = True  # as Kueue's webhook made it
+    doc["status"] = {"pytorchJobName": "v2w-job-a", "phase": "Pending", "outputPrefix": "s3://b/p/"}
+    written = sync(doc, pj)
+    assert written["phase"] == "Queued" and conditions(written)["Queued"] == ("True", "Pending")
+    assert "insufficient unused quota" in written["message"]
