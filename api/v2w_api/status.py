@@ -13,6 +13,7 @@ from .base import APIModel
 
 class Phase(str, Enum):
     PENDING = "Pending"
+    QUEUED = "Queued"  # Kueue holds the PyTorchJob until its Workload is admitted
     RUNNING = "Running"
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
@@ -25,6 +26,7 @@ class Phase(str, Enum):
 
 class ConditionType(str, Enum):
     ACCEPTED = "Accepted"
+    QUEUED = "Queued"
     RUNNING = "Running"
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
@@ -47,6 +49,7 @@ class Reason(str, Enum):
     PODS_RUNNING = "PodsRunning"
     SUSPENDED = "Suspended"
     RESUMED = "Resumed"
+    ADMITTED = "Admitted"
     COMPLETED = "Completed"
     COMPLETED_WITH_FAILURES = "CompletedWithFailures"
     RUNTIME_FAILED = "RuntimeFailed"
@@ -58,9 +61,10 @@ class Reason(str, Enum):
 class Condition(APIModel):
     """One observation of the job's state (metav1.Condition)."""
 
-    type: ConditionType = Field(..., description="Accepted, Running, Suspended, Succeeded or Failed.")
+    type: ConditionType = Field(..., description="Accepted, Queued, Running, Suspended, Succeeded or Failed.")
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
-    reason: str = Field(..., max_length=1024, description="One CamelCase word saying why.")
+    reason: str = Field(..., max_length=1024, description="One CamelCase word saying why (a Queued condition's is "
+                        "Kueue's, from the Workload).")
     message: str = Field("", max_length=32768, description="What happened and what to do about it.")
     last_transition_time: datetime = Field(..., description="When the status last changed.")
     observed_generation: int | None = Field(None, ge=0, description="The spec generation this condition is about.")
@@ -123,7 +127,7 @@ class BestStatus(APIModel):
 class JobStatus(APIModel):
     """What the operator observed. Written only by the operator."""
 
-    phase: Phase | None = Field(None, description="Pending, Running, Suspended, Succeeded or Failed.")
+    phase: Phase | None = Field(None, description="Pending, Queued (waiting for Kueue), Running, Suspended, Succeeded or Failed.")
     conditions: list[Condition] = Field(default_factory=list, description="Latest observations of the job's state.")
     observed_generation: int | None = Field(None, ge=0, description="The spec generation the status is about.")
     start_time: datetime | None = Field(None, description="When the PyTorchJob's pods started running.")

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""The local stack: etcd, kube-apiserver, kube-controller-manager, MinIO, the Kubeflow training-operator
-and the executor (the kubelet's stand-in) on loopback.
+"""The local stack: etcd, kube-apiserver, kube-controller-manager, MinIO, the Kubeflow training-operator,
+the executor (the kubelet's stand-in) and, for the tests that need it, Kueue, on loopback.
 
 Used by the test fixtures (`tests/conftest.py`) and by hand for debugging:
 
     python hack/localstack/stack.py up        # start everything, print the env to use, wait for Ctrl-C
+    python hack/localstack/stack.py up --kueue   # the same with Kueue
 
 The binaries come from `hack/localstack/build.sh` (built once from the Go module proxy into a cache
 outside the repository). Every server listens on 127.0.0.1 on a free port and keeps its data in one
@@ -462,6 +463,131 @@ def start_training_operator(plane: ControlPlane, workdir: Path, timeout: float =
     return server
 
 
+# Kueue (sigs.k8s.io/kueue) as its release deploys it, but on loopback: its CRDs, its webhooks for its own kinds and
+# for PyTorchJobs (the mutating one suspends a PyTorchJob that names a queue, at creation), called on
+# https://127.0.0.1:<port> with a certificate of ours (its internal certificate management off), leader election
+# off, and PyTorchJobs the only integration (jobs without a queue label are not Kueue's:
+# manageJobsWithoutQueueName false). Its webhook configurations are named as its kustomize output names them.
+KUEUE_NS = "kueue-system"
+KUEUE_WEBHOOK_CONFIGS = ("kueue-mutating-webhook-configuration", "kueue-validating-webhook-configuration")
+# Without internal certificate management Kueue reads its metrics certificate from this fixed folder (its
+# cmd/kueue/main.go); it is required to exist even though nothing here scrapes the metrics.
+KUEUE_METRICS_CERTS = Path("/etc/kueue/metrics/certs")
+
+
+def kueue_dir() -> Path:
+    """Kueue's CRDs and webhook manifests, fetched by build.sh from the Go module (beside the binaries)."""
+    cache = Path(os.environ.get("V2W_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "video2world")
+    return cache / "localstack" / "kueue"
+
+
+def wait_for_kueue_build(bin_dir: Path, timeout: float = 1800) -> Path:
+    """Kueue's binary: build.sh builds it in the background (a cold build takes many minutes, overlapping the
+    tests that do not need it); this waits for that build, through its lock, and reports how it ended."""
+    if os.environ.get("V2W_LOCALSTACK_BIN") and (bin_dir / "kueue").exists() and (kueue_dir() / "crds").is_dir():
+        return bin_dir / "kueue"  # ready binaries given: nothing is built
+    script = HERE / "build.sh"
+    out = subprocess.run(["bash", str(script), "--wait-kueue"], check=False, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"Kueue build failed:\n{out.stderr[-4000:]}")
+    return Path(out.stdout.strip().splitlines()[-1]) / "kueue"
+
+
+def _kueue_webhooks(port: int, ca_bundle: str) -> list[dict]:
+    """Kueue's webhook configurations from its manifests, for its own kinds and PyTorchJobs only (the other
+    frameworks are not enabled: their paths are not served), each called on https://127.0.0.1:<port>."""
+    import yaml
+
+    docs = []
+    for doc in yaml.safe_load_all((kueue_dir() / "webhooks.yaml").read_text()):
+        if not doc:
+            continue
+        keep = []
+        for hook in doc.get("webhooks") or []:
+            groups = {g for rule in hook.get("rules") or [] for g in rule.get("apiGroups") or []}
+            resources = {r for rule in hook.get("rules") or [] for r in rule.get("resources") or []}
+            if "kueue.x-k8s.io" in groups or ("kubeflow.org" in groups and "pytorchjobs" in resources):
+                path = hook["clientConfig"]["service"]["path"]
+                hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca_bundle}
+                keep.append(hook)
+        doc["metadata"] = {"name": f"kueue-{doc['metadata']['name']}"}
+        doc["webhooks"] = keep
+        docs.append(doc)
+    assert sorted(d["metadata"]["name"] for d in docs) == sorted(KUEUE_WEBHOOK_CONFIGS), docs
+    return docs
+
+
+def _kueue_pki(pki: Path) -> None:
+    """A CA and a serving certificate for 127.0.0.1 (the webhooks) that also serves the metrics endpoint."""
+    if (pki / "tls.crt").exists():
+        return
+    pki.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
+             "-subj", "/CN=kueue-local-ca", cwd=pki)
+    (pki / "tls.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=kueue",
+             cwd=pki)
+    _openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "tls.crt", "-days", "30", "-extfile", "tls.ext", cwd=pki)
+
+
+def install_kueue_crds(plane: ControlPlane) -> None:
+    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(kueue_dir() / "crds"))
+    for crd in ("workloads", "clusterqueues", "localqueues", "resourceflavors"):
+        wait_established(plane, f"{crd}.kueue.x-k8s.io")
+
+
+def start_kueue(plane: ControlPlane, workdir: Path, timeout: float = 120) -> Server:
+    """Kueue's manager (see KUEUE_NS above); returns once its webhooks serve. `stop_kueue` undoes it."""
+    binary = wait_for_kueue_build(plane.bin_dir)
+    pki = workdir / "pki"
+    _kueue_pki(pki)
+    if not (KUEUE_METRICS_CERTS / "tls.crt").exists():
+        KUEUE_METRICS_CERTS.mkdir(parents=True, exist_ok=True)
+        for name in ("tls.crt", "tls.key"):
+            shutil.copyfile(pki / name, KUEUE_METRICS_CERTS / name)
+    install_kueue_crds(plane)
+    if plane.kubectl("get", "namespace", KUEUE_NS, check=False).returncode != 0:
+        plane.kubectl("create", "namespace", KUEUE_NS)
+    port, probe = free_port(), free_port()
+    config = {
+        "apiVersion": "config.kueue.x-k8s.io/v1beta2", "kind": "Configuration",
+        "namespace": KUEUE_NS,
+        "health": {"healthProbeBindAddress": f"127.0.0.1:{probe}"},
+        "metrics": {"bindAddress": f"127.0.0.1:{free_port()}"},
+        "webhook": {"port": port, "host": "127.0.0.1", "certDir": str(pki)},
+        "leaderElection": {"leaderElect": False},
+        "internalCertManagement": {"enable": False},
+        "manageJobsWithoutQueueName": False,
+        "integrations": {"frameworks": ["kubeflow.org/pytorchjob"]},
+    }
+    config_file = workdir / "config.yaml"
+    config_file.write_text(json.dumps(config, indent=1))
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                         "items": _kueue_webhooks(port, _b64(pki / "ca.crt"))}))
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "TMPDIR": str(workdir)}
+    # The visibility API (an aggregated API server of its own) is not needed here.
+    server = Server("kueue", [str(binary), f"--config={config_file}", "--feature-gates=VisibilityOnDemand=false",
+                              "--zap-log-level=2"], workdir / "logs" / "kueue.log", env)
+    server.start()
+    try:
+        wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{probe}/readyz", timeout=2).status == 200,
+                   "/readyz (webhook server)", server, timeout=timeout)
+    except Exception:
+        stop_kueue(plane, server)
+        raise
+    return server
+
+
+def stop_kueue(plane: ControlPlane, server: Server) -> None:
+    """Kueue's webhooks first (they fail every PyTorchJob write while nothing serves them), then Kueue."""
+    for name in KUEUE_WEBHOOK_CONFIGS:
+        kind = "mutatingwebhookconfiguration" if "mutating" in name else "validatingwebhookconfiguration"
+        plane.kubectl("delete", kind, name, "--ignore-not-found", check=False)
+    server.stop()
+
+
 def start_executor(plane: ControlPlane, workdir: Path, pvc_root: Path, slots: int = 0) -> Server:
     """The kubelet's stand-in (hack/localstack/executor.py): runs the training-operator's pods as processes."""
     server = Server("executor", [sys.executable, str(HERE / "executor.py"), "--kubeconfig", str(plane.kubeconfig),
@@ -543,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-minio", action="store_true")
     up.add_argument("--no-training-operator", action="store_true",
                     help="no CRDs, training-operator or executor: PyTorchJobs stay pending")
+    up.add_argument("--kueue", action="store_true", help="also Kueue (its CRDs, webhooks and manager)")
     args = parser.parse_args(argv)
     bin_dir = build_binaries()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="v2w-localstack-"))
@@ -553,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         install_crds(plane, HERE.parents[1])
         servers.append(start_training_operator(plane, workdir / "training-operator"))
         servers.append(start_executor(plane, workdir / "executor", workdir / "pvcs"))
+    kueue = start_kueue(plane, workdir / "kueue") if args.kueue and not args.no_training_operator else None
     lines = [f"export KUBECONFIG={plane.kubeconfig}", f"export PATH={bin_dir}:$PATH"]
     if minio:
         lines += [f"export {k}={v}" for k, v in minio.env().items()]
@@ -565,6 +693,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if kueue:
+            stop_kueue(plane, kueue)
         for server in reversed(servers):
             server.stop()
         if minio:

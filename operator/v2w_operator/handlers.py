@@ -54,7 +54,7 @@ from v2w_api.manifest import RESULT_FILE
 from v2w_api.spec import JobSpecCommon, Video2WorldJobSpec
 from v2w_api.status import BestOfNJobStatus, ConditionType, JobStatus, Phase, Reason, Video2WorldJobStatus
 
-from . import links, metrics, pytorchjob
+from . import kueue, links, metrics, pytorchjob
 from .conditions import set_condition, utcnow
 from .config import OperatorConfig
 from .credentials import CredentialCache
@@ -72,6 +72,7 @@ STATUS_MODELS: dict[str, type[JobStatus]] = {
 }
 PLURALS = {VIDEO2WORLD_JOB.kind: VIDEO2WORLD_JOB.plural, BEST_OF_N_JOB.kind: BEST_OF_N_JOB.plural}
 WAKEUPS = Wakeups()
+KUEUE_VERSION = "v1beta2"  # the Workload version asked for when the watch has not seen it (Kueue 0.15 and later)
 # The followers' blocking work (the API, S3) runs here, off the event loop.
 FOLLOWERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="follow")
 
@@ -95,6 +96,8 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **indices
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     # kopf logs every successful handler run at INFO; the timer runs every few seconds per job.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # Without Kueue its Workloads are simply not watched: not worth kopf's warning at every CRD change.
+    logging.getLogger("kopf._core.reactor.observation").addFilter(_without_kueue_unresolved)
     if not settings.peering.standalone:
         settings.peering.lifetime = CONFIG.peering_lifetime_seconds
         if settings.peering.priority == 0:  # not given by --priority: the oldest replica acts
@@ -103,6 +106,14 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **indices
         metrics.JOBS.watch(indices[_summaries_id(plural)])
     metrics.serve(CONFIG.metrics_port)
     logger.info("video2world operator started (poll every %ss)", CONFIG.poll_interval_seconds)
+
+
+def _without_kueue_unresolved(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Unresolved resources" warning when Kueue's Workloads are all it names."""
+    message = record.getMessage()
+    if not message.startswith("Unresolved resources"):
+        return True
+    return message.count("Selector(") != message.count(f"group='{kueue.WORKLOAD_GROUP}'")
 
 
 # --- status: read into the kind's model, written as the keys that changed -------------------------------
@@ -386,21 +397,100 @@ def _not_accepted(job: _Job, reason: Reason, message: str, phase: Phase) -> None
 
 # --- spec.suspend -------------------------------------------------------------------------------------------
 
-def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, **_: Any) -> None:
-    """Mirror spec.suspend onto the PyTorchJob (the training-operator stops or restarts its pods)."""
+def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, retry: int, **_: Any) -> None:
+    """Mirror spec.suspend onto the PyTorchJob (the training-operator stops or restarts its pods); onto its
+    Kueue Workload instead when Kueue manages it (see kueue.py)."""
     if old is None and not new:
         return  # the initial value: the PyTorchJob is created with it
-    child = pytorchjob.child_name(body["kind"], name)
+    kind = body["kind"]
+    child = pytorchjob.child_name(kind, name)
+    pj = _get_pytorchjob(namespace, child)
+    if pj is None:
+        return  # not created yet: it will be created with the current spec.suspend
+    if kueue.queue_of(pj) and _set_workload_active(namespace, pj, not new, retry):
+        what = "deactivated" if new else "activated"
+        kopf.info(body, reason=(Reason.SUSPENDED if new else Reason.RESUMED).value,
+                  message=f"{what} the Kueue Workload of PyTorchJob {child}")
+        return
+    try:
+        queue = pytorchjob.queue_name(_parse(kind, body), CONFIG)
+    except ValidationError:
+        queue = None
+    if queue and not new and not kueue.queue_of(pj) and kueue.suspended(pj) and _kueue_installed(namespace):
+        # Created suspended, without the queue label: handed to Kueue now, still suspended; Kueue starts it.
+        change: dict[str, Any] = {"metadata": {"labels": {kueue.QUEUE_LABEL: queue}}}
+        message = f"resumed PyTorchJob {child}: queued in LocalQueue {queue}"
+    else:
+        change = {"spec": {"runPolicy": {"suspend": bool(new)}}}
+        message = f"{'suspended' if new else 'resumed'} PyTorchJob {child}"
+    _patch_pytorchjob(namespace, child, change)
+    kopf.info(body, reason=(Reason.SUSPENDED if new else Reason.RESUMED).value, message=message)
+
+
+def _patch_pytorchjob(namespace: str, name: str, change: dict[str, Any]) -> None:
     try:
         custom_objects().patch_namespaced_custom_object(
-            pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, namespace, pytorchjob.PYTORCHJOB_PLURAL, child,
-            {"spec": {"runPolicy": {"suspend": bool(new)}}})
+            pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, namespace, pytorchjob.PYTORCHJOB_PLURAL, name,
+            change)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def _set_workload_active(namespace: str, pj: dict[str, Any], active: bool, retry: int) -> bool:
+    """Set spec.active of the PyTorchJob's Workload (Kueue evicts and suspends an inactive one, and queues it
+    again once active). False when Kueue is not installed (no Workload CRD): the label alone does nothing then.
+
+    Read from the API, not the watch: Kueue replaces a Workload whose PyTorchJob changed, so the one the watch
+    last saw may be on its way out."""
+    workloads = _list_workloads(namespace, pj)
+    if workloads is None:
+        return False  # no Kueue here
+    live = [w for w in workloads if not w["deleting"]]
+    if not live:
+        raise kopf.TemporaryError(f"waiting for Kueue to create the Workload of PyTorchJob {pj['metadata']['name']}",
+                                  delay=min(1.0 + retry, 10.0))
+    for workload in live:
+        if workload["active"] != active:
+            _patch_workload(namespace, workload["name"], active)
+    return True
+
+
+def _list_workloads(namespace: str, pj: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The Workloads Kueue made for a PyTorchJob, from the API (summaries, by Kueue's job-uid label); None when
+    Kueue is not installed."""
+    uid = (pj.get("metadata") or {}).get("uid")
+    try:
+        found = custom_objects().list_namespaced_custom_object(
+            kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace, kueue.WORKLOAD_PLURAL,
+            label_selector=f"{kueue.JOB_UID_LABEL}={uid}") if uid else {}
     except ApiException as exc:
         if exc.status == 404:
-            return  # not created yet: it will be created with the current spec.suspend
+            return None
         raise
-    reason = Reason.SUSPENDED if new else Reason.RESUMED
-    kopf.info(body, reason=reason.value, message=f"{'suspended' if new else 'resumed'} PyTorchJob {child}")
+    name = pj["metadata"].get("name")
+    return [kueue.summary(w) for w in found.get("items") or [] if kueue.owner_pytorchjob(w) == name]
+
+
+def _kueue_installed(namespace: str) -> bool:
+    """Whether Kueue's Workloads are served (without Kueue the queue label is inert: nothing would unsuspend)."""
+    try:
+        custom_objects().list_namespaced_custom_object(kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace,
+                                                       kueue.WORKLOAD_PLURAL, limit=1)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def _patch_workload(namespace: str, name: str, active: bool) -> None:
+    try:
+        custom_objects().patch_namespaced_custom_object(kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace,
+                                                        kueue.WORKLOAD_PLURAL, name, {"spec": {"active": active}})
+    except ApiException as exc:
+        if exc.status != 404:  # gone (replaced by Kueue): the follower deactivates its successor
+            raise
 
 
 # --- the follower: PyTorchJob and runtime files → status (the one writer once the job is accepted) ----------
@@ -439,7 +529,8 @@ class Pass:
 
 
 def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, logger: logging.Logger,
-         pytorchjob_seen: dict[str, Any] | None = None, files: Files | None = None) -> Pass | None:
+         pytorchjob_seen: dict[str, Any] | None = None, files: Files | None = None,
+         workload_seen: dict[str, Any] | None = None) -> Pass | None:
     """Derive the job's status from its PyTorchJob (as the watch last saw it, else a GET) and the runtime's files.
 
     None while the job has no PyTorchJob (the create handler writes its status until then)."""
@@ -457,7 +548,10 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
     pj = pytorchjob_seen if pytorchjob_seen is not None else _get_pytorchjob(namespace, current.pytorch_job_name)
     obs = Observation(generation=(body.get("metadata") or {}).get("generation"), pytorchjob=pj,
                       pytorchjob_was_created=True, suspend_requested=spec.suspend,
-                      backoff_limit=spec.run_policy.backoff_limit)
+                      backoff_limit=spec.run_policy.backoff_limit, workload=workload_seen)
+    if pj is not None and workload_seen is None and kueue.holds(pj):
+        # The watch has not seen it (yet, or it does not watch: see the README's "Kueue"): Kueue's words all the same.
+        obs.workload = kueue.current(_list_workloads(namespace, pj) or [])
     if pj is not None:
         files = files if files is not None else Files()
         state, now = pytorchjob_state(pj)[0], time.monotonic()
@@ -468,6 +562,11 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
             files.progress, files.result, files.result_uri = obs.progress, obs.result, obs.result_uri
             files.storage_error = obs.storage_error
         files.into(obs)
+    if (spec.suspend and pj is not None and kueue.queue_of(pj) and obs.workload and obs.workload["active"]
+            and not obs.workload["deleting"]):
+        # The user's suspend stands, and Kueue made a Workload afresh (it replaces one whose PyTorchJob changed)
+        # or the deactivation was lost: deactivate it, or Kueue would admit and start the job.
+        _patch_workload(namespace, obs.workload["name"], False)
     new = _with_links(current, derive_status(current, obs), spec, namespace, logger)
     return Pass(current, new, status_patch(stored, new))
 
@@ -490,10 +589,11 @@ class Follower:
             self.written, self.written_version = None, None
         return self.written if self.written is not None else dict(body.get("status") or {})
 
-    def step(self, body: dict[str, Any], pytorchjob_seen: dict[str, Any] | None, logger: logging.Logger) -> Pass | None:
+    def step(self, body: dict[str, Any], pytorchjob_seen: dict[str, Any] | None, logger: logging.Logger,
+             workload_seen: dict[str, Any] | None = None) -> Pass | None:
         """One pass (in a thread): derive, and patch the status subresource with what changed."""
         done = sync(kopf.Body(body), self.status(body), self.name, self.namespace, logger, pytorchjob_seen,
-                    self.files)
+                    self.files, workload_seen)
         if done is not None and done.patch:
             response = custom_objects().patch_namespaced_custom_object_status(
                 GROUP, VERSION, self.namespace, PLURALS[self.kind], self.name, {"status": done.patch})
@@ -521,7 +621,7 @@ def _sleep_for(done: Pass | None) -> float | None:
 
 
 async def follow(body: kopf.Body, name: str, namespace: str, stopped: Any, logger: logging.Logger,
-                 pytorchjobs: kopf.Index | None = None, **_: Any) -> None:
+                 pytorchjobs: kopf.Index | None = None, workloads: kopf.Index | None = None, **_: Any) -> None:
     """The job's follower (a daemon): a pass whenever the watch wakes it, or a poll is due."""
     kind = body["kind"]
     key = (kind, namespace, name)
@@ -531,9 +631,11 @@ async def follow(body: kopf.Body, name: str, namespace: str, stopped: Any, logge
     try:
         while not stopped:
             snapshot = copy.deepcopy(dict(body))  # the live body changes under a thread otherwise
-            seen = _watched_pytorchjob(pytorchjobs, namespace, pytorchjob.child_name(kind, name))
+            child = pytorchjob.child_name(kind, name)
+            seen, workload = _watched(pytorchjobs, namespace, child), _watched_workload(workloads, namespace, child)
             try:
-                done = await loop.run_in_executor(FOLLOWERS, functools.partial(follower.step, snapshot, seen, logger))
+                done = await loop.run_in_executor(
+                    FOLLOWERS, functools.partial(follower.step, snapshot, seen, logger, workload))
             except (ApiException, StorageError, OSError) as exc:
                 # Mostly the API server briefly away: the next pass, at the latest a poll later, tries again.
                 logger.warning("status not updated: %s", _safe_error(exc))
@@ -580,11 +682,19 @@ def _with_links(previous: JobStatus, new: JobStatus, spec: JobSpecCommon, namesp
         return kept
 
 
-def _watched_pytorchjob(index: kopf.Index | None, namespace: str, name: str) -> dict[str, Any] | None:
+def _watched(index: kopf.Index | None, namespace: str, name: str) -> dict[str, Any] | None:
     """The PyTorchJob as the watch last saw it (a copy); None when the watch has not seen it (yet, or any more):
     the pass GETs it then."""
     store = index.get((namespace, name)) if index is not None else None
     found = next(iter(store), None) if store else None
+    return copy.deepcopy(found) if found is not None else None
+
+
+def _watched_workload(index: kopf.Index | None, namespace: str, pytorchjob_name: str) -> dict[str, Any] | None:
+    """The Kueue Workload of a PyTorchJob as the watch last saw it (a copy; the current one while Kueue replaces
+    it); None without one (or without Kueue)."""
+    store = index.get((namespace, pytorchjob_name)) if index is not None else None
+    found = kueue.current(list(store)) if store else None
     return copy.deepcopy(found) if found is not None else None
 
 
@@ -643,14 +753,39 @@ def _wants_cleanup(spec: kopf.Spec, **_: Any) -> bool:
 # One watch on our PyTorchJobs replaces a GET per job and poll: the timers read the PyTorchJob from here.
 @kopf.index(pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, pytorchjob.PYTORCHJOB_PLURAL,
             labels={pytorchjob.LABEL_MANAGED_BY: pytorchjob.MANAGED_BY}, id="pytorchjobs")
-def pytorchjobs(namespace: str, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): {"metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid")},
+def pytorchjobs(namespace: str, name: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status,
+                **_: Any) -> dict[Any, Any]:
+    # The queue label and runPolicy.suspend tell a PyTorchJob that Kueue holds (kueue.holds).
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k == kueue.QUEUE_LABEL}
+    suspend = bool((spec.get("runPolicy") or {}).get("suspend"))
+    return {(namespace, name): {"metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid"),
+                                             "labels": labels},
+                                "spec": {"runPolicy": {"suspend": suspend}},
                                 "status": copy.deepcopy(dict(status))}}
 
 
 # Indices are updated before handlers run, so the follower this wakes finds the PyTorchJob's new state there.
 kopf.on.event(pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, pytorchjob.PYTORCHJOB_PLURAL,
               labels={pytorchjob.LABEL_MANAGED_BY: pytorchjob.MANAGED_BY}, id="wake-owner")(pytorchjob_changed)
+
+
+# Kueue's Workloads (when Kueue is installed; kopf watches nothing while the CRD is not served): why a queued
+# job waits, and the Workload a suspend deactivates. Keyed by the PyTorchJob that owns each one.
+@kopf.index(kueue.WORKLOAD_GROUP, kueue.WORKLOAD_PLURAL, id="workloads")
+def workloads(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any] | None:
+    owner = kueue.owner_pytorchjob(body)
+    if owner is None or pytorchjob.parent_of(owner) is None:
+        return None  # not one of ours
+    return {(namespace, owner): kueue.summary(dict(body))}
+
+
+@kopf.on.event(kueue.WORKLOAD_GROUP, kueue.WORKLOAD_PLURAL, id="wake-owner-of-workload")
+async def workload_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
+    """A Workload changed (created, admitted, evicted…; the index already has it): wake its job's follower."""
+    owner = kueue.owner_pytorchjob(body)
+    parent = pytorchjob.parent_of(owner) if owner else None
+    if parent is not None:
+        WAKEUPS.wake((parent[0], namespace, parent[1]))
 
 
 def _summaries_id(plural: str) -> str:

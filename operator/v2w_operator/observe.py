@@ -12,10 +12,11 @@ from v2w_api.manifest import ColdStartFigures, ProgressManifest, ResultManifest,
 from v2w_api.status import (BestOfNJobStatus, BestStatus, ColdStart, ConditionType, JobStatus, OutputStatus, Phase,
                             Progress, Reason)
 
+from . import kueue
 from .conditions import get_condition, set_condition, utcnow
 
-RUNNING, SUSPENDED, SUCCEEDED, FAILED = (ConditionType.RUNNING, ConditionType.SUSPENDED, ConditionType.SUCCEEDED,
-                                         ConditionType.FAILED)
+QUEUED, RUNNING, SUSPENDED, SUCCEEDED, FAILED = (ConditionType.QUEUED, ConditionType.RUNNING, ConditionType.SUSPENDED,
+                                                 ConditionType.SUCCEEDED, ConditionType.FAILED)
 VERDICTS = {"succeeded": "Passed", "blocked": "Blocked", "failed": "Failed", "skipped": "Skipped"}
 
 
@@ -30,6 +31,7 @@ class Observation:
     pytorchjob_was_created: bool = False  # status.pytorchJobName was set before
     suspend_requested: bool = False  # the job's spec.suspend
     backoff_limit: int | None = None  # the job's runPolicy.backoffLimit (its PyTorchJob's): 0 allows one attempt
+    workload: dict[str, Any] | None = None  # the Kueue Workload of the PyTorchJob (`kueue.summary`), if any
 
 
 def pytorchjob_state(pytorchjob: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -77,8 +79,23 @@ def derive_status(status: JobStatus, obs: Observation) -> JobStatus:
         return new
     child = Child.of(obs.pytorchjob, obs.suspend_requested)
     _record_run(new, obs, child)
-    BY_STATE.get(child.state, _waiting)(new, obs, child, now)
+    if _held_by_kueue(obs, child):
+        _queued(new, obs, child, now)
+    elif _started_by_kueue(obs, child):
+        _waiting(new, obs, child, now)
+    else:
+        BY_STATE.get(child.state, _waiting)(new, obs, child, now)
     return new
+
+
+def _held_by_kueue(obs: Observation, child: Child) -> bool:
+    """Kueue keeps the PyTorchJob suspended (not admitted yet, or evicted) and the user did not ask for it: the
+    job waits in its queue. (A user's suspend reads Suspended, as without Kueue.)"""
+    assert obs.pytorchjob is not None
+    if not kueue.holds(obs.pytorchjob) or child.state in ("Succeeded", "Failed"):
+        return False
+    # Suspended by its user: once its Workload is inactive (Kueue can no longer admit it), or has none yet.
+    return not obs.suspend_requested or (obs.workload is not None and obs.workload.get("active", True))
 
 
 def _enter(status: JobStatus, phase: Phase, message: str, now: datetime,
@@ -164,12 +181,50 @@ def _running(status: JobStatus, obs: Observation, child: Child, now: datetime) -
         message += f" (progress unavailable: {obs.storage_error})"
     _enter(status, Phase.RUNNING, message, now, (RUNNING, True, Reason.PODS_RUNNING))
     _resumed(status, now)
+    _admitted(status, obs, now)
 
 
 def _waiting(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
     """Created, and no pod runs yet."""
     _enter(status, Phase.PENDING, "waiting for pods to start", now)
     _resumed(status, now)
+    _admitted(status, obs, now)
+
+
+def _started_by_kueue(obs: Observation, child: Child) -> bool:
+    """Kueue admitted the job and unsuspended its PyTorchJob; the training-operator has not caught up yet (its
+    Suspended condition still stands). Not the user's suspend: the job is starting."""
+    assert obs.pytorchjob is not None
+    return (child.state == "Suspended" and not obs.suspend_requested and kueue.queue_of(obs.pytorchjob) is not None
+            and not kueue.suspended(obs.pytorchjob))
+
+
+def _queued(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+    """Kueue holds the PyTorchJob: the reason and message are the Workload's (e.g. Pending, "couldn't assign
+    flavors to pod set master: insufficient quota for nvidia.com/gpu …")."""
+    assert obs.pytorchjob is not None
+    reason, message = kueue.waiting_reason(obs.workload, kueue.queue_of(obs.pytorchjob) or "")
+    if obs.suspend_requested:
+        message = f"suspending: deactivating Workload {(obs.workload or {}).get('name')}; {message}"
+    if reason == kueue.ADMITTED:  # admitted, and Kueue is about to unsuspend the PyTorchJob
+        _waiting(status, obs, child, now)
+        status.message = message
+        return
+    _enter(status, Phase.QUEUED, message, now, (QUEUED, True, reason))
+    if get_condition(status.conditions, RUNNING):  # evicted (preempted, say) while it ran
+        status.conditions = set_condition(status.conditions, RUNNING, False, reason, message,
+                                          status.observed_generation, now)
+    _resumed(status, now)
+
+
+def _admitted(status: JobStatus, obs: Observation, now: datetime) -> None:
+    """Kueue let the job go: a Queued condition turns False (Admitted)."""
+    queued = get_condition(status.conditions, QUEUED)
+    if queued is not None and queued.status == "True":
+        clusterqueue = (obs.workload or {}).get("admission")
+        message = f"admitted by Kueue (ClusterQueue {clusterqueue})" if clusterqueue else "admitted by Kueue"
+        status.conditions = set_condition(status.conditions, QUEUED, False, Reason.ADMITTED, message,
+                                          status.observed_generation, now)
 
 
 BY_STATE: dict[str, Callable[[JobStatus, Observation, Child, datetime], None]] = {

@@ -16,6 +16,7 @@ from v2w_api import API_VERSION, BEST_OF_N_JOB, VIDEO2WORLD_JOB, BestOfNJobSpec,
 from v2w_api.run import MAX_RENDERED_BYTES, RunConfig, RunOutput
 from v2w_api.spec import JobSpecCommon
 
+from . import kueue
 from .config import OperatorConfig
 
 PYTORCHJOB_GROUP = "kubeflow.org"
@@ -27,7 +28,7 @@ LABEL_JOB_NAME = "video2world.io/job-name"
 LABEL_JOB_KIND = "video2world.io/job-kind"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "video2world-operator"
-KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUEUE_QUEUE_LABEL = kueue.QUEUE_LABEL
 
 CACHE_DIR = "/var/cache/v2w"
 SHM_DIR = "/dev/shm"
@@ -39,6 +40,14 @@ _MODULES = {VIDEO2WORLD_JOB.kind: "v2w_runtime.video2world", BEST_OF_N_JOB.kind:
 
 def child_name(kind: str, name: str) -> str:
     return f"{_PREFIXES[kind]}-{name}"
+
+
+def parent_of(child: str) -> tuple[str, str] | None:
+    """The (kind, name) of the job whose PyTorchJob is named `child` (`child_name` read backwards), else None."""
+    for kind, prefix in _PREFIXES.items():
+        if child.startswith(f"{prefix}-") and len(child) > len(prefix) + 1:
+            return kind, child[len(prefix) + 1:]
+    return None
 
 
 def output_prefix(spec: JobSpecCommon, namespace: str, name: str) -> str:
@@ -217,6 +226,11 @@ def _pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorCon
     return {"metadata": {"labels": labels}, "spec": pod_spec}
 
 
+def queue_name(spec: JobSpecCommon, config: OperatorConfig) -> str | None:
+    """The Kueue LocalQueue the job's PyTorchJob goes to: its own, else the platform's default, else none."""
+    return spec.scheduling.queue_name or config.queue_name
+
+
 def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSpec | BestOfNJobSpec,
           config: OperatorConfig, batch_uri: str | None = None) -> dict[str, Any]:
     """The PyTorchJob for a job, owned by it (garbage-collected with it)."""
@@ -230,8 +244,10 @@ def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSp
     if par.nodes > 1:
         replica_specs["Worker"] = {"replicas": par.nodes - 1, **replica}
     labels = {LABEL_JOB_NAME: name, LABEL_JOB_KIND: kind, LABEL_MANAGED_BY: MANAGED_BY}
-    queue = spec.scheduling.queue_name or config.queue_name
-    if queue:
+    queue = queue_name(spec, config)
+    if queue and not spec.suspend:
+        # Created suspended, it gets the label when it is resumed: with the label Kueue would admit and start it
+        # (it unsuspends what it admits), and the user's suspend would lose (see kueue.py).
         labels[KUEUE_QUEUE_LABEL] = queue
     run_policy: dict[str, Any] = {
         "cleanPodPolicy": "None",  # keep finished pods for their logs; ttlSecondsAfterFinished removes them

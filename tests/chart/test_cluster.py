@@ -26,6 +26,9 @@ NAMESPACED_NEEDS: dict[tuple[str, str, str], set[str]] = {
     ("video2world.io", "bestofnjobs", "status"): {"get", "patch"},
     ("kubeflow.org", "pytorchjobs", ""): {"get", "list", "watch", "create", "patch"},
     ("kubeflow.org", "pytorchjobs", "status"): set(),
+    ("kueue.x-k8s.io", "workloads", ""): {"get", "list", "watch", "patch"},
+    ("kueue.x-k8s.io", "workloads", "status"): set(),
+    ("kueue.x-k8s.io", "localqueues", ""): set(),
     ("", "pods", ""): set(),
     ("", "pods", "log"): set(),
     ("", "pods", "exec"): set(),
@@ -52,6 +55,8 @@ CLUSTER_NEEDS: dict[tuple[str, str, str], set[str]] = {
     ("rbac.authorization.k8s.io", "clusterroles", ""): set(),
     ("rbac.authorization.k8s.io", "clusterrolebindings", ""): set(),
     ("kopf.dev", "clusterkopfpeerings", ""): set(),
+    ("kueue.x-k8s.io", "clusterqueues", ""): set(),  # quota is Kueue's and the platform's
+    ("kueue.x-k8s.io", "resourceflavors", ""): set(),
     # The admission policy is the installer's (helm's) to manage; the operator never touches it.
     ("admissionregistration.k8s.io", "validatingadmissionpolicies", ""): set(),
     ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", ""): set(),

@@ -332,3 +332,105 @@ def test_write_status_patches_changed_keys_and_none_for_a_key_that_went():
     handlers.write_status(patch, before, after)
     assert dict(patch["status"]) == {"message": "running (progress unavailable: S3)", "resultUri": None,
                                      "outputs": []}
+
+
+def test_kopfs_unresolved_warning_is_dropped_only_when_kueue_alone_is_missing():
+    """Without Kueue the Workload index watches nothing: kopf's warning at every CRD change would be noise, but
+    a missing PyTorchJob CRD is still warned about."""
+    def record(message):
+        return logging.LogRecord("kopf._core.reactor.observation", logging.WARNING, "", 0, message, None, None)
+
+    kueue_only = ("Unresolved resources cannot be served (try creating their CRDs): "
+                  "Selector(group='kueue.x-k8s.io', any_name='workloads')")
+    both = ("Unresolved resources cannot be served (try creating their CRDs): Selector(group='kubeflow.org', "
+            "version='v1', plural='pytorchjobs'), Selector(group='kueue.x-k8s.io', any_name='workloads')")
+    assert not handlers._without_kueue_unresolved(record(kueue_only))
+    assert handlers._without_kueue_unresolved(record(both))
+    assert handlers._without_kueue_unresolved(record("anything else"))
+
+
+# --- spec.suspend with and without Kueue ----------------------------------------------------------------------
+
+class KueueObjects(FakeCustomObjects):
+    """Adds merge patches of PyTorchJobs and Workloads, and Kueue's Workloads (None: Kueue not installed)."""
+
+    def __init__(self, workloads: list[dict[str, Any]] | None) -> None:
+        super().__init__()
+        self.workloads = workloads
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
+
+    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
+        self.patches.append((plural, name, body))
+
+    def list_namespaced_custom_object(self, group, version, namespace, plural, label_selector=None, limit=None):
+        if self.workloads is None:
+            raise ApiException(status=404)
+        return {"items": [w for w in self.workloads
+                          if not label_selector or label_selector.split("=")[1] == w["metadata"]["labels"]["uid"]]}
+
+
+def suspend_change(api, doc, old, new):
+    handlers.set_suspend(body=kopf.Body(doc), name=doc["metadata"]["name"], namespace=NAMESPACE, old=old, new=new,
+                         retry=0)
+    return api.patches
+
+
+def kueue_cluster(monkeypatch, workloads, suspended_at_creation):
+    api = KueueObjects(workloads)
+    monkeypatch.setattr(handlers, "custom_objects", lambda: api)
+    monkeypatch.setattr(kopf, "info", lambda body, reason, message: None)
+    doc = job(mutate=lambda spec: spec.update(suspend=suspended_at_creation, scheduling={"queueName": "gpus"}))
+    spec = handlers._parse(doc["kind"], kopf.Body(doc))
+    pj = pytorchjob.build(doc["kind"], "job-a", NAMESPACE, "uid-1", spec, handlers.CONFIG)
+    pj["metadata"]["uid"] = "pj-uid"
+    api.objects[(NAMESPACE, "v2w-job-a")] = pj
+    return api, doc
+
+
+def a_workload(active=True, deleting=False, name="pytorchjob-v2w-job-a-1"):
+    meta = {"name": name, "labels": {"uid": "pj-uid"},
+            "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "v2w-job-a"}]}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "spec": {"active": active}}
+
+
+def test_suspending_a_kueue_job_deactivates_its_live_workloads_not_the_pytorchjob(monkeypatch):
+    api, doc = kueue_cluster(monkeypatch, [a_workload(), a_workload(deleting=True, name="old")], False)
+    assert suspend_change(api, doc, False, True) == [("workloads", "pytorchjob-v2w-job-a-1", {"spec": {"active": False}})]
+    api.patches.clear()
+    api.workloads = [a_workload(active=False)]
+    assert suspend_change(api, doc, True, False) == [("workloads", "pytorchjob-v2w-job-a-1", {"spec": {"active": True}})]
+
+
+def test_suspending_a_kueue_job_waits_for_its_workload(monkeypatch):
+    api, doc = kueue_cluster(monkeypatch, [], False)
+    with pytest.raises(kopf.TemporaryError):
+        suspend_change(api, doc, False, True)
+
+
+def test_resuming_a_job_created_suspended_hands_it_to_kueue_still_suspended(monkeypatch):
+    api, doc = kueue_cluster(monkeypatch, [], True)
+    assert suspend_change(api, doc, True, False) == [
+        ("pytorchjobs", "v2w-job-a", {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "gpus"}}})]
+
+
+def test_without_kueue_the_queue_label_is_inert_and_resume_unsuspends(monkeypatch):
+    api, doc = kueue_cluster(monkeypatch, None, True)
+    assert suspend_change(api, doc, True, False) == [("pytorchjobs", "v2w-job-a", {"spec": {"runPolicy": {"suspend": False}}})]
+    api.patches.clear()
+    api.objects[(NAMESPACE, "v2w-job-a")]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "gpus"
+    assert suspend_change(api, doc, False, True) == [("pytorchjobs", "v2w-job-a", {"spec": {"runPolicy": {"suspend": True}}})]
+
+
+def test_a_held_jobs_workload_is_read_from_the_api_when_the_watch_has_not_seen_it(monkeypatch):
+    pending = a_workload()
+    pending["status"] = {"conditions": [{"type": "QuotaReserved", "status": "False", "reason": "Pending",
+                                         "message": "insufficient unused quota"}]}
+    api, doc = kueue_cluster(monkeypatch, [pending], False)
+    pj = api.objects[(NAMESPACE, "v2w-job-a")]
+    pj["spec"]["runPolicy"]["suspend"] = True  # as Kueue's webhook made it
+    doc["status"] = {"pytorchJobName": "v2w-job-a", "phase": "Pending", "outputPrefix": "s3://b/p/"}
+    written = sync(doc, pj)
+    assert written["phase"] == "Queued" and conditions(written)["Queued"] == ("True", "Pending")
+    assert "insufficient unused quota" in written["message"]

@@ -78,3 +78,13 @@ def test_cold_starts_make_a_histogram_and_the_parts_sums():
     assert got[("v2w_job_cold_start_seconds_bucket", (("kind", "Video2WorldJob"), ("le", "300.0")))] == 2
     assert got[("v2w_job_cold_start_part_seconds", (("kind", "Video2WorldJob"), ("part", "download")))] == 150.0
     assert got[("v2w_job_cold_start_part_seconds", (("kind", "Video2WorldJob"), ("part", "load")))] == 70.0
+
+
+def test_queued_jobs_are_counted_and_hold_no_gpu_time():
+    """Jobs Kueue holds count under phase Queued; they have not started, so they have used no GPU-seconds."""
+    queued = {("a", "q"): [summarize("Video2WorldJob", {"parallelism": {"gpus": 8}}, {"phase": "Queued"})]}
+    collector = JobsCollector()
+    collector.watch(queued)
+    got = samples(collector)
+    assert got[("v2w_jobs", (("kind", "Video2WorldJob"), ("phase", "Queued")))] == 1
+    assert got[("v2w_job_gpu_seconds", (("kind", "Video2WorldJob"), ("phase", "Queued")))] == 0.0

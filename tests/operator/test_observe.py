@@ -139,3 +139,76 @@ def test_transition_time_moves_only_on_change():
     t0 = next(c for c in first.conditions if c.type == ConditionType.RUNNING).last_transition_time
     again = derive_status(first, Observation(1, pj(("Running", "", ""))))
     assert next(c for c in again.conditions if c.type == ConditionType.RUNNING).last_transition_time == t0
+
+
+# --- Kueue: a PyTorchJob with the queue label that Kueue keeps suspended --------------------------------------
+
+def kueue_pj(*conds, suspend=True):
+    job = pj(*conds)
+    job["metadata"] = {"name": "v2w-a", "labels": {"kueue.x-k8s.io/queue-name": "gpus"}}
+    job["spec"] = {"runPolicy": {"suspend": suspend}}
+    return job
+
+
+PENDING_WORKLOAD = {"name": "pytorchjob-v2w-a-1", "active": True, "admission": None, "conditions": [
+    {"type": "QuotaReserved", "status": "False", "reason": "Pending",
+     "message": "couldn't assign flavors to pod set master: insufficient unused quota for nvidia.com/gpu in flavor "
+                "gpu, 1 more needed"}]}
+
+
+def test_held_by_kueue_is_queued_with_the_workloads_reason():
+    held = kueue_pj(("Created", "PyTorchJobCreated", ""), ("Suspended", "PyTorchJobSuspended", "suspended"))
+    s = derive_status(V2W(), Observation(1, held, workload=PENDING_WORKLOAD))
+    assert s.phase == Phase.QUEUED and conds(s)["Queued"] == ("True", "Pending")
+    assert "insufficient unused quota for nvidia.com/gpu" in s.message and "LocalQueue gpus" in s.message
+    assert "spec.suspend" not in s.message and "Suspended" not in conds(s)
+
+
+def test_held_before_kueue_made_its_workload_is_queued():
+    s = derive_status(V2W(), Observation(1, kueue_pj(("Created", "PyTorchJobCreated", ""))))
+    assert s.phase == Phase.QUEUED and conds(s)["Queued"] == ("True", "WaitingForWorkload")
+
+
+def test_admitted_job_turns_its_queued_condition_false():
+    queued = derive_status(V2W(), Observation(1, kueue_pj(("Created", "", "")), workload=PENDING_WORKLOAD))
+    admitted = {**PENDING_WORKLOAD, "admission": "team", "conditions": [
+        {"type": "QuotaReserved", "status": "True", "reason": "QuotaReserved", "message": ""},
+        {"type": "Admitted", "status": "True", "reason": "Admitted", "message": ""}]}
+    running = kueue_pj(("Created", "", ""), ("Running", "PyTorchJobRunning", ""), suspend=False)
+    s = derive_status(queued, Observation(1, running, workload=admitted))
+    assert s.phase == Phase.RUNNING and conds(s)["Queued"] == ("False", "Admitted")
+    assert "ClusterQueue team" in next(c.message for c in s.conditions if c.type == ConditionType.QUEUED)
+
+
+def test_evicted_workload_gives_its_reason():
+    evicted = {**PENDING_WORKLOAD, "conditions": [
+        {"type": "Evicted", "status": "True", "reason": "Preempted", "message": "Preempted to accommodate a job"}]}
+    running = derive_status(V2W(), Observation(1, kueue_pj(("Running", "", ""), suspend=False)))
+    s = derive_status(running, Observation(1, kueue_pj(("Suspended", "", "")), workload=evicted))
+    assert s.phase == Phase.QUEUED and conds(s)["Queued"] == ("True", "Preempted")
+    assert conds(s)["Running"] == ("False", "Preempted")
+
+
+def test_users_suspend_of_a_kueue_job_reads_suspended():
+    s = derive_status(V2W(), Observation(1, kueue_pj(("Suspended", "PyTorchJobSuspended", "")),
+                                         suspend_requested=True, workload={**PENDING_WORKLOAD, "active": False}))
+    assert s.phase == Phase.SUSPENDED and "Queued" not in conds(s)
+
+
+def test_without_the_queue_label_a_suspended_pytorchjob_is_the_users_suspend():
+    s = derive_status(V2W(), Observation(1, pj(("Suspended", "PyTorchJobSuspended", "")), suspend_requested=True))
+    assert s.phase == Phase.SUSPENDED
+
+
+def test_users_suspend_reads_suspended_only_once_the_workload_is_inactive():
+    """Until the operator has deactivated the Workload, Kueue may still admit the job: it is not Suspended yet."""
+    s = derive_status(V2W(), Observation(1, kueue_pj(("Suspended", "", "")), suspend_requested=True,
+                                         workload=PENDING_WORKLOAD))
+    assert s.phase == Phase.QUEUED and s.message.startswith("suspending: deactivating Workload pytorchjob-v2w-a-1")
+
+
+def test_a_pytorchjob_kueue_just_unsuspended_is_starting_not_suspended():
+    """Admitted: Kueue set suspend to false and the training-operator's Suspended condition is still there."""
+    queued = derive_status(V2W(), Observation(1, kueue_pj(("Suspended", "", "")), workload=PENDING_WORKLOAD))
+    s = derive_status(queued, Observation(1, kueue_pj(("Suspended", "PyTorchJobSuspended", ""), suspend=False)))
+    assert s.phase == Phase.PENDING and "Suspended" not in conds(s) and conds(s)["Queued"] == ("False", "Admitted")

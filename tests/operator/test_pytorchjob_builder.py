@@ -161,3 +161,16 @@ def test_speed_options_reach_the_runtime():
         spec["performance"] = {"fastMode": "step_cache", "stepCacheInterval": 5, "compile": True}
     perf = run_config(build("video2world-job.yaml", fast)).performance
     assert (perf.fast_mode, perf.step_cache_interval, perf.compile) == ("step_cache", 5, True)
+
+
+def test_a_job_created_suspended_gets_the_queue_label_only_when_resumed():
+    """With the label Kueue would admit the PyTorchJob and unsuspend it: the user's suspend would lose."""
+    pj = build("bestofn-job.yaml", lambda s: s.update(suspend=True))
+    assert pj["spec"]["runPolicy"]["suspend"] is True
+    assert "kueue.x-k8s.io/queue-name" not in pj["metadata"]["labels"]
+
+
+def test_parent_of_reads_child_name_backwards():
+    assert pytorchjob.parent_of(pytorchjob.child_name("BestOfNJob", "a-b")) == ("BestOfNJob", "a-b")
+    assert pytorchjob.parent_of(pytorchjob.child_name("Video2WorldJob", "x")) == ("Video2WorldJob", "x")
+    assert pytorchjob.parent_of("someone-elses") is None

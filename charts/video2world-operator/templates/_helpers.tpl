@@ -65,6 +65,12 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
   verbs: [get, list, watch, create, patch]
+# Kueue (when installed): list/watch its Workloads (why a queued job waits), get one the watch has not seen,
+# and patch spec.active, Kueue's way to stop and requeue a job it manages (a user's spec.suspend). Nothing else:
+# the queue, its quota and admission are Kueue's.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [get, list, watch, patch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

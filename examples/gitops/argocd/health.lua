@@ -65,11 +65,17 @@ if phase == "Suspended" then
   return hs
 end
 
--- Pending or Running: a refused spec or a missing dependency needs a person, so it is Degraded.
+-- Pending, Queued or Running: a refused spec or a missing dependency needs a person, so it is Degraded.
 local accepted = condition(conditions, "Accepted")
 if accepted ~= nil and accepted.status == "False" then
   hs.status = "Degraded"
   hs.message = describe(accepted, "Not accepted")
+  return hs
+end
+
+if phase == "Queued" then
+  hs.status = "Progressing"
+  hs.message = describe(condition(conditions, "Queued"), status.message or "Queued")
   return hs
 end
 
