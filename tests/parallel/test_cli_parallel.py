@@ -18,7 +18,8 @@ import pytest
 
 from tests.parallel.conftest import Launch
 
-TIMING_KEYS = {"timings_s", "timings", "timingsS", "startedAt", "finishedAt", "durationS", "updatedAt", "started_at", "finished_at"}
+TIMING_KEYS = {"timings_s", "timings", "timingsS", "startedAt", "finishedAt", "durationS", "updatedAt", "started_at", "finished_at",
+               "load_seconds", "coldStart", "cold_start"}
 PARALLEL_FLAGS = {"parallelism", "layout"}  # the GPUs and layout: asked for, and run
 
 
