@@ -25,7 +25,6 @@ log = logging.getLogger("v2w_runtime.prefetch")
 
 ENV = "V2W_PREFETCH"
 PROGRAMS = {"v2w_runtime.video2world": "video2world", "v2w_runtime.bestofn": "bestofn"}
-CHUNK = 64 << 20
 # At most this share of the memory available to the pod goes to prefetched files (the rest is the workers').
 MEMORY_SHARE = 0.5
 
@@ -61,26 +60,15 @@ def _config(program: str, program_args: list[str]):
 def warm(config) -> dict[str, float]:
     """Fetch and read the files of the run's model; returns what was read (bytes, seconds)."""
     from .checkpoints import resolve_model
-    from .checkpoints.load import _fetch, _folder, _encoder_ranges
+    from .checkpoints.load import fetch_components, read_ranges, weight_ranges
 
     clock = time.perf_counter()
     source = resolve_model(config.checkpoint, config.model.size, config.generation.resolution, config.generation.fps)
     found = source.require().components
-    for name in ("transformer", "vae"):
-        _fetch(found[name])
-    _folder(found["text_encoder"])
-    _folder(found["tokenizer"])
+    fetch_components(found)
     fetched = time.perf_counter() - clock
-    ranges = []
-    for name in ("transformer", "vae", "text_encoder"):
-        for rel in found[name].files:
-            if not rel.endswith((".safetensors", ".bin", ".pt", ".pth")):
-                continue
-            path = found[name].tree.local(rel)
-            if name == "text_encoder" and path.suffix == ".safetensors":
-                ranges += [(path, start, end) for start, end in _encoder_ranges(path)]
-            else:
-                ranges.append((path, 0, path.stat().st_size))
+    ranges = [r for name in ("transformer", "vae", "text_encoder")
+              for r in weight_ranges(found[name], encoder_only=name == "text_encoder")]
     total = sum(end - start for _, start, end in ranges)
     budget = memory_budget()
     if budget is not None and total > budget * MEMORY_SHARE:
@@ -88,25 +76,11 @@ def warm(config) -> dict[str, float]:
                  "not read ahead", total / 2**30, budget / 2**30)
         return {"bytes": 0, "fetch_s": round(fetched, 3), "read_s": 0.0}
     clock = time.perf_counter()
-    read = sum(_read(path, start, end) for path, start, end in ranges)
+    read = read_ranges(ranges)
     seconds = time.perf_counter() - clock
     log.info("prefetch: %.1f GiB of the model read ahead in %.1f s (files fetched in %.1f s)",
              read / 2**30, seconds, fetched)
     return {"bytes": read, "fetch_s": round(fetched, 3), "read_s": round(seconds, 3)}
-
-
-def _read(path: Path, start: int, end: int) -> int:
-    """Read bytes start..end of a file (into the page cache; the data itself is dropped)."""
-    buffer = memoryview(bytearray(min(CHUNK, max(end - start, 1))))
-    done = 0
-    with open(path, "rb", buffering=0) as fh:
-        fh.seek(start)
-        while start + done < end:
-            got = fh.readinto(buffer[: min(len(buffer), end - start - done)])
-            if not got:
-                break
-            done += got
-    return done
 
 
 def memory_budget() -> int | None:

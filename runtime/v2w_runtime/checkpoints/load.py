@@ -90,10 +90,7 @@ def load_components(
     try:
         # Every file first (S3: through the node's cache), so that the loads below only read local files
         clock = time.perf_counter()
-        text_folder = _folder(found["text_encoder"])
-        tokenizer_folder = _folder(found["tokenizer"])
-        for name in ("transformer", "vae"):
-            _fetch(found[name])
+        text_folder, tokenizer_folder = fetch_components(found)
         seconds["fetch"] = time.perf_counter() - clock
         from diffusers import FlowMatchEulerDiscreteScheduler
         from transformers import AutoTokenizer, T5EncoderModel
@@ -165,7 +162,53 @@ def _fetch(found) -> None:
         found.tree.local(found.path)
 
 
-def _read_ahead(found, chunk: int = 64 << 20) -> int:
+def fetch_components(found: dict) -> tuple[Path, Path]:
+    """Every file the load reads, on local disk (S3: downloaded through the node's cache now); returns the
+    T5 encoder's and the tokenizer's folders."""
+    text_folder = _folder(found["text_encoder"])
+    tokenizer_folder = _folder(found["tokenizer"])
+    for name in ("transformer", "vae"):
+        _fetch(found[name])
+    return text_folder, tokenizer_folder
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weight_ranges(found, encoder_only: bool = False) -> list[tuple[Path, int, int]]:
+    """The byte ranges (file, start, end) of a fetched component's weight files that its load reads: whole files,
+    or with `encoder_only` of a safetensors file only the T5 encoder's tensors (t5-11b keeps its decoder too)."""
+    from .files import SAFETENSORS
+
+    ranges: list[tuple[Path, int, int]] = []
+    for rel in found.files:
+        if not rel.endswith(WEIGHT_SUFFIXES):
+            continue
+        path = found.tree.local(rel)
+        if encoder_only and path.suffix.lower() in SAFETENSORS:
+            ranges += [(path, start, end) for start, end in _encoder_ranges(path)]
+        else:
+            ranges.append((path, 0, path.stat().st_size))
+    return ranges
+
+
+def read_ranges(ranges: list[tuple[Path, int, int]], chunk: int = 64 << 20) -> int:
+    """Read these byte ranges once, into the page cache (the bytes themselves are dropped); returns the bytes read."""
+    view = memoryview(bytearray(chunk))
+    total = 0
+    for path, start, end in ranges:
+        with open(path, "rb", buffering=0) as fh:
+            fh.seek(start)
+            while start < end:
+                got = fh.readinto(view[:min(chunk, end - start)])
+                if not got:
+                    break
+                start += got
+                total += got
+    return total
+
+
+def _read_ahead(found) -> int:
     """Read the T5 encoder's weights from disk into the page cache (returns the bytes read).
 
     This is how the T5 loads "beside" the DiT: the part of its load that is waiting for the disk runs in a
@@ -176,29 +219,7 @@ def _read_ahead(found, chunk: int = 64 << 20) -> int:
     (a parameter left on the meta device, a buffer in the other model's dtype). Of a safetensors file only the
     encoder's tensors are read; a PyTorch file (t5-11b's `pytorch_model.bin`) is read whole.
     """
-    from .files import SAFETENSORS
-
-    total = 0
-    buffer = bytearray(chunk)
-    view = memoryview(buffer)
-    for rel in found.files:
-        if not rel.endswith((".safetensors", ".bin", ".pt", ".pth")):
-            continue
-        path = found.tree.local(rel)
-        size = path.stat().st_size
-        ranges = [(0, size)]
-        if path.suffix.lower() in SAFETENSORS:
-            ranges = _encoder_ranges(path)
-        with open(path, "rb", buffering=0) as fh:
-            for start, end in ranges:
-                fh.seek(start)
-                while start < end:
-                    got = fh.readinto(view[:min(chunk, end - start)])
-                    if not got:
-                        break
-                    start += got
-                    total += got
-    return total
+    return read_ranges(weight_ranges(found, encoder_only=True))
 
 
 def _encoder_ranges(path: Path) -> list[tuple[int, int]]:
