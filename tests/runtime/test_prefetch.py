@@ -89,3 +89,18 @@ def test_a_missing_model_is_left_to_the_runner(tmp_path, monkeypatch, caplog):
         thread = prefetch.start("v2w_runtime.video2world", _args(str(tmp_path / "nothing-here"), tmp_path))
         thread.join(timeout=60)
     assert any("prefetch: skipped" in r.getMessage() and "nothing-here" in r.getMessage() for r in caplog.records)
+
+
+def test_the_launcher_starts_it_with_the_workers_program_and_arguments(monkeypatch):
+    """`v2w-launch … -m v2w_runtime.video2world ARGS` warms for exactly that run, before torchrun starts the workers."""
+    import torch.distributed.run
+
+    from v2w_runtime import launch
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(prefetch, "start", lambda module, args: calls.append(("prefetch", module, args)))
+    monkeypatch.setattr(torch.distributed.run, "run", lambda args: calls.append(("torchrun", args.training_script)))
+    argv = ["--standalone", "--nproc_per_node", "1", "-m", "v2w_runtime.video2world", "--config", "run.yaml"]
+    assert launch.main(argv) == 0
+    assert calls == [("prefetch", "v2w_runtime.video2world", ["--config", "run.yaml"]),
+                     ("torchrun", "v2w_runtime.video2world")]
