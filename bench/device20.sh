@@ -11,6 +11,10 @@
 #   bash bench/device20.sh d        # the 14B at 720p on 1 GPU, $STEPS14 steps (default 4: a 35-step 14B video
 #   bash bench/device20.sh e        #   is ~13 min); then CFG parallel 2 and Ulysses 2, same steps (report20.py
 #                                   #   extrapolates to 35 steps by the median step, as for "before")
+# On a 4-GPU machine (nvidia-h100-x4), after unpack:
+#   bash bench/device20.sh f        # 1 GPU (ours, 2B 720p), then CFG parallel x Ulysses 2 on 4 GPUs
+#   bash bench/device20.sh g        # Ulysses 4 on 4 GPUs; a batch of 2 at 480p on 1 GPU (the per-video rate)
+#   bash bench/device20.sh h        # data parallelism: a batch of 8 at 480p on 4 GPUs
 #
 # Every process starts with a cold compile cache of its own (the first forward's compile is reported apart).
 # The figures of results/2026-11-26-issue20-2x-h200.md ran this way (asked for as nvidia-h100-x2, started as 2 x H200).
@@ -71,6 +75,17 @@ case "$stage" in
   e)
     video cfg2-14 2 280 --size 14B --steps "${STEPS14:-4}" --layout cfg --reference "$work/ref14"
     video u2-14 2 280 --size 14B --steps "${STEPS14:-4}" --layout ulysses --reference "$work/ref14"
+    ;;
+  f)
+    CUDA_VISIBLE_DEVICES=0 video single 1 300 --layout single --save_reference "$work/ref"
+    video cfg4 4 220 --layout cfg --reference "$work/ref"
+    ;;
+  g)
+    video u4 4 220 --layout ulysses --reference "$work/ref"
+    CUDA_VISIBLE_DEVICES=0 video dp1-480 1 300 --layout single --res 480 --videos 2 --save_reference "$work/ref480"
+    ;;
+  h)
+    video dp4-480 4 300 --layout data --res 480 --videos 8 --reference "$work/ref480"
     ;;
 esac
 ls -la "$OUT"
