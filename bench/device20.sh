@@ -15,6 +15,7 @@
 #   bash bench/device20.sh f        # 1 GPU (ours, 2B 720p), then CFG parallel x Ulysses 2 on 4 GPUs
 #   bash bench/device20.sh g        # Ulysses 4 on 4 GPUs; a batch of 2 at 480p on 1 GPU (the per-video rate)
 #   bash bench/device20.sh h        # data parallelism: a batch of 8 at 480p on 4 GPUs
+#   bash bench/device20.sh d; bash bench/device20.sh i   # the 14B: 1 GPU, then CFG x Ulysses 2 and Ulysses 4
 #
 # Every process starts with a cold compile cache of its own (the first forward's compile is reported apart).
 # The figures of results/2026-11-26-issue20-2x-h200.md ran this way (asked for as nvidia-h100-x2, started as 2 x H200).
@@ -83,6 +84,10 @@ case "$stage" in
   g)
     video u4 4 220 --layout ulysses --reference "$work/ref"
     CUDA_VISIBLE_DEVICES=0 video dp1-480 1 300 --layout single --res 480 --videos 2 --save_reference "$work/ref480"
+    ;;
+  i)
+    video cfg4-14 4 280 --size 14B --steps "${STEPS14:-4}" --layout cfg --reference "$work/ref14"
+    video u4-14 4 280 --size 14B --steps "${STEPS14:-4}" --layout ulysses --reference "$work/ref14"
     ;;
   h)
     video dp4-480 4 300 --layout data --res 480 --videos 8 --reference "$work/ref480"
