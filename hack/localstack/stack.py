@@ -787,22 +787,25 @@ def start_operator(kubeconfig: Path, env: dict[str, str], log: Path, namespaces:
     return server
 
 
-def chart_rbac(plane: ControlPlane, chart: Path, namespace: str, service_account: str, release: str = "v2w") -> str:
-    """The chart's ServiceAccount and RBAC (cluster mode), exactly as `helm template` renders them."""
+def chart_rbac(plane: ControlPlane, chart: Path, namespace: str, service_account: str, release: str = "v2w",
+               values: dict[str, str] | None = None) -> str:
+    """The chart's ServiceAccount and RBAC (cluster mode), exactly as `helm template` renders them (with `values`
+    set, e.g. the backend)."""
+    sets = [arg for key, value in (values or {}).items() for arg in ("--set", f"{key}={value}")]
     out = subprocess.run(
         [str(plane.bin_dir / "helm"), "template", release, str(chart), "--namespace", namespace,
-         "--set", f"serviceAccount.name={service_account}",
+         "--set", f"serviceAccount.name={service_account}", *sets,
          "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
         check=True, capture_output=True, text=True)
     return out.stdout
 
 
 def install_operator_identity(plane: ControlPlane, chart: Path, namespace: str, service_account: str,
-                              kubeconfig: Path) -> Path:
+                              kubeconfig: Path, release: str = "v2w", values: dict[str, str] | None = None) -> Path:
     """Namespace, ServiceAccount and RBAC from the chart; returns a kubeconfig that acts as that account."""
     if plane.kubectl("get", "namespace", namespace, check=False).returncode != 0:
         plane.kubectl("create", "namespace", namespace)
-    plane.kubectl("apply", "-f", "-", input=chart_rbac(plane, chart, namespace, service_account))
+    plane.kubectl("apply", "-f", "-", input=chart_rbac(plane, chart, namespace, service_account, release, values))
     return service_account_kubeconfig(plane, namespace, service_account, kubeconfig)
 
 

@@ -275,6 +275,10 @@ def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, nam
         return
     job = _Job(kind=kind, body=body, name=name, namespace=namespace, uid=uid, generation=meta.get("generation"),
                status=current, stored=stored, patch=patch, retry=retry)
+    if current.child_kind and current.child_kind != BACKEND.kind:
+        logger.warning("its %s was made by an operator with another backend; this one (%s) leaves the job alone",
+                       current.child_kind, BACKEND.kind)
+        return
     spec = _validate(job)
     if current.child and _get_child(namespace, job.child):
         return  # accepted before (a resume): from here on the job's follower alone writes its status

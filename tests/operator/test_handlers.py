@@ -193,6 +193,8 @@ def test_a_job_another_backend_made_is_left_alone(cluster, monkeypatch):
     doc = applied(job(), ensure(job()))  # a PyTorchJob
     monkeypatch.setattr(handlers, "BACKEND", backends.TRAINJOB)
     assert handlers.sync(kopf.Body(doc), dict(doc["status"]), "job-a", NAMESPACE, LOGGER) is None
+    doc["status"]["phase"] = "Suspended"  # not finished: a resumed operator would make its child
+    assert ensure(doc) == {} and api.creates == 1
 
 
 def test_auto_picks_the_served_backend_pytorchjob_first():

@@ -112,7 +112,8 @@ def runtime(config: OperatorConfig) -> dict[str, Any]:
                 "replicatedJobs": [{"name": NODE, "replicas": 1, "template": job}],
                 "failurePolicy": {
                     "maxRestarts": config.training_runtime_max_restarts,
-                    "rules": [{"action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}],
+                    "rules": [{"name": "FailAtOnce", "action": "FailJobSet",
+                               "onJobFailureReasons": ["PodFailurePolicy"]}],
                 },
             }},
         },
