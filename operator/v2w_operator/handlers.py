@@ -125,7 +125,8 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **indices
     for plural in (VIDEO2WORLD_JOB.plural, BEST_OF_N_JOB.plural):  # live views, filled by the watch
         metrics.JOBS.watch(indices[_summaries_id(plural)])
     metrics.serve(CONFIG.metrics_port)
-    logger.info("video2world operator started (poll every %ss)", CONFIG.poll_interval_seconds)
+    logger.info("video2world operator started (backend %s: jobs run as %ss; poll every %ss)", CONFIG.backend,
+                BACKEND.kind, CONFIG.poll_interval_seconds)
 
 
 def _without_kueue_unresolved(record: logging.LogRecord) -> bool:

@@ -32,7 +32,6 @@ VERSION = "v1alpha1"
 PLURAL = "trainjobs"
 KIND = "TrainJob"
 RUNTIME_KIND = "ClusterTrainingRuntime"
-RUNTIME_PLURAL = "clustertrainingruntimes"
 NODE = "node"  # the replicated job and the container the torch plugin configures (PET_* env, numNodes)
 ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
 FRAMEWORK_LABEL = "trainer.kubeflow.org/framework"
