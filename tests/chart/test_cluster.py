@@ -26,6 +26,10 @@ NAMESPACED_NEEDS: dict[tuple[str, str, str], set[str]] = {
     ("video2world.io", "bestofnjobs", "status"): {"get", "patch"},
     ("kubeflow.org", "pytorchjobs", ""): {"get", "list", "watch", "create", "patch"},
     ("kubeflow.org", "pytorchjobs", "status"): set(),
+    ("trainer.kubeflow.org", "trainjobs", ""): set(),  # the trainjob backend's child (CHILD_NEEDS)
+    ("trainer.kubeflow.org", "trainjobs", "status"): set(),
+    ("trainer.kubeflow.org", "trainingruntimes", ""): set(),
+    ("jobset.x-k8s.io", "jobsets", ""): set(),  # Trainer's and JobSet's to manage
     ("kueue.x-k8s.io", "workloads", ""): {"get", "list", "watch", "patch"},
     ("kueue.x-k8s.io", "workloads", "status"): set(),
     ("kueue.x-k8s.io", "localqueues", ""): set(),
@@ -55,6 +59,7 @@ CLUSTER_NEEDS: dict[tuple[str, str, str], set[str]] = {
     ("rbac.authorization.k8s.io", "clusterroles", ""): set(),
     ("rbac.authorization.k8s.io", "clusterrolebindings", ""): set(),
     ("kopf.dev", "clusterkopfpeerings", ""): set(),
+    ("trainer.kubeflow.org", "clustertrainingruntimes", ""): set(),  # the chart (helm) installs ours
     ("kueue.x-k8s.io", "clusterqueues", ""): set(),  # quota is Kueue's and the platform's
     ("kueue.x-k8s.io", "resourceflavors", ""): set(),
     # The admission policy is the installer's (helm's) to manage; the operator never touches it.
@@ -95,17 +100,27 @@ def review(kube, user: str, groups: list[str], asks: list[Ask]) -> dict[Ask, boo
     return {ask: bool(r["status"].get("allowed")) for ask, r in zip(asks, results)}
 
 
-def matrix(namespaces: list[tuple[str, bool | None]], namespaced_mode: bool = False) -> Iterator[tuple[Ask, bool]]:
+# The child kinds, and what the operator needs on each when its backend makes it (nothing otherwise).
+CHILD_NEEDS = {"pytorchjob": ("kubeflow.org", "pytorchjobs", ""), "trainjob": ("trainer.kubeflow.org", "trainjobs", "")}
+CHILD_VERBS = {"get", "list", "watch", "create", "patch"}
+
+
+def matrix(namespaces: list[tuple[str, bool | None]], namespaced_mode: bool = False,
+           backend: str = "pytorchjob") -> Iterator[tuple[Ask, bool]]:
     """Every (verb, resource) question, with the answer the operator should get.
 
     `namespaces` holds (namespace, watched) pairs: watched None asks about the cluster-scoped resources;
-    True or False about the namespaced ones in that namespace ("" meaning across all namespaces).
+    True or False about the namespaced ones in that namespace ("" meaning across all namespaces). `backend`
+    (the chart's value) says which child kinds it may make: one, or both with auto.
     """
     cluster_needs = dict(CLUSTER_NEEDS)
     if namespaced_mode:
         cluster_needs[("", "namespaces", "")] = {"list", "watch"}
+    namespaced_needs = dict(NAMESPACED_NEEDS)
+    for kind, resource in CHILD_NEEDS.items():
+        namespaced_needs[resource] = CHILD_VERBS if backend in (kind, "auto") else set()
     for ns, watched in namespaces:
-        needs = cluster_needs if ns == "" and watched is None else NAMESPACED_NEEDS
+        needs = cluster_needs if ns == "" and watched is None else namespaced_needs
         for (group, resource, sub), verbs in needs.items():
             for verb in VERBS:
                 allowed = verb in verbs and (watched is None or watched)
@@ -218,6 +233,24 @@ def test_install_in_cluster_mode_grants_exactly_what_the_operator_needs(installe
     assert can_i("list", "secrets", "-n", names["other"]) == "no"
     assert can_i("list", "namespaces") == "no"  # kopf needs it only in namespaced mode
     assert can_i("create", "video2worldjobs.video2world.io", "-n", names["other"]) == "no"
+
+
+@pytest.mark.parametrize("backend", ["trainjob", "auto"])
+def test_each_backend_grants_its_child_kinds_only(installed, crds_applied, names, backend):
+    """backend trainjob: TrainJobs and nothing on PyTorchJobs (and the ClusterTrainingRuntime is installed);
+    auto: both kinds. (The default, pytorchjob, is the test above.)"""
+    import stack
+
+    kube = crds_applied
+    stack.wait_for_trainer_build(kube.bin_dir)
+    stack.install_trainer_crds(kube)  # a chart for trainjob installs a ClusterTrainingRuntime
+    installed({"backend": backend, "trainer": {"runtimeName": f"{names['release']}-runtime"}})
+    release, ns = names["release"], names["ns"]
+    sa = f"{release}-video2world-operator"
+    assert_exactly(kube, ns, sa, list(matrix([("", None), (names["other"], True), ("", True)], backend=backend)))
+    runtimes = get_json(kube, "clustertrainingruntimes")["items"]
+    assert [r["metadata"]["name"] for r in runtimes if r["metadata"]["name"] == f"{release}-runtime"] == \
+        [f"{release}-runtime"]
 
 
 def test_install_in_namespaced_mode_grants_only_the_watched_namespaces(installed, crds_applied, names):

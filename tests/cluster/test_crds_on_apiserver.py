@@ -91,15 +91,20 @@ def test_a_name_the_pytorchjob_controller_would_refuse_is_refused_at_apply(crds_
     assert refused.returncode != 0 and "at most 48 characters" in refused.stderr, refused.stderr
 
 
-def test_spec_is_frozen_once_the_pytorchjob_exists_except_suspend(crds_applied, namespace):
+@pytest.mark.parametrize("child", [{"pytorchJobName": "v2w-bus-terminal"},
+                                   {"childKind": "TrainJob", "childName": "v2w-bus-terminal"}],
+                         ids=["pytorchJobName", "childName"])
+def test_spec_is_frozen_once_the_child_exists_except_suspend(crds_applied, namespace, child):
+    """Once the status names the child (childName; pytorchJobName in statuses of older releases)."""
     kube = crds_applied
     doc = load_example("video2world-job.yaml")
+    doc["metadata"]["name"] = f"frozen-{len(child)}"
     apply(kube, namespace, doc)
     name = doc["metadata"]["name"]
-    # Before the PyTorchJob exists (e.g. waiting for its Secret): still editable.
+    # Before the child exists (e.g. waiting for its Secret): still editable.
     kube.kubectl("patch", "-n", namespace, "v2wjob", name, "--type=merge", "-p", '{"spec":{"generation":{"seed":7}}}')
     kube.kubectl("patch", "-n", namespace, "v2wjob", name, "--subresource=status", "--type=merge",
-                 "-p", '{"status":{"phase":"Suspended","pytorchJobName":"v2w-bus-terminal"}}')
+                 "-p", json.dumps({"status": {"phase": "Suspended", **child}}))
     refused = kube.kubectl("patch", "-n", namespace, "v2wjob", name, "--type=merge",
                            "-p", '{"spec":{"generation":{"seed":8}}}', check=False)
     assert refused.returncode != 0 and "spec is immutable" in refused.stderr, refused.stderr

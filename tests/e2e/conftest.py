@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,10 @@ OPERATOR_SA = "v2w-operator"
 RUNTIME_DEBUG_ARGS = "--height 64 --width 96 --num_frames 9 --device cpu"
 
 
+BACKENDS = ("pytorchjob", "trainjob")
+TRAINJOB_RUNTIME = "v2w-e2e"  # the ClusterTrainingRuntime of the trainjob operator (trainjob.runtime of its settings)
+
+
 @dataclass
 class Stack:
     kube: stack.ControlPlane
@@ -35,9 +39,41 @@ class Stack:
     operator: stack.Server
     executor: stack.Server
     training_operator: stack.Server
-    operator_env: dict[str, str]
+    operator_env: dict[str, str]  # the operator's settings, whatever its backend (a test may change them)
     operator_kubeconfig: Path
     workdir: Path
+    backend: str = "pytorchjob"  # what the running operator makes: one operator at a time on the shared stack
+    identities: dict[str, Path] = field(default_factory=dict)  # a kubeconfig per backend, under its chart RBAC
+
+    def backend_env(self, backend: str) -> dict[str, str]:
+        env = {**self.operator_env, "V2W_BACKEND": backend}
+        if backend == "trainjob":
+            env["V2W_TRAINING_RUNTIME_NAME"] = TRAINJOB_RUNTIME
+        return env
+
+    def use_backend(self, backend: str) -> None:
+        """Runs the operator with `backend`, under the chart's RBAC for that backend (a ServiceAccount each), and
+        for TrainJob with the ClusterTrainingRuntime the chart would install; nothing when it already runs so."""
+        if backend == self.backend:
+            return
+        self.identities.setdefault("pytorchjob", self.operator_kubeconfig)
+        if backend not in self.identities:
+            self.identities[backend] = stack.install_operator_identity(
+                self.kube, CHART, OPERATOR_NS, f"{OPERATOR_SA}-{backend}", self.workdir / f"operator-{backend}.kubeconfig",
+                release=f"v2w-{backend}", values={"backend": backend})
+        if backend == "trainjob":
+            from v2w_operator.backends import trainjob
+            from v2w_operator.config import OperatorConfig
+
+            runtime = trainjob.runtime(OperatorConfig.from_env(self.backend_env(backend)))
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(runtime))
+        self.operator.stop(sig=15)
+        self.backend, self.operator_kubeconfig = backend, self.identities[backend]
+        self.operator = stack.start_operator(self.operator_kubeconfig, self.backend_env(backend), self.operator.log)
+
+    def child(self, namespace: str, name: str) -> dict | None:
+        """The job's child, of the running operator's kind."""
+        return self.get(namespace, self.backend, name)
 
     def kubectl(self, *args: str, **kw):
         return self.kube.kubectl(*args, **kw)
@@ -87,12 +123,13 @@ class Stack:
 
     def restart_operator(self, kill_signal: int = 9) -> None:
         self.operator.stop(sig=kill_signal)
-        self.operator = stack.start_operator(self.operator_kubeconfig, self.operator_env, self.operator.log)
+        self.operator = stack.start_operator(self.operator_kubeconfig, self.backend_env(self.backend),
+                                             self.operator.log)
 
 
 @pytest.fixture(scope="session")
-def e2e(kube, minio, tmp_path_factory) -> Stack:
-    workdir = tmp_path_factory.mktemp("e2e")
+def e2e(kube, minio, stack_workdir, pod_executor) -> Stack:
+    workdir = stack_workdir
     stack.install_crds(kube, ROOT)
     bucket = minio.make_bucket("e2e")
     client = minio.client()
@@ -111,7 +148,7 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
     kubeconfig = stack.install_operator_identity(kube, CHART, OPERATOR_NS, OPERATOR_SA, workdir / "operator.kubeconfig")
 
     training_operator = stack.start_training_operator(kube, workdir / "training-operator")
-    executor = stack.start_executor(kube, workdir / "executor", workdir / "pvcs")
+    executor = pod_executor
     env = {
         "V2W_POLL_INTERVAL_SECONDS": "1",
         "V2W_METRICS_PORT": str(stack.free_port()),
@@ -128,5 +165,16 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
     s = Stack(kube, minio, bucket, models, operator, executor, training_operator, env, kubeconfig, workdir)
     yield s
     s.operator.stop()  # the one running now: a test may have restarted it
-    executor.stop()
     training_operator.stop()
+
+
+@pytest.fixture(autouse=True)
+def _operator_backend(request: pytest.FixtureRequest):
+    """The e2e operator runs the backend a test asks for (its `backend` parameter), else PyTorchJob's. Tests that
+    share a backend run together (a module-scoped `backend`), so the stack switches operators rarely."""
+    if "e2e" in request.fixturenames:
+        backend = request.getfixturevalue("backend") if "backend" in request.fixturenames else "pytorchjob"
+        if backend == "trainjob":
+            request.getfixturevalue("trainer_v2")
+        request.getfixturevalue("e2e").use_backend(backend)
+    yield

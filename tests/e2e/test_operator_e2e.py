@@ -1,9 +1,15 @@
-"""Jobs driven end to end on the local stack: operator → PyTorchJob → training-operator → pods run by the
-executor → runtime (tiny models on CPU) → MinIO → status. Each test says what a user would see."""
+"""Jobs driven end to end on the local stack: operator → PyTorchJob → training-operator (or TrainJob → Trainer v2
+→ JobSet → Jobs) → pods run by the executor → runtime (tiny models on CPU) → MinIO → status. Each test says what
+a user would see.
+
+The core cases (single, batch, best-of-N, failure, suspend, delete) run on both backends (`backend`): one stack,
+one operator at a time, the tests of one backend together. The rest are about the operator itself, the same for
+both, and run on PyTorchJob's."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -12,8 +18,21 @@ from tests.e2e.helpers import DISABLED, condition, make_claim, phase_is, read_re
 
 pytestmark = [pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
+KINDS = {"pytorchjob": "PyTorchJob", "trainjob": "TrainJob"}
 
-def test_single_video_job_goes_pending_running_succeeded(e2e):
+
+@pytest.fixture(scope="module", params=sorted(KINDS))
+def backend(request) -> str:
+    """The kind of child the operator makes (the e2e conftest runs the operator with it)."""
+    return request.param
+
+
+def suspended(child: dict) -> bool:
+    spec = child["spec"]
+    return bool(spec["runPolicy"]["suspend"] if child["kind"] == "PyTorchJob" else spec["suspend"])
+
+
+def test_single_video_job_goes_pending_running_succeeded(e2e, backend):
     ns = e2e.namespace()
     doc = e2e.job("Video2WorldJob", "single", {
         "input": {"uri": f"s3://{e2e.bucket}/inputs/input0.jpg", "prompt": "A bus pulls out of a night terminal."},
@@ -26,8 +45,11 @@ def test_single_video_job_goes_pending_running_succeeded(e2e):
     assert phases == sorted(phases, key=["Pending", "Running", "Succeeded"].index) and "Running" in phases, phases
     status = obj["status"]
     assert status["observedGeneration"] == obj["metadata"]["generation"]
-    assert condition(obj, "Succeeded")["status"] == "True" and condition(obj, "Accepted")["reason"] == "PyTorchJobCreated"
-    assert status["pytorchJobName"] == "v2w-single" and status["startTime"] and status["completionTime"]
+    assert condition(obj, "Succeeded")["status"] == "True" and condition(obj, "Accepted")["reason"] == "ChildCreated"
+    assert (status["childKind"], status["childName"]) == (KINDS[backend], "v2w-single")
+    assert status.get("pytorchJobName") == ("v2w-single" if backend == "pytorchjob" else None)
+    assert status["startTime"] and status["completionTime"]
+    assert e2e.child(ns, "v2w-single")["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     [output] = status["outputs"]
     bucket, key = s3_key(output["uri"])
     head = e2e.minio.client().head_object(Bucket=bucket, Key=key)
@@ -41,11 +63,52 @@ def test_single_video_job_goes_pending_running_succeeded(e2e):
     assert "Succeeded" in table and "1/1 videos" in table
     events = e2e.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=single", "-o", "json").stdout
     reasons = [e["reason"] for e in json.loads(events)["items"]]
-    assert {"PyTorchJobCreated", "Running", "Succeeded"} <= set(reasons), reasons
+    assert {"ChildCreated", "Running", "Succeeded"} <= set(reasons), reasons
     assert reasons.count("Running") == 1 and reasons.count("Succeeded") == 1, reasons
 
 
-def test_batch_job_writes_every_entry(e2e):
+@pytest.fixture(scope="module")
+def example_platform(e2e, tmp_path_factory) -> str:
+    """What the examples expect of a platform: the buckets they name, their input, and a guardrail checkpoint (they
+    keep the guardrail and the prompt refiner on; the refiner's is the stack's tiny Cosmos-Reason1)."""
+    import stack
+    from v2w_runtime.tiny.guardrail import write_tiny_guardrail_release
+
+    s3 = e2e.minio.client()
+    for bucket in ("v2w-inputs", "v2w-results"):
+        if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+            s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket="v2w-inputs", Key="video2world/input0.jpg", Body=stack.sample_image(0))
+    root = write_tiny_guardrail_release(tmp_path_factory.mktemp("guardrail"))
+    return stack.upload_tree(s3, root, e2e.bucket, "models/guardrail")
+
+
+def test_an_example_manifest_succeeds(e2e, backend, example_platform):
+    """examples/video2world-job.yaml as a user applies it, scaled as the demo scales it (fewer sampler steps
+    for a tiny model on a CPU), with the platform's defaults for what it leaves out: Succeeded on either backend."""
+    from tests.api.cases import load_example
+
+    doc = load_example("video2world-job.yaml")
+    doc["spec"]["generation"]["numSteps"] = 4
+    ns = e2e.namespace()
+    e2e.operator_env["V2W_GUARDRAIL_CHECKPOINT"] = example_platform
+    e2e.restart_operator(kill_signal=15)
+    try:
+        e2e.apply(ns, doc)
+        obj, _ = e2e.wait_for(ns, "v2wjob", "bus-terminal", phase_is("Succeeded", "Failed"), timeout=400,
+                              what="a final phase")
+    finally:
+        del e2e.operator_env["V2W_GUARDRAIL_CHECKPOINT"]
+        e2e.restart_operator(kill_signal=15)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    assert (status["childKind"], status["childName"]) == (KINDS[backend], "v2w-bus-terminal")
+    [output] = status["outputs"]
+    assert output["name"] == "bus-terminal.mp4" and output["verdict"] == "Passed", output
+    assert output["uri"] == f"s3://v2w-results/jobs/{ns}/bus-terminal/bus-terminal.mp4"
+
+
+def test_batch_job_writes_every_entry(e2e, backend):
     ns = e2e.namespace()
     batch = [{"input": f"s3://{e2e.bucket}/inputs/input{i}.jpg", "prompt": f"Scene {i} comes to life.",
               "output": f"scene-{i}"} for i in range(3)]
@@ -61,7 +124,7 @@ def test_batch_job_writes_every_entry(e2e):
     assert json.loads(stored["Body"].read())[0]["output_video"] == "scene-0.mp4"
 
 
-def test_best_of_n_job_reports_the_best_video_and_its_score(e2e):
+def test_best_of_n_job_reports_the_best_video_and_its_score(e2e, backend):
     ns = e2e.namespace()
     doc = e2e.job("BestOfNJob", "pick", {
         "input": {"uri": f"s3://{e2e.bucket}/inputs/input2.jpg", "prompt": "A worker fills bottles."},
@@ -84,7 +147,7 @@ def test_best_of_n_job_reports_the_best_video_and_its_score(e2e):
     assert str(best.score) in table.splitlines()[1]
 
 
-def test_runtime_failure_becomes_failed_with_the_runtime_message(e2e):
+def test_runtime_failure_becomes_failed_with_the_runtime_message(e2e, backend):
     ns = e2e.namespace()
     doc = e2e.job("Video2WorldJob", "broken", {
         "input": {"uri": f"s3://{e2e.bucket}/inputs/does-not-exist.jpg", "prompt": "Nothing to see."},
@@ -164,7 +227,7 @@ def test_missing_claim_is_a_condition_then_recovers(e2e):
     assert condition(obj, "Accepted")["status"] == "True"
 
 
-def test_suspend_then_resume(e2e):
+def test_suspend_then_resume(e2e, backend):
     ns = e2e.namespace()
     doc = e2e.job("Video2WorldJob", "paused", {
         "input": {"uri": f"s3://{e2e.bucket}/inputs/input1.jpg", "prompt": "Snow falls."}, "suspend": True,
@@ -172,14 +235,15 @@ def test_suspend_then_resume(e2e):
     e2e.apply(ns, doc)
     obj, _ = e2e.wait_for(ns, "v2wjob", "paused", phase_is("Suspended"), timeout=60, what="Suspended")
     assert condition(obj, "Suspended")["status"] == "True"
-    pj = e2e.get(ns, "pytorchjob", "v2w-paused")
-    assert pj["spec"]["runPolicy"]["suspend"] is True
+    assert suspended(e2e.child(ns, "v2w-paused"))
+    pods = json.loads(e2e.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    assert pods == [], [p["metadata"]["name"] for p in pods]
     e2e.kubectl("patch", "-n", ns, "v2wjob", "paused", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     obj, phases = e2e.wait_for(ns, "v2wjob", "paused", phase_is("Succeeded", "Failed"), what="a final phase")
     assert obj["status"]["phase"] == "Succeeded" and condition(obj, "Suspended")["status"] == "False"
 
 
-def test_deleting_a_running_job_deletes_its_pytorchjob_and_processes(e2e):
+def test_deleting_a_running_job_deletes_its_child_and_processes(e2e, backend):
     ns = e2e.namespace()
     batch = [{"input": f"s3://{e2e.bucket}/inputs/input{i % 3}.jpg", "prompt": f"Clip {i}.", "output": f"clip-{i}"}
              for i in range(6)]
@@ -187,15 +251,16 @@ def test_deleting_a_running_job_deletes_its_pytorchjob_and_processes(e2e):
     e2e.wait_for(ns, "v2wjob", "doomed", phase_is("Running"), timeout=120, what="Running")
     e2e.kubectl("delete", "-n", ns, "v2wjob", "doomed", "--wait=true", "--timeout=60s")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and e2e.get(ns, "pytorchjob", "v2w-doomed") is not None:
+    while time.monotonic() < deadline and e2e.child(ns, "v2w-doomed") is not None:
         time.sleep(0.5)
-    assert e2e.get(ns, "pytorchjob", "v2w-doomed") is None, "garbage collection did not delete the PyTorchJob"
-    # Garbage collection deletes its pods too, and the executor (the kubelet here) stops their processes.
-    stopped = f"{ns}/v2w-doomed-master-0 deleted: processes stopped"
+    assert e2e.child(ns, "v2w-doomed") is None, f"garbage collection did not delete the {KINDS[backend]}"
+    # Garbage collection deletes its pods too (a TrainJob's through its JobSet and Jobs), and the executor (the
+    # kubelet here) stops their processes.
+    stopped = re.compile(rf"{ns}/v2w-doomed-(master-0|node-0-0-\w+) deleted: processes stopped")
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and stopped not in e2e.executor.log_tail(200):
+    while time.monotonic() < deadline and not stopped.search(e2e.executor.log_tail(200)):
         time.sleep(0.5)
-    assert stopped in e2e.executor.log_tail(200)
+    assert stopped.search(e2e.executor.log_tail(200)), e2e.executor.log_tail(20)
 
 
 def test_operator_killed_mid_job_resumes_without_duplicates(e2e):

@@ -1,28 +1,24 @@
-"""Builds the Kubeflow PyTorchJob that runs one Video2WorldJob or BestOfNJob.
+"""What every backend's child shares: its name, owner and labels, and the runtime pod it runs.
 
-One module owns the whole translation from our spec to the child resource, so handlers stay thin and
-the result can be checked against the PyTorchJob CRD schema in tests. The name is deterministic
-(`v2w-<name>` / `bon-<name>`), which is what makes creation idempotent across retries and restarts.
-What the runtime does travels as one run configuration (`v2w_api.run.RunConfig`), rendered as YAML into
-the container's `--config` argument: a person reads it in `kubectl get pytorchjob -o yaml`, and the
-runtime parses it with the same models.
+One module owns the translation from our spec to the runtime pod (run configuration, command, env, volumes,
+security context, scheduling), so each backend only wraps that pod in its own kind of child and the two can
+never drift apart. The child's name is deterministic (`v2w-<name>` / `bon-<name>`), which is what makes
+creation idempotent across retries and restarts. What the runtime does travels as one run configuration
+(`v2w_api.run.RunConfig`), rendered as YAML into the container's `--config` argument: a person reads it in
+`kubectl get <child> -o yaml`, and the runtime parses it with the same models.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from v2w_api import API_VERSION, BEST_OF_N_JOB, VIDEO2WORLD_JOB, BestOfNJobSpec, Video2WorldJobSpec
 from v2w_api.run import MAX_RENDERED_BYTES, RunConfig, RunOutput
 from v2w_api.spec import JobSpecCommon
 
-from . import kueue
-from .config import OperatorConfig
-
-PYTORCHJOB_GROUP = "kubeflow.org"
-PYTORCHJOB_VERSION = "v1"
-PYTORCHJOB_PLURAL = "pytorchjobs"
-CONTAINER_NAME = "pytorch"  # the training-operator finds the main container by this name
+from .. import kueue
+from ..config import OperatorConfig
 
 LABEL_JOB_NAME = "video2world.io/job-name"
 LABEL_JOB_KIND = "video2world.io/job-kind"
@@ -43,7 +39,7 @@ def child_name(kind: str, name: str) -> str:
 
 
 def parent_of(child: str) -> tuple[str, str] | None:
-    """The (kind, name) of the job whose PyTorchJob is named `child` (`child_name` read backwards), else None."""
+    """The (kind, name) of the job whose child is named `child` (`child_name` read backwards), else None."""
     for kind, prefix in _PREFIXES.items():
         if child.startswith(f"{prefix}-") and len(child) > len(prefix) + 1:
             return kind, child[len(prefix) + 1:]
@@ -55,7 +51,11 @@ def output_prefix(spec: JobSpecCommon, namespace: str, name: str) -> str:
     return f"{spec.output.uri.rstrip('/')}/{namespace}/{name}"
 
 
-class RunConfigTooLarge(ValueError):
+class Unbuildable(ValueError):
+    """The job's child cannot be built from its spec: the job fails, naming why."""
+
+
+class RunConfigTooLarge(Unbuildable):
     """The rendered run configuration does not fit one container argument."""
 
 
@@ -79,13 +79,15 @@ def run_config(kind: str, name: str, spec: Video2WorldJobSpec | BestOfNJobSpec, 
     return RunConfig(**common, best_of_n=spec.best_of_n, output=RunOutput(uri=prefix))
 
 
-def runtime_args(kind: str, run: RunConfig, config: OperatorConfig) -> list[str]:
-    """torchrun's arguments: the program, its run configuration, then the platform's extra flags."""
+def runtime_args(kind: str, run: RunConfig, config: OperatorConfig, limit: int = MAX_RENDERED_BYTES) -> list[str]:
+    """torchrun's arguments: the program, its run configuration, then the platform's extra flags.
+
+    `limit`: the bytes one argument may hold in the child (a backend's CRD may allow fewer than a container)."""
     rendered = run.to_yaml()
     size = len(rendered.encode())
-    if size > MAX_RENDERED_BYTES:
+    if size > limit:
         raise RunConfigTooLarge(
-            f"the run configuration is {size} bytes, more than the {MAX_RENDERED_BYTES} one container argument "
+            f"the run configuration is {size} bytes, more than the {limit} one container argument "
             "holds: shorten the prompts or the guardrail blocklist"
         )
     return ["--module", _MODULES[kind], "--config", rendered, *config.runtime_extra_args]
@@ -111,12 +113,12 @@ def batch_json(spec: Video2WorldJobSpec) -> list[dict[str, Any]]:
     return entries
 
 
-def _env(spec: JobSpecCommon, config: OperatorConfig) -> list[dict[str, Any]]:
+def env(spec: JobSpecCommon, config: OperatorConfig) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     secret = spec.output.credentials_secret
     secret_name = secret.name if secret else config.credentials_secret
     if secret_name:
-        # Mounted by reference: the operator never copies a credential into the PyTorchJob.
+        # Mounted by reference: the operator never copies a credential into the child.
         for var, key in (
             ("AWS_ACCESS_KEY_ID", secret.access_key_id_key if secret else "AWS_ACCESS_KEY_ID"),
             ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key if secret else "AWS_SECRET_ACCESS_KEY"),
@@ -161,115 +163,123 @@ def _cache_volume(config: OperatorConfig) -> dict[str, Any]:
     return {"emptyDir": {}}
 
 
-def _volumes(spec: JobSpecCommon, config: OperatorConfig) -> tuple[list[dict], list[dict]]:
+# The runtime pod's own volumes, the same on every job: writable /tmp, the checkpoint cache, a real /dev/shm.
+_BASE_MOUNTS = (("tmp", "/tmp"), ("cache", CACHE_DIR), ("dshm", SHM_DIR))
+# Read-only root, no privileges, the image's user: the same for every backend (the chart's runtime too).
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUNTIME_UID,
+    "runAsGroup": RUNTIME_UID,
+    "fsGroup": RUNTIME_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+COMMAND = ["v2w-launch"]  # torchrun, with the failing worker's exit code as the container's
+
+
+def base_volumes(config: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The volumes (and their mounts) every runtime pod has, whatever its job."""
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", **_cache_volume(config)},
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL and data loaders need a real /dev/shm
     ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "cache", "mountPath": CACHE_DIR},
-        {"name": "dshm", "mountPath": SHM_DIR},
-    ]
+    return volumes, [{"name": name, "mountPath": path} for name, path in _BASE_MOUNTS]
+
+
+def claim_volumes(spec: JobSpecCommon, config: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The job's own volumes: each PersistentVolumeClaim it reads, read-only under the platform's mount root."""
+    volumes, mounts = [], []
     for i, claim in enumerate(sorted(volume_claims(spec, config))):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{config.pvc_mount_root}/{claim}", "readOnly": True})
     return volumes, mounts
 
 
-def _pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorConfig, args: list[str]) -> dict:
+def resources(spec: JobSpecCommon, config: OperatorConfig) -> dict[str, Any]:
+    """Each pod's resources: its node's GPUs (limits), and the CPU and memory the job asks for (requests)."""
     sched = spec.scheduling
-    labels = {LABEL_JOB_NAME: name, LABEL_JOB_KIND: kind, LABEL_MANAGED_BY: MANAGED_BY}
-    volumes, mounts = _volumes(spec, config)
-    resources: dict[str, Any] = {"limits": {sched.gpu_resource_name or config.gpu_resource_name: spec.parallelism.effective_gpus_per_node}}
+    found: dict[str, Any] = {
+        "limits": {sched.gpu_resource_name or config.gpu_resource_name: spec.parallelism.effective_gpus_per_node}}
     requests = {k: v for k, v in (("cpu", sched.cpu), ("memory", sched.memory)) if v}
     if requests:
-        resources["requests"] = requests
+        found["requests"] = requests
+    return found
+
+
+def image(spec: JobSpecCommon, config: OperatorConfig) -> str:
+    return spec.scheduling.image or config.runtime_image
+
+
+def labels(kind: str, name: str) -> dict[str, str]:
+    """The labels of a job's child and its pods: whose they are, and who manages them."""
+    return {LABEL_JOB_NAME: name, LABEL_JOB_KIND: kind, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def placement(spec: JobSpecCommon) -> dict[str, Any]:
+    """The pod spec's scheduling fields the job sets: nodeSelector, tolerations, priority, ServiceAccount."""
+    sched = spec.scheduling
+    found: dict[str, Any] = {}
+    if sched.node_selector:
+        found["nodeSelector"] = dict(sched.node_selector)
+    if sched.tolerations:
+        found["tolerations"] = [t.to_wire() for t in sched.tolerations]
+    if sched.priority_class_name:
+        found["priorityClassName"] = sched.priority_class_name
+    if sched.service_account_name:
+        found["serviceAccountName"] = sched.service_account_name
+    return found
+
+
+def pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorConfig, args: list[str],
+                 container_name: str) -> dict[str, Any]:
+    """The runtime pod: one container named as the backend's controller expects, running `v2w-launch args`."""
+    volumes, mounts = base_volumes(config)
+    claims, claim_mounts = claim_volumes(spec, config)
     container = {
-        "name": CONTAINER_NAME,
-        "image": sched.image or config.runtime_image,
+        "name": container_name,
+        "image": image(spec, config),
         "imagePullPolicy": config.image_pull_policy,
-        # torchrun, with the failing worker's exit code as the container's: the ExitCode policy reads it.
-        "command": ["v2w-launch"],
+        "command": list(COMMAND),
         "args": args,
-        "env": _env(spec, config),
-        "resources": resources,
-        "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "env": env(spec, config),
+        "resources": resources(spec, config),
+        "volumeMounts": mounts + claim_mounts,
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": volumes,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNTIME_UID,
-            "runAsGroup": RUNTIME_UID,
-            "fsGroup": RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "volumes": volumes + claims,
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "automountServiceAccountToken": False,
+        **placement(spec),
     }
-    if sched.node_selector:
-        pod_spec["nodeSelector"] = dict(sched.node_selector)
-    if sched.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in sched.tolerations]
-    if sched.priority_class_name:
-        pod_spec["priorityClassName"] = sched.priority_class_name
-    if sched.service_account_name:
-        pod_spec["serviceAccountName"] = sched.service_account_name
-    return {"metadata": {"labels": labels}, "spec": pod_spec}
+    return {"metadata": {"labels": labels(kind, name)}, "spec": pod_spec}
 
 
 def queue_name(spec: JobSpecCommon, config: OperatorConfig) -> str | None:
-    """The Kueue LocalQueue the job's PyTorchJob goes to: its own, else the platform's default, else none."""
+    """The Kueue LocalQueue the job's child goes to: its own, else the platform's default, else none."""
     return spec.scheduling.queue_name or config.queue_name
 
 
-def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSpec | BestOfNJobSpec,
-          config: OperatorConfig, batch_uri: str | None = None) -> dict[str, Any]:
-    """The PyTorchJob for a job, owned by it (garbage-collected with it)."""
-    run = run_config(kind, name, spec, config, output_prefix(spec, namespace, name), batch_uri)
-    template = _pod_template(kind, name, spec, config, runtime_args(kind, run, config))
-    par = spec.parallelism
-    # Bad input, a refused guardrail and failed videos (exit 1-3) fail the job at once; a killed worker or an
-    # unreachable store (137, 143, 138) restarts it, up to runPolicy.backoffLimit (runtime/v2w_runtime/runner.py).
-    replica = {"restartPolicy": "ExitCode", "template": template}
-    replica_specs: dict[str, Any] = {"Master": {"replicas": 1, **replica}}
-    if par.nodes > 1:
-        replica_specs["Worker"] = {"replicas": par.nodes - 1, **replica}
-    labels = {LABEL_JOB_NAME: name, LABEL_JOB_KIND: kind, LABEL_MANAGED_BY: MANAGED_BY}
+def child_labels(kind: str, name: str, spec: JobSpecCommon, config: OperatorConfig) -> dict[str, str]:
+    """The child's labels: `labels`, and the Kueue queue label when Kueue is to manage it."""
+    found = labels(kind, name)
     queue = queue_name(spec, config)
     if queue and not spec.suspend:
         # Created suspended, it gets the label when it is resumed: with the label Kueue would admit and start it
         # (it unsuspends what it admits), and the user's suspend would lose (see kueue.py).
-        labels[KUEUE_QUEUE_LABEL] = queue
-    run_policy: dict[str, Any] = {
-        "cleanPodPolicy": "None",  # keep finished pods for their logs; ttlSecondsAfterFinished removes them
-        "backoffLimit": spec.run_policy.backoff_limit,
-        "suspend": spec.suspend,
-    }
-    if spec.run_policy.active_deadline_seconds is not None:
-        run_policy["activeDeadlineSeconds"] = spec.run_policy.active_deadline_seconds
-    if spec.run_policy.ttl_seconds_after_finished is not None:
-        run_policy["ttlSecondsAfterFinished"] = spec.run_policy.ttl_seconds_after_finished
-    return {
-        "apiVersion": f"{PYTORCHJOB_GROUP}/{PYTORCHJOB_VERSION}",
-        "kind": "PyTorchJob",
-        "metadata": {
-            "name": child_name(kind, name),
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(kind, name, uid)],
-        },
-        "spec": {
-            "nprocPerNode": str(par.effective_gpus_per_node),
-            "runPolicy": run_policy,
-            "pytorchReplicaSpecs": replica_specs,
-        },
-    }
+        found[kueue.QUEUE_LABEL] = queue
+    return found
+
+
+def child_metadata(kind: str, name: str, namespace: str, uid: str, spec: JobSpecCommon,
+                   config: OperatorConfig) -> dict[str, Any]:
+    """The child's metadata: its deterministic name, its labels, and its owner (it is garbage-collected with it)."""
+    return {"name": child_name(kind, name), "namespace": namespace, "labels": child_labels(kind, name, spec, config),
+            "ownerReferences": [owner_reference(kind, name, uid)]}
