@@ -3,7 +3,8 @@ torch ML policy becomes a JobSet, batch Jobs and Pods (kube-controller-manager's
 executor runs. Two nodes of torchrun really rendezvous over the PET_* env Trainer gives them and the TrainJob
 reads Complete; a container that exits 3 leaves the TrainJob Failed naming its failed Job, whose Failed condition
 names exit code 3; a TrainJob created suspended has no pods until it is resumed, and suspending a running one
-stops its processes (its pods, kept by the job controller's finalizer, are deleted as the kubelet would let them)."""
+stops its processes (its pods, kept by the job controller's finalizer, are deleted as the kubelet would let them);
+a claim mounted through runtimePatches and a Secret key in the trainer's env reach the container."""
 
 from __future__ import annotations
 
@@ -163,3 +164,25 @@ def running_processes(marker: str) -> list[int]:
         if any(marker in part for part in proc.info["cmdline"] or []):
             found.append(proc.info["pid"])
     return found
+
+
+def test_runtime_patch_volumes_and_secret_env_reach_the_container(kube, trainer_v2, pod_executor, stack_workdir,
+                                                                  runtime, namespace):
+    """What a TrainJob's owner adds to the runtime's pods (runtimePatches: a claim mounted in the `node`
+    container) and the trainer's env (a Secret key) are there when the container runs."""
+    kube.kubectl("create", "secret", "generic", "creds", "-n", namespace, "--from-literal=token=s3cr3t-value")
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "out"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+    job = train_job("patched", ["python", "-c", "import os, pathlib; pathlib.Path(os.environ['OUT'], 'done.txt')"
+                                ".write_text(os.environ['TOKEN'] + ' ' + os.environ['PET_NNODES'])"])
+    job["spec"]["trainer"]["env"] = [{"name": "OUT", "value": "/mnt/out/run"},
+                                     {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}]
+    pod_patch = {"volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "out"}}],
+                 "containers": [{"name": "node", "volumeMounts": [{"name": "out", "mountPath": "/mnt/out"}]}]}
+    job["spec"]["runtimePatches"] = [{"manager": "v2w.test/stack", "trainingRuntimeSpec": {"template": {"spec": {
+        "replicatedJobs": [{"name": "node", "template": {"spec": {"template": {"spec": pod_patch}}}}]}}}}]
+    (stack_workdir / "pvcs" / namespace / "out" / "run").mkdir(parents=True)
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(job))
+    wait_condition(kube, trainer_v2, pod_executor, namespace, "patched", "Complete")
+    assert (stack_workdir / "pvcs" / namespace / "out" / "run" / "done.txt").read_text() == "s3cr3t-value 1"
