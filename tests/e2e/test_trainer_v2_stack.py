@@ -15,6 +15,7 @@ import uuid
 import pytest
 
 import stack
+from tests.e2e.helpers import condition
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -56,10 +57,6 @@ def train_job(name: str, command: list[str], num_nodes: int = 1, suspend: bool =
 
 def get(kube, namespace: str, kind: str, name: str) -> dict:
     return json.loads(kube.kubectl("get", "-n", namespace, kind, name, "-o", "json").stdout)
-
-
-def condition(obj: dict, kind: str) -> dict | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
 
 
 def wait_condition(kube, trainer_v2, pod_executor, namespace: str, name: str, wanted: str,
