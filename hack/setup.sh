@@ -2,7 +2,8 @@
 # Installs everything the tests and the demo need on a fresh machine, and nothing twice:
 # Debian's Chromium (browser tests of the HTML reports), the Python project with its extras, and the
 # local stack's binaries (kube-apiserver, etcd, kube-controller-manager, kubectl, helm, MinIO, the Kubeflow
-# training-operator; Kueue in the background) built from the Go module proxy into a cache outside the repository.
+# training-operator; Kueue, JobSet and Kubeflow Trainer v2 in the background) built from the Go module proxy into a
+# cache outside the repository.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

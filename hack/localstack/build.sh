@@ -119,8 +119,10 @@ case $mode in
   --background)  # its own locks, so the other binaries' users never wait for it; each released when built
     exec 8>"$cache/localstack/.kueue.lock" 7>"$cache/localstack/.trainer.lock"
     flock 8; flock 7
-    # Kueue's log goes on in the Trainer log once Kueue is built (the file its waiters tail).
-    (build_kueue) 2>&1 | tee "$kueue_log" >&2 || log "the kueue build failed (see $kueue_log)"
+    # Kueue's output also goes to its own log: the one a Kueue waiter shows when this build failed.
+    if ! kueue_ready; then
+      (build_kueue) 2>&1 | tee "$kueue_log" >&2 || log "the kueue build failed (see $kueue_log)"
+    fi
     flock -u 8; exec 8>&-
     build_trainer
     exit 0 ;;

@@ -314,6 +314,8 @@ class Executor:
                 elif pod.metadata.deletion_timestamp and run.proc is not None and run.proc.poll() is None:
                     # Deleted but kept by a finalizer (the job controller's): stopped, as the kubelet would.
                     self._kill(run)
+                    log.info("%s/%s deleting: processes stopped (%s %s/%s)", run.namespace, run.name,
+                             run.owner.kind, run.namespace, run.owner.name)
                 elif not run.reported and run.proc is not None and run.proc.poll() is not None:
                     self._finish(pod, run, run.proc.returncode)
             except ApiException as exc:

@@ -1,8 +1,10 @@
 """Kubeflow Trainer v2 on the local stack, without the operator: a TrainJob on a ClusterTrainingRuntime with the
 torch ML policy becomes a JobSet, batch Jobs and Pods (kube-controller-manager's job controller), which the
 executor runs. Two nodes of torchrun really rendezvous over the PET_* env Trainer gives them and the TrainJob
-reads Complete; a container that exits 3 leaves the TrainJob Failed with that exit code in its words; a suspended
-TrainJob has no pods until it is resumed."""
+reads Complete; a container that exits 3 leaves the TrainJob Failed naming its failed Job, whose Failed condition
+names exit code 3; a TrainJob created suspended has no pods until it is resumed, and suspending a running one
+stops its processes (its pods, kept by the job controller's finalizer, are deleted as the kubelet would let them);
+a claim mounted through runtimePatches and a Secret key in the trainer's env reach the container."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import uuid
 import pytest
 
 import stack
+from tests.e2e.helpers import condition
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -54,10 +57,6 @@ def train_job(name: str, command: list[str], num_nodes: int = 1, suspend: bool =
 
 def get(kube, namespace: str, kind: str, name: str) -> dict:
     return json.loads(kube.kubectl("get", "-n", namespace, kind, name, "-o", "json").stdout)
-
-
-def condition(obj: dict, kind: str) -> dict | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
 
 
 def wait_condition(kube, trainer_v2, pod_executor, namespace: str, name: str, wanted: str,
@@ -129,3 +128,58 @@ def test_suspended_trainjob_has_no_pods_until_resumed(kube, trainer_v2, pod_exec
     kube.kubectl("patch", "trainjob", "held", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
     wait_condition(kube, trainer_v2, pod_executor, namespace, "held", "Complete")
     assert "ran" in "\n".join(pod_logs(pod_executor, namespace, "held").values())
+
+
+def test_suspending_a_running_trainjob_stops_its_processes(kube, trainer_v2, pod_executor, runtime, namespace):
+    marker = f"v2w-running-{uuid.uuid4().hex[:8]}"  # finds the pod's process among this machine's
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(
+        train_job("long", ["python", "-c", f"import time; print('{marker}', flush=True); time.sleep(600)"])))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and marker not in "\n".join(pod_logs(pod_executor, namespace, "long").values()):
+        time.sleep(0.5)
+    assert running_processes(marker), f"never started:\n{pod_executor.log_tail(20)}"
+    kube.kubectl("patch", "trainjob", "long", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pods = json.loads(kube.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+        if not pods and not running_processes(marker):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"pods {[p['metadata']['name'] for p in pods]}, processes {running_processes(marker)}\n"
+                             f"{pod_executor.log_tail(20)}")
+    job = get(kube, namespace, "trainjob", "long")
+    assert (condition(job, "Suspended") or {}).get("status") == "True", job.get("status")
+    assert (condition(job, "Failed") or {}).get("status") != "True", job.get("status")
+
+
+def running_processes(marker: str) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if any(marker in part for part in proc.info["cmdline"] or []):
+            found.append(proc.info["pid"])
+    return found
+
+
+def test_runtime_patch_volumes_and_secret_env_reach_the_container(kube, trainer_v2, pod_executor, stack_workdir,
+                                                                  runtime, namespace):
+    """What a TrainJob's owner adds to the runtime's pods (runtimePatches: a claim mounted in the `node`
+    container) and the trainer's env (a Secret key) are there when the container runs."""
+    kube.kubectl("create", "secret", "generic", "creds", "-n", namespace, "--from-literal=token=s3cr3t-value")
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "out"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+    job = train_job("patched", ["python", "-c", "import os, pathlib; pathlib.Path(os.environ['OUT'], 'done.txt')"
+                                ".write_text(os.environ['TOKEN'] + ' ' + os.environ['PET_NNODES'])"])
+    job["spec"]["trainer"]["env"] = [{"name": "OUT", "value": "/mnt/out/run"},
+                                     {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}]
+    pod_patch = {"volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "out"}}],
+                 "containers": [{"name": "node", "volumeMounts": [{"name": "out", "mountPath": "/mnt/out"}]}]}
+    job["spec"]["runtimePatches"] = [{"manager": "v2w.test/stack", "trainingRuntimeSpec": {"template": {"spec": {
+        "replicatedJobs": [{"name": "node", "template": {"spec": {"template": {"spec": pod_patch}}}}]}}}}]
+    (stack_workdir / "pvcs" / namespace / "out" / "run").mkdir(parents=True)
+    kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(job))
+    wait_condition(kube, trainer_v2, pod_executor, namespace, "patched", "Complete")
+    assert (stack_workdir / "pvcs" / namespace / "out" / "run" / "done.txt").read_text() == "s3cr3t-value 1"
