@@ -52,6 +52,9 @@ class Video2WorldPoolSpec(APIModel):
                 cel("!has(self.scheduling) || !has(self.scheduling.queueName)",
                     "a pool's workers are not queued through Kueue: leave scheduling.queueName unset",
                     ".scheduling.queueName"),
+                cel("!has(self.scheduling) || !has(self.scheduling.serviceAccountName)",
+                    "a pool's workers run as the pool's own ServiceAccount: leave scheduling.serviceAccountName unset",
+                    ".scheduling.serviceAccountName"),
             ]
         }
     }
@@ -76,6 +79,9 @@ class Video2WorldPoolSpec(APIModel):
             raise ValueError(ONE_NODE_MESSAGE)
         if self.scheduling.queue_name is not None:
             raise ValueError("a pool's workers are not queued through Kueue: leave scheduling.queueName unset")
+        if self.scheduling.service_account_name is not None:
+            raise ValueError("a pool's workers run as the pool's own ServiceAccount: leave "
+                             "scheduling.serviceAccountName unset")
         return self
 
 

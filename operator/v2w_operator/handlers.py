@@ -816,3 +816,9 @@ def _register(plural: str) -> None:
 
 for _names in (VIDEO2WORLD_JOB, BEST_OF_N_JOB):
     _register(_names.plural)
+
+
+# The pools of warm workers (Video2WorldPool): their own reconciler.
+from . import pools  # noqa: E402  (after CONFIG, which it reads)
+
+pools.register()
