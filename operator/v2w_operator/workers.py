@@ -24,6 +24,7 @@ from .config import OperatorConfig
 CONTAINER_NAME = "worker"
 WORKER_MODULE = "v2w_runtime.worker"
 ANNOTATION_CONFIG_HASH = "video2world.io/worker-config-sha256"
+READY_FILE = "/tmp/v2w-worker-ready"  # on the pod's own /tmp volume
 
 
 def resource_name(pool: str) -> str:
@@ -95,7 +96,10 @@ def pod_template(pool: str, spec: Video2WorldPoolSpec, config: OperatorConfig) -
     container["env"] += [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "V2W_READY_FILE", "value": READY_FILE},
     ]
+    # Ready once the worker has its models loaded (it writes the file then, and removes it when it stops).
+    container["readinessProbe"] = {"exec": {"command": ["test", "-e", READY_FILE]}, "periodSeconds": 2}
     critic = spec.critic.checkpoint if spec.critic else None
     claim = critic[len("pvc://"):].split("/", 1)[0] if critic and critic.startswith("pvc://") else None
     if claim and not any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in pod["volumes"]):
