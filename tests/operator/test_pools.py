@@ -171,3 +171,39 @@ def test_pool_metrics_come_from_the_pools_status():
     assert families["v2w_pool_queue_length"].samples[0].labels == {"namespace": "ns", "pool": "p"}
     assert families["v2w_pool_busy_workers"].samples[0].value == 1
     assert families["v2w_pool_ready_workers"].samples[0].value == 2
+
+
+def test_a_job_must_write_with_the_pools_secret_endpoint_and_region():
+    from v2w_api import Video2WorldJobSpec
+    from v2w_operator import pooling
+
+    def job(**output):
+        return Video2WorldJobSpec.model_validate({
+            "input": {"uri": "s3://in-bucket/a.jpg", "prompt": "a bus"}, "poolRef": "p",
+            "generation": {"resolution": 480},
+            "output": {"uri": "s3://out-bucket/r", **output}})
+
+    pool = pool_spec()
+    same = job(credentialsSecret={"name": "team-s3"}, endpoint="http://minio:9000")
+    run = pytorchjob.run_config("Video2WorldJob", "j", same, CONFIG, "s3://out-bucket/r/ns/j")
+    assert pooling.differences("p", pool, same, run, CONFIG) == []
+    other = job(credentialsSecret={"name": "mine"}, region="eu-west-1")
+    run = pytorchjob.run_config("Video2WorldJob", "j", other, CONFIG, "s3://out-bucket/r/ns/j")
+    fields = pooling.differences("p", pool, other, run, CONFIG)
+    assert fields == ["output.credentialsSecret", "output.endpoint", "output.region"]
+    message = pooling.refusal("p", fields)
+    assert "output.credentialsSecret, output.endpoint, output.region" in message and "pool p" in message
+    assert "mine" not in message  # names fields, never a Secret's name or content
+
+
+def test_a_best_of_n_job_needs_a_pool_with_a_critic():
+    from v2w_api import BestOfNJobSpec
+    from v2w_operator import pooling
+
+    spec = BestOfNJobSpec.model_validate({
+        "input": {"uri": "s3://in-bucket/a.jpg", "prompt": "a bus"}, "poolRef": "p",
+        "generation": {"resolution": 480},
+        "output": {"uri": "s3://out-bucket/r", "credentialsSecret": {"name": "team-s3"}, "endpoint": "http://minio:9000"}})
+    run = pytorchjob.run_config("BestOfNJob", "j", spec, CONFIG, "s3://out-bucket/r/ns/j")
+    assert pooling.differences("p", pool_spec(), spec, run, CONFIG) == ["bestOfN.critic"]
+    assert pooling.differences("p", pool_spec(critic={}), spec, run, CONFIG) == []
