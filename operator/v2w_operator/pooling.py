@@ -13,7 +13,7 @@ from v2w_api.run import RunConfig
 from v2w_api.spec import JobSpecCommon, SecretKeyRef
 from v2w_api.worker import describe_mismatches, mismatches
 
-from . import workers
+from . import pytorchjob, workers
 from .config import OperatorConfig
 
 
@@ -38,6 +38,10 @@ def differences(pool_name: str, pool: Video2WorldPoolSpec, spec: JobSpecCommon, 
     image = spec.scheduling.image
     if image is not None and image != (pool.scheduling.image or config.runtime_image):
         fields.append("scheduling.image")
+    unmounted = sorted(pytorchjob.volume_claims(spec, config) - workers.volume_claims(pool, config))
+    if unmounted:
+        # pvc:// URIs are read from the pod's mounts: the workers mount the pool's claims only.
+        fields.append(f"PersistentVolumeClaims {', '.join(unmounted)} (the pool's workers do not mount them)")
     gpu = spec.scheduling.gpu_resource_name
     if gpu is not None and gpu != (pool.scheduling.gpu_resource_name or config.gpu_resource_name):
         fields.append("scheduling.gpuResourceName")

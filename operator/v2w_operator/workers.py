@@ -69,6 +69,16 @@ def job_shaped(spec: Video2WorldPoolSpec) -> JobSpecCommon:
         run_policy=JobSpecCommon.model_fields["run_policy"].default_factory(), suspend=False, pool_ref=None)
 
 
+def _claim(uri: str | None) -> str | None:
+    return uri[len("pvc://"):].split("/", 1)[0] if uri and uri.startswith("pvc://") else None
+
+
+def volume_claims(spec: Video2WorldPoolSpec, config: OperatorConfig) -> set[str]:
+    """The PersistentVolumeClaims the workers mount: the job pod's for the pool's settings, and the critic's."""
+    critic = _claim(spec.critic.checkpoint if spec.critic else None)
+    return pytorchjob.volume_claims(job_shaped(spec), config) | ({critic} if critic else set())
+
+
 def worker_args(pool: str, spec: Video2WorldPoolSpec, config: OperatorConfig) -> list[str]:
     return ["--module", WORKER_MODULE, "--config", worker_config(pool, spec, config).to_yaml(),
             *config.runtime_extra_args]
@@ -100,8 +110,7 @@ def pod_template(pool: str, spec: Video2WorldPoolSpec, config: OperatorConfig) -
     ]
     # Ready once the worker has its models loaded (it writes the file then, and removes it when it stops).
     container["readinessProbe"] = {"exec": {"command": ["test", "-e", READY_FILE]}, "periodSeconds": 2}
-    critic = spec.critic.checkpoint if spec.critic else None
-    claim = critic[len("pvc://"):].split("/", 1)[0] if critic and critic.startswith("pvc://") else None
+    claim = _claim(spec.critic.checkpoint if spec.critic else None)
     if claim and not any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in pod["volumes"]):
         volume = f"pvc-{len(pod['volumes'])}"
         pod["volumes"].append({"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})

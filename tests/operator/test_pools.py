@@ -207,3 +207,16 @@ def test_a_best_of_n_job_needs_a_pool_with_a_critic():
     run = pytorchjob.run_config("BestOfNJob", "j", spec, CONFIG, "s3://out-bucket/r/ns/j")
     assert pooling.differences("p", pool_spec(), spec, run, CONFIG) == ["bestOfN.critic"]
     assert pooling.differences("p", pool_spec(critic={}), spec, run, CONFIG) == []
+
+
+def test_a_job_reading_a_claim_the_workers_do_not_mount_is_refused():
+    from v2w_api import Video2WorldJobSpec
+    from v2w_operator import pooling
+
+    spec = Video2WorldJobSpec.model_validate({
+        "input": {"uri": "pvc://team-data/a.jpg", "prompt": "a bus"}, "poolRef": "p", "generation": {"resolution": 480},
+        "output": {"uri": "s3://out-bucket/r", "credentialsSecret": {"name": "team-s3"}, "endpoint": "http://minio:9000"}})
+    run = pytorchjob.run_config("Video2WorldJob", "j", spec, CONFIG, "s3://out-bucket/r/ns/j")
+    fields = pooling.differences("p", pool_spec(), spec, run, CONFIG)
+    assert fields == ["PersistentVolumeClaims team-data (the pool's workers do not mount them)"]
+    assert workers.volume_claims(pool_spec(critic={"checkpoint": "pvc://critic/x"}), CONFIG) == {"models", "critic"}
