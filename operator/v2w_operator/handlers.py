@@ -2,9 +2,10 @@
 
 Run as the chart does: `kopf run -m v2w_operator.handlers --all-namespaces`, with `--standalone` for one replica
 or `--peering=<name>` for several (see "High availability" below).
-- create/resume: validate the spec, stage what the pods need (the Secret, an inline batch), create the PyTorchJob;
-- spec.suspend: suspend or resume the PyTorchJob;
-- a follower per job: follow the PyTorchJob and the runtime's progress.json / result.json into the status;
+- create/resume: validate the spec, stage what the pods need (the Secret, an inline batch), create the child
+  (a PyTorchJob: the backend, `backends/`, says what kind of child runs the pods);
+- spec.suspend: suspend or resume the child;
+- a follower per job: follow the child and the runtime's progress.json / result.json into the status;
 - delete (cleanupPolicy: Delete only): remove the job's results from S3.
 
 Every status is read into its kind's model (`v2w_api.status`), derived as a new model, and only the
@@ -54,16 +55,19 @@ from v2w_api.manifest import RESULT_FILE
 from v2w_api.spec import JobSpecCommon, Video2WorldJobSpec
 from v2w_api.status import BestOfNJobStatus, ConditionType, JobStatus, Phase, Reason, Video2WorldJobStatus
 
-from . import kueue, links, metrics, pytorchjob
+from . import backends, kueue, links, metrics
+from .backends import ChildView
+from .backends import child as common
 from .conditions import set_condition, utcnow
 from .config import OperatorConfig
 from .credentials import CredentialCache
 from .kube import core, custom_objects
-from .observe import Observation, derive_status, pytorchjob_state
+from .observe import Observation, as_observed, derive_status
 from .s3 import Credentials, JobStorage, StorageError, presign
 from .wakeups import Wakeups
 
 CONFIG = OperatorConfig.from_env()
+BACKEND = backends.PYTORCHJOB  # the kind of child that runs the jobs' pods
 ANNOTATION_PREFIX = "video2world.io"
 BATCH_FILE = "batch.json"
 STATUS_MODELS: dict[str, type[JobStatus]] = {
@@ -152,7 +156,7 @@ def _describe(error: Any) -> str:
     return f"{loc}: {error.get('msg')}" if loc else str(error.get("msg"))
 
 
-# --- the job's spec, credentials, storage and PyTorchJob --------------------------------------------------
+# --- the job's spec, credentials, storage and child --------------------------------------------------------
 
 def _parse(kind: str, body: kopf.Body) -> JobSpecCommon:
     model = KINDS[kind][1]
@@ -196,7 +200,7 @@ def _forget_credentials(spec: JobSpecCommon, namespace: str) -> None:
 
 def _output_prefix(spec: JobSpecCommon, status: JobStatus, namespace: str, name: str) -> str:
     """Where the job's files live: status.outputPrefix once it is set, computed from the spec until then."""
-    return status.output_prefix or pytorchjob.output_prefix(spec, namespace, name) + "/"
+    return status.output_prefix or common.output_prefix(spec, namespace, name) + "/"
 
 
 def _storage(spec: JobSpecCommon, prefix: str, credentials: Credentials | None) -> JobStorage:
@@ -204,10 +208,11 @@ def _storage(spec: JobSpecCommon, prefix: str, credentials: Credentials | None) 
                       credentials)
 
 
-def _get_pytorchjob(namespace: str, name: str) -> dict[str, Any] | None:
+def _get_child(namespace: str, name: str) -> dict[str, Any] | None:
+    """The job's child (of the backend's kind) from the API; None when there is none."""
     try:
-        return custom_objects().get_namespaced_custom_object(
-            pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, namespace, pytorchjob.PYTORCHJOB_PLURAL, name)
+        return custom_objects().get_namespaced_custom_object(BACKEND.group, BACKEND.version, namespace,
+                                                             BACKEND.plural, name)
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -239,7 +244,7 @@ class _Job:
 
     @property
     def child(self) -> str:
-        return pytorchjob.child_name(self.kind, self.name)
+        return common.child_name(self.kind, self.name)
 
     def write(self, **changes: Any) -> None:
         write_status(self.patch, self.stored, self.status.model_copy(update=changes))
@@ -247,7 +252,7 @@ class _Job:
 
 def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, namespace: str, uid: str,
            patch: kopf.Patch, retry: int, logger: logging.Logger, **_: Any) -> None:
-    """Create the PyTorchJob once; safe to run again at any time (create, resume after a restart)."""
+    """Create the child once; safe to run again at any time (create, resume after a restart)."""
     kind = body["kind"]
     current, stored = read_status(kind, status, logger)
     if current.is_terminal:
@@ -255,7 +260,7 @@ def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, nam
     job = _Job(kind=kind, body=body, name=name, namespace=namespace, uid=uid, generation=meta.get("generation"),
                status=current, stored=stored, patch=patch, retry=retry)
     spec = _validate(job)
-    if current.pytorch_job_name and _get_pytorchjob(namespace, job.child):
+    if current.pytorch_job_name and _get_child(namespace, job.child):
         return  # accepted before (a resume): from here on the job's follower alone writes its status
     _check_policy(job, spec)
     _check_claims(job, spec)
@@ -274,7 +279,7 @@ def _validate(job: _Job) -> JobSpecCommon:
 
 def _check_policy(job: _Job, spec: JobSpecCommon) -> None:
     """The platform's policy (image, ServiceAccount, input hosts): the admission policy refuses the same at
-    apply, but it may be off, or the job older than the policy. Checked only before the PyTorchJob exists, so a
+    apply, but it may be off, or the job older than the policy. Checked only before the child exists, so a
     policy tightened later never fails a job that is already running."""
     violations = CONFIG.policy.violations(spec, CONFIG.runtime_image)
     if violations:
@@ -285,7 +290,7 @@ def _check_claims(job: _Job, spec: JobSpecCommon) -> None:
     """Every PersistentVolumeClaim the pods mount must exist in the job's namespace: without one the pods
     would wait unscheduled and the job would only read "waiting for pods to start"."""
     missing = []
-    for claim in sorted(pytorchjob.volume_claims(spec, CONFIG)):
+    for claim in sorted(common.volume_claims(spec, CONFIG)):
         try:
             core().read_namespaced_persistent_volume_claim(claim, job.namespace)
         except ApiException as exc:
@@ -318,7 +323,7 @@ def _stage(job: _Job, spec: JobSpecCommon) -> str | None:
         return None
     prefix = _output_prefix(spec, job.status, job.namespace, job.name)
     try:
-        return _storage(spec, prefix, credentials).write_json(BATCH_FILE, pytorchjob.batch_json(spec))
+        return _storage(spec, prefix, credentials).write_json(BATCH_FILE, common.batch_json(spec))
     except StorageError as exc:
         message = str(exc)
         if credentials is None:
@@ -329,37 +334,35 @@ def _stage(job: _Job, spec: JobSpecCommon) -> str | None:
 
 
 def _create_child(job: _Job, spec: JobSpecCommon, batch_uri: str | None, created: str | None) -> None:
-    """Create the PyTorchJob, owned by the job; one that is there already and ours is as good."""
+    """Create the child, owned by the job; one that is there already and ours is as good."""
     try:
-        manifest = pytorchjob.build(job.kind, job.name, job.namespace, job.uid, spec, CONFIG, batch_uri)
-    except pytorchjob.RunConfigTooLarge as exc:
+        manifest = BACKEND.build(job.kind, job.name, job.namespace, job.uid, spec, CONFIG, batch_uri)
+    except common.RunConfigTooLarge as exc:
         _refuse(job, str(exc))
     try:
-        custom_objects().create_namespaced_custom_object(
-            pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, job.namespace, pytorchjob.PYTORCHJOB_PLURAL,
-            manifest)
+        custom_objects().create_namespaced_custom_object(BACKEND.group, BACKEND.version, job.namespace,
+                                                         BACKEND.plural, manifest)
     except ApiException as exc:
         if exc.status == 404:
-            _retry_later(job, Reason.PYTORCHJOB_CRD_MISSING, "the PyTorchJob CRD (kubeflow.org/v1) is not installed; "
-                                                             "install the Kubeflow training-operator")
+            _retry_later(job, Reason.PYTORCHJOB_CRD_MISSING, BACKEND.install_hint)
         if exc.status != 409:
             raise
-        found = _get_pytorchjob(job.namespace, job.child)
+        found = _get_child(job.namespace, job.child)
         owners = [o.get("uid") for o in ((found or {}).get("metadata") or {}).get("ownerReferences") or []]
         if found is not None and job.uid not in owners:
-            _retry_later(job, Reason.PYTORCHJOB_CREATED,
-                         f"a PyTorchJob named {job.child} exists and is not owned by this job; waiting for it to go")
+            _retry_later(job, Reason.PYTORCHJOB_CREATED, f"a {BACKEND.kind} named {job.child} exists and is not "
+                                                         "owned by this job; waiting for it to go")
         return
     metrics.PYTORCHJOBS_CREATED.labels(job.kind).inc()
     if created:
         age = datetime.now(timezone.utc) - datetime.fromisoformat(created.replace("Z", "+00:00"))
         metrics.TIME_TO_PYTORCHJOB.labels(job.kind).observe(max(age.total_seconds(), 0.0))
-    kopf.info(job.body, reason=Reason.PYTORCHJOB_CREATED.value, message=f"created PyTorchJob {job.child}")
+    kopf.info(job.body, reason=Reason.PYTORCHJOB_CREATED.value, message=f"created {BACKEND.kind} {job.child}")
 
 
 def _accepted(job: _Job, spec: JobSpecCommon) -> None:
-    """Accepted: the PyTorchJob exists; a new job is Pending (or Suspended, when created so)."""
-    message = f"PyTorchJob {job.child} created"
+    """Accepted: the child exists; a new job is Pending (or Suspended, when created so)."""
+    message = f"{BACKEND.kind} {job.child} created"
     changes: dict[str, Any] = {"pytorch_job_name": job.child, "observed_generation": job.generation,
                                "output_prefix": _output_prefix(spec, job.status, job.namespace, job.name)}
     conditions = set_condition(job.status.conditions, ConditionType.ACCEPTED, True, Reason.PYTORCHJOB_CREATED,
@@ -398,57 +401,57 @@ def _not_accepted(job: _Job, reason: Reason, message: str, phase: Phase) -> None
 # --- spec.suspend -------------------------------------------------------------------------------------------
 
 def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, retry: int, **_: Any) -> None:
-    """Mirror spec.suspend onto the PyTorchJob (the training-operator stops or restarts its pods); onto its
-    Kueue Workload instead when Kueue manages it (see kueue.py)."""
+    """Mirror spec.suspend onto the child (its controller stops or restarts its pods); onto its Kueue Workload
+    instead when Kueue manages it (see kueue.py)."""
     if old is None and not new:
-        return  # the initial value: the PyTorchJob is created with it
+        return  # the initial value: the child is created with it
     kind = body["kind"]
-    child = pytorchjob.child_name(kind, name)
-    pj = _get_pytorchjob(namespace, child)
-    if pj is None:
+    child = common.child_name(kind, name)
+    found = _get_child(namespace, child)
+    if found is None:
         return  # not created yet: it will be created with the current spec.suspend
-    if kueue.queue_of(pj) and _set_workload_active(namespace, pj, not new, retry):
+    seen = BACKEND.view(found)
+    if seen.queue and _set_workload_active(namespace, seen, not new, retry):
         what = "deactivated" if new else "activated"
         kopf.info(body, reason=(Reason.SUSPENDED if new else Reason.RESUMED).value,
-                  message=f"{what} the Kueue Workload of PyTorchJob {child}")
+                  message=f"{what} the Kueue Workload of {BACKEND.kind} {child}")
         return
     try:
-        queue = pytorchjob.queue_name(_parse(kind, body), CONFIG)
+        queue = common.queue_name(_parse(kind, body), CONFIG)
     except ValidationError:
         queue = None
-    if queue and not new and not kueue.queue_of(pj) and kueue.suspended(pj) and _kueue_installed(namespace):
+    if queue and not new and not seen.queue and seen.suspended and _kueue_installed(namespace):
         # Created suspended, without the queue label: handed to Kueue now, still suspended; Kueue starts it.
         change: dict[str, Any] = {"metadata": {"labels": {kueue.QUEUE_LABEL: queue}}}
-        message = f"resumed PyTorchJob {child}: queued in LocalQueue {queue}"
+        message = f"resumed {BACKEND.kind} {child}: queued in LocalQueue {queue}"
     else:
-        change = {"spec": {"runPolicy": {"suspend": bool(new)}}}
-        message = f"{'suspended' if new else 'resumed'} PyTorchJob {child}"
-    _patch_pytorchjob(namespace, child, change)
+        change = BACKEND.suspend_patch(bool(new))
+        message = f"{'suspended' if new else 'resumed'} {BACKEND.kind} {child}"
+    _patch_child(namespace, child, change)
     kopf.info(body, reason=(Reason.SUSPENDED if new else Reason.RESUMED).value, message=message)
 
 
-def _patch_pytorchjob(namespace: str, name: str, change: dict[str, Any]) -> None:
+def _patch_child(namespace: str, name: str, change: dict[str, Any]) -> None:
     try:
-        custom_objects().patch_namespaced_custom_object(
-            pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, namespace, pytorchjob.PYTORCHJOB_PLURAL, name,
-            change)
+        custom_objects().patch_namespaced_custom_object(BACKEND.group, BACKEND.version, namespace, BACKEND.plural,
+                                                        name, change)
     except ApiException as exc:
         if exc.status != 404:
             raise
 
 
-def _set_workload_active(namespace: str, pj: dict[str, Any], active: bool, retry: int) -> bool:
-    """Set spec.active of the PyTorchJob's Workload (Kueue evicts and suspends an inactive one, and queues it
+def _set_workload_active(namespace: str, seen: ChildView, active: bool, retry: int) -> bool:
+    """Set spec.active of the child's Workload (Kueue evicts and suspends an inactive one, and queues it
     again once active). False when Kueue is not installed (no Workload CRD): the label alone does nothing then.
 
-    Read from the API, not the watch: Kueue replaces a Workload whose PyTorchJob changed, so the one the watch
+    Read from the API, not the watch: Kueue replaces a Workload whose child changed, so the one the watch
     last saw may be on its way out."""
-    workloads = _list_workloads(namespace, pj)
+    workloads = _list_workloads(namespace, seen)
     if workloads is None:
         return False  # no Kueue here
     live = [w for w in workloads if not w["deleting"]]
     if not live:
-        raise kopf.TemporaryError(f"waiting for Kueue to create the Workload of PyTorchJob {pj['metadata']['name']}",
+        raise kopf.TemporaryError(f"waiting for Kueue to create the Workload of {seen.kind} {seen.name}",
                                   delay=min(1.0 + retry, 10.0))
     for workload in live:
         if workload["active"] != active:
@@ -456,10 +459,10 @@ def _set_workload_active(namespace: str, pj: dict[str, Any], active: bool, retry
     return True
 
 
-def _list_workloads(namespace: str, pj: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The Workloads Kueue made for a PyTorchJob, from the API (summaries, by Kueue's job-uid label); None when
+def _list_workloads(namespace: str, seen: ChildView) -> list[dict[str, Any]] | None:
+    """The Workloads Kueue made for a child, from the API (summaries, by Kueue's job-uid label); None when
     Kueue is not installed."""
-    uid = (pj.get("metadata") or {}).get("uid")
+    uid = seen.uid
     try:
         found = custom_objects().list_namespaced_custom_object(
             kueue.WORKLOAD_GROUP, KUEUE_VERSION, namespace, kueue.WORKLOAD_PLURAL,
@@ -468,8 +471,8 @@ def _list_workloads(namespace: str, pj: dict[str, Any]) -> list[dict[str, Any]] 
         if exc.status == 404:
             return None
         raise
-    name = pj["metadata"].get("name")
-    return [kueue.summary(w) for w in found.get("items") or [] if kueue.owner_pytorchjob(w) == name]
+    return [kueue.summary(w) for w in found.get("items") or []
+            if kueue.owner_child(w, BACKEND.kind, BACKEND.group) == seen.name]
 
 
 def _kueue_installed(namespace: str) -> bool:
@@ -493,14 +496,14 @@ def _patch_workload(namespace: str, name: str, active: bool) -> None:
             raise
 
 
-# --- the follower: PyTorchJob and runtime files → status (the one writer once the job is accepted) ----------
+# --- the follower: child and runtime files → status (the one writer once the job is accepted) ----------
 
 @dataclass
 class Files:
     """What the runtime's files said at the last read: reused by the passes in between, so a pass that reads
     nothing derives the same status as the one that read."""
 
-    state: str | None = None  # the PyTorchJob's state at that read
+    state: str | None = None  # the child's state at that read
     at: float = float("-inf")  # time.monotonic() of that read
     progress: Any = None
     result: Any = None
@@ -529,11 +532,11 @@ class Pass:
 
 
 def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, logger: logging.Logger,
-         pytorchjob_seen: dict[str, Any] | None = None, files: Files | None = None,
+         child_seen: ChildView | None = None, files: Files | None = None,
          workload_seen: dict[str, Any] | None = None) -> Pass | None:
-    """Derive the job's status from its PyTorchJob (as the watch last saw it, else a GET) and the runtime's files.
+    """Derive the job's status from its child (as the watch last saw it, else a GET) and the runtime's files.
 
-    None while the job has no PyTorchJob (the create handler writes its status until then)."""
+    None while the job has no child (the create handler writes its status until then)."""
     kind = body["kind"]
     current, stored = read_status(kind, status, logger)
     if not current.pytorch_job_name:
@@ -545,16 +548,16 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
     if current.is_terminal:  # nothing moves a finished job; only its links are renewed before they end
         new = _with_links(current, current, spec, namespace, logger)
         return Pass(current, new, status_patch(stored, new))
-    pj = pytorchjob_seen if pytorchjob_seen is not None else _get_pytorchjob(namespace, current.pytorch_job_name)
-    obs = Observation(generation=(body.get("metadata") or {}).get("generation"), pytorchjob=pj,
-                      pytorchjob_was_created=True, suspend_requested=spec.suspend,
+    seen = child_seen if child_seen is not None else _view(namespace, current.pytorch_job_name)
+    obs = Observation(generation=(body.get("metadata") or {}).get("generation"), child=seen,
+                      child_was_created=True, child_kind=BACKEND.kind, suspend_requested=spec.suspend,
                       backoff_limit=spec.run_policy.backoff_limit, workload=workload_seen)
-    if pj is not None and workload_seen is None and kueue.holds(pj):
+    if seen is not None and workload_seen is None and seen.held_by_kueue:
         # The watch has not seen it (yet, or it does not watch: see the README's "Kueue"): Kueue's words all the same.
-        obs.workload = kueue.current(_list_workloads(namespace, pj) or [])
-    if pj is not None:
+        obs.workload = kueue.current(_list_workloads(namespace, seen) or [])
+    if seen is not None:
         files = files if files is not None else Files()
-        state, now = pytorchjob_state(pj)[0], time.monotonic()
+        state, now = as_observed(seen, spec.suspend).state, time.monotonic()
         if files.due(state, now):
             prefix = _output_prefix(spec, current, namespace, name)
             _read_runtime_files(obs, state, spec, namespace, prefix)
@@ -562,9 +565,9 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
             files.progress, files.result, files.result_uri = obs.progress, obs.result, obs.result_uri
             files.storage_error = obs.storage_error
         files.into(obs)
-    if (spec.suspend and pj is not None and kueue.queue_of(pj) and obs.workload and obs.workload["active"]
+    if (spec.suspend and seen is not None and seen.queue and obs.workload and obs.workload["active"]
             and not obs.workload["deleting"]):
-        # The user's suspend stands, and Kueue made a Workload afresh (it replaces one whose PyTorchJob changed)
+        # The user's suspend stands, and Kueue made a Workload afresh (it replaces one whose child changed)
         # or the deactivation was lost: deactivate it, or Kueue would admit and start the job.
         _patch_workload(namespace, obs.workload["name"], False)
     new = _with_links(current, derive_status(current, obs), spec, namespace, logger)
@@ -589,10 +592,10 @@ class Follower:
             self.written, self.written_version = None, None
         return self.written if self.written is not None else dict(body.get("status") or {})
 
-    def step(self, body: dict[str, Any], pytorchjob_seen: dict[str, Any] | None, logger: logging.Logger,
+    def step(self, body: dict[str, Any], child_seen: ChildView | None, logger: logging.Logger,
              workload_seen: dict[str, Any] | None = None) -> Pass | None:
         """One pass (in a thread): derive, and patch the status subresource with what changed."""
-        done = sync(kopf.Body(body), self.status(body), self.name, self.namespace, logger, pytorchjob_seen,
+        done = sync(kopf.Body(body), self.status(body), self.name, self.namespace, logger, child_seen,
                     self.files, workload_seen)
         if done is not None and done.patch:
             response = custom_objects().patch_namespaced_custom_object_status(
@@ -621,7 +624,7 @@ def _sleep_for(done: Pass | None) -> float | None:
 
 
 async def follow(body: kopf.Body, name: str, namespace: str, stopped: Any, logger: logging.Logger,
-                 pytorchjobs: kopf.Index | None = None, workloads: kopf.Index | None = None, **_: Any) -> None:
+                 children: kopf.Index | None = None, workloads: kopf.Index | None = None, **_: Any) -> None:
     """The job's follower (a daemon): a pass whenever the watch wakes it, or a poll is due."""
     kind = body["kind"]
     key = (kind, namespace, name)
@@ -631,8 +634,8 @@ async def follow(body: kopf.Body, name: str, namespace: str, stopped: Any, logge
     try:
         while not stopped:
             snapshot = copy.deepcopy(dict(body))  # the live body changes under a thread otherwise
-            child = pytorchjob.child_name(kind, name)
-            seen, workload = _watched(pytorchjobs, namespace, child), _watched_workload(workloads, namespace, child)
+            child = common.child_name(kind, name)
+            seen, workload = _watched(children, namespace, child), _watched_workload(workloads, namespace, child)
             try:
                 done = await loop.run_in_executor(
                     FOLLOWERS, functools.partial(follower.step, snapshot, seen, logger, workload))
@@ -649,8 +652,8 @@ async def follow(body: kopf.Body, name: str, namespace: str, stopped: Any, logge
         WAKEUPS.close(key, wake)
 
 
-async def pytorchjob_changed(meta: kopf.Meta, namespace: str, **_: Any) -> None:
-    """A PyTorchJob of ours changed (the index already has it): wake its job's follower."""
+async def child_changed(meta: kopf.Meta, namespace: str, **_: Any) -> None:
+    """A child of ours changed (the index already has it): wake its job's follower."""
     for owner in meta.get("ownerReferences") or []:
         if str(owner.get("apiVersion", "")).startswith(f"{GROUP}/") and owner.get("kind") in PLURALS:
             WAKEUPS.wake((owner["kind"], namespace, owner["name"]))
@@ -682,18 +685,22 @@ def _with_links(previous: JobStatus, new: JobStatus, spec: JobSpecCommon, namesp
         return kept
 
 
-def _watched(index: kopf.Index | None, namespace: str, name: str) -> dict[str, Any] | None:
-    """The PyTorchJob as the watch last saw it (a copy); None when the watch has not seen it (yet, or any more):
-    the pass GETs it then."""
+def _watched(index: kopf.Index | None, namespace: str, name: str) -> ChildView | None:
+    """The child as the watch last saw it (an immutable view); None when the watch has not seen it (yet, or any
+    more): the pass GETs it then."""
     store = index.get((namespace, name)) if index is not None else None
-    found = next(iter(store), None) if store else None
-    return copy.deepcopy(found) if found is not None else None
+    return next(iter(store), None) if store else None
 
 
-def _watched_workload(index: kopf.Index | None, namespace: str, pytorchjob_name: str) -> dict[str, Any] | None:
-    """The Kueue Workload of a PyTorchJob as the watch last saw it (a copy; the current one while Kueue replaces
-    it); None without one (or without Kueue)."""
-    store = index.get((namespace, pytorchjob_name)) if index is not None else None
+def _view(namespace: str, name: str) -> ChildView | None:
+    found = _get_child(namespace, name)
+    return BACKEND.view(found) if found is not None else None
+
+
+def _watched_workload(index: kopf.Index | None, namespace: str, child: str) -> dict[str, Any] | None:
+    """The Kueue Workload of a child as the watch last saw it (a copy; the current one while Kueue replaces it);
+    None without one (or without Kueue)."""
+    store = index.get((namespace, child)) if index is not None else None
     found = kueue.current(list(store)) if store else None
     return copy.deepcopy(found) if found is not None else None
 
@@ -750,31 +757,25 @@ def _wants_cleanup(spec: kopf.Spec, **_: Any) -> bool:
 
 # --- registration -------------------------------------------------------------------------------------------
 
-# One watch on our PyTorchJobs replaces a GET per job and poll: the timers read the PyTorchJob from here.
-@kopf.index(pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, pytorchjob.PYTORCHJOB_PLURAL,
-            labels={pytorchjob.LABEL_MANAGED_BY: pytorchjob.MANAGED_BY}, id="pytorchjobs")
-def pytorchjobs(namespace: str, name: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status,
-                **_: Any) -> dict[Any, Any]:
-    # The queue label and runPolicy.suspend tell a PyTorchJob that Kueue holds (kueue.holds).
-    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k == kueue.QUEUE_LABEL}
-    suspend = bool((spec.get("runPolicy") or {}).get("suspend"))
-    return {(namespace, name): {"metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid"),
-                                             "labels": labels},
-                                "spec": {"runPolicy": {"suspend": suspend}},
-                                "status": copy.deepcopy(dict(status))}}
+# One watch on our children (of the backend's kind) replaces a GET per job and poll: the followers read each
+# child's view from here.
+@kopf.index(BACKEND.group, BACKEND.version, BACKEND.plural, labels={common.LABEL_MANAGED_BY: common.MANAGED_BY},
+            id="children")
+def child_views(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): BACKEND.view(copy.deepcopy(dict(body)))}
 
 
-# Indices are updated before handlers run, so the follower this wakes finds the PyTorchJob's new state there.
-kopf.on.event(pytorchjob.PYTORCHJOB_GROUP, pytorchjob.PYTORCHJOB_VERSION, pytorchjob.PYTORCHJOB_PLURAL,
-              labels={pytorchjob.LABEL_MANAGED_BY: pytorchjob.MANAGED_BY}, id="wake-owner")(pytorchjob_changed)
+# Indices are updated before handlers run, so the follower this wakes finds the child's new state there.
+kopf.on.event(BACKEND.group, BACKEND.version, BACKEND.plural, labels={common.LABEL_MANAGED_BY: common.MANAGED_BY},
+              id="wake-owner")(child_changed)
 
 
 # Kueue's Workloads (when Kueue is installed; kopf watches nothing while the CRD is not served): why a queued
-# job waits, and the Workload a suspend deactivates. Keyed by the PyTorchJob that owns each one.
+# job waits, and the Workload a suspend deactivates. Keyed by the child that owns each one.
 @kopf.index(kueue.WORKLOAD_GROUP, kueue.WORKLOAD_PLURAL, id="workloads")
 def workloads(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any] | None:
-    owner = kueue.owner_pytorchjob(body)
-    if owner is None or pytorchjob.parent_of(owner) is None:
+    owner = kueue.owner_child(body, BACKEND.kind, BACKEND.group)
+    if owner is None or common.parent_of(owner) is None:
         return None  # not one of ours
     return {(namespace, owner): kueue.summary(dict(body))}
 
@@ -782,8 +783,8 @@ def workloads(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, Any] | Non
 @kopf.on.event(kueue.WORKLOAD_GROUP, kueue.WORKLOAD_PLURAL, id="wake-owner-of-workload")
 async def workload_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
     """A Workload changed (created, admitted, evicted…; the index already has it): wake its job's follower."""
-    owner = kueue.owner_pytorchjob(body)
-    parent = pytorchjob.parent_of(owner) if owner else None
+    owner = kueue.owner_child(body, BACKEND.kind, BACKEND.group)
+    parent = common.parent_of(owner) if owner else None
     if parent is not None:
         WAKEUPS.wake((parent[0], namespace, parent[1]))
 
@@ -801,6 +802,7 @@ def job_summary(body: kopf.Body, namespace: str, name: str, spec: kopf.Spec, sta
 def _register(plural: str) -> None:
     """The same handlers for each kind; each finds its kind in the body. Explicit ids: kopf stores handler
     state in annotations named after them."""
+    # The id keeps its old name whatever the backend: kopf keeps each handler's progress under it.
     kopf.on.resume(GROUP, VERSION, plural, id="create-pytorchjob")(ensure)
     kopf.on.create(GROUP, VERSION, plural, id="create-pytorchjob")(ensure)
     kopf.on.field(GROUP, VERSION, plural, field="spec.suspend", id="suspend")(set_suspend)

@@ -1,4 +1,6 @@
-"""Kueue (`kueue.x-k8s.io`): what the operator reads of a PyTorchJob that Kueue manages, and of its Workload.
+"""Kueue (`kueue.x-k8s.io`): what the operator reads of a child that Kueue manages, and of its Workload.
+
+Written for the PyTorchJob; the same holds for every backend's child (its `ChildView.queue`/`suspended`):
 
 A PyTorchJob with the label `kueue.x-k8s.io/queue-name` is Kueue's to start and stop: Kueue's webhook creates it
 suspended, Kueue makes a Workload for it (owned by the PyTorchJob), admits that Workload when its ClusterQueue has
@@ -27,24 +29,10 @@ WAITING_FOR_WORKLOAD = "WaitingForWorkload"
 ADMITTED = "Admitted"
 
 
-def queue_of(pytorchjob: dict[str, Any]) -> str | None:
-    """The LocalQueue a PyTorchJob is labelled with (Kueue manages it then), else None."""
-    return ((pytorchjob.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL) or None
-
-
-def suspended(pytorchjob: dict[str, Any]) -> bool:
-    return bool(((pytorchjob.get("spec") or {}).get("runPolicy") or {}).get("suspend"))
-
-
-def holds(pytorchjob: dict[str, Any]) -> bool:
-    """Kueue manages the PyTorchJob and keeps it suspended (queued, not yet admitted, or evicted)."""
-    return queue_of(pytorchjob) is not None and suspended(pytorchjob)
-
-
-def owner_pytorchjob(workload: dict[str, Any]) -> str | None:
-    """The name of the PyTorchJob a Workload was made for (its controller owner), else None."""
+def owner_child(workload: dict[str, Any], kind: str, group: str) -> str | None:
+    """The name of the child (of this kind) a Workload was made for (its controller owner), else None."""
     for owner in (workload.get("metadata") or {}).get("ownerReferences") or []:
-        if owner.get("kind") == "PyTorchJob" and str(owner.get("apiVersion", "")).startswith("kubeflow.org/"):
+        if owner.get("kind") == kind and str(owner.get("apiVersion", "")).startswith(f"{group}/"):
             return owner.get("name")
     return None
 
@@ -62,7 +50,7 @@ def summary(workload: dict[str, Any]) -> dict[str, Any]:
 
 
 def current(workloads: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The Workload that counts among those of one PyTorchJob (summaries): the newest not being deleted (Kueue
+    """The Workload that counts among those of one child (summaries): the newest not being deleted (Kueue
     replaces a Workload whose job changed; for a moment both exist), else the newest."""
     if not workloads:
         return None

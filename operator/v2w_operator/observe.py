@@ -1,10 +1,11 @@
-"""What the job's status should say, derived from what was observed: the PyTorchJob's conditions and
-the runtime's progress.json / result.json. Pure functions on the status models, so every mapping is
-unit-tested: `derive_status` reads the PyTorchJob's state and hands over to one small function per state."""
+"""What the job's status should say, derived from what was observed: its child's state (a backend-neutral
+`ChildView`, whichever backend made the child) and the runtime's progress.json / result.json. Pure functions on
+the status models, so every mapping is unit-tested: `derive_status` reads the child's state and hands over to
+one small function per state."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable
 
@@ -13,6 +14,7 @@ from v2w_api.status import (BestOfNJobStatus, BestStatus, ColdStart, ConditionTy
                             Progress, Reason)
 
 from . import kueue
+from .backends.base import ChildView
 from .conditions import get_condition, set_condition, utcnow
 
 QUEUED, RUNNING, SUSPENDED, SUCCEEDED, FAILED = (ConditionType.QUEUED, ConditionType.RUNNING, ConditionType.SUSPENDED,
@@ -23,61 +25,34 @@ VERDICTS = {"succeeded": "Passed", "blocked": "Blocked", "failed": "Failed", "sk
 @dataclass
 class Observation:
     generation: int | None
-    pytorchjob: dict[str, Any] | None
+    child: ChildViewView | None  # the job's child as its backend reads it; None when there is none (any more)
     progress: ProgressManifest | None = None
     result: ResultManifest | None = None
     result_uri: str | None = None
     storage_error: str | None = None
-    pytorchjob_was_created: bool = False  # status.pytorchJobName was set before
+    child_was_created: bool = False  # status.pytorchJobName was set before
     suspend_requested: bool = False  # the job's spec.suspend
-    backoff_limit: int | None = None  # the job's runPolicy.backoffLimit (its PyTorchJob's): 0 allows one attempt
-    workload: dict[str, Any] | None = None  # the Kueue Workload of the PyTorchJob (`kueue.summary`), if any
+    backoff_limit: int | None = None  # the job's runPolicy.backoffLimit (its child's): 0 allows one attempt
+    workload: dict[str, Any] | None = None  # the Kueue Workload of the child (`kueue.summary`), if any
+    child_kind: str = "PyTorchJob"  # what messages call the child when there is none to ask
 
 
-def pytorchjob_state(pytorchjob: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The PyTorchJob's current state (Succeeded, Failed, Suspended, Restarting, Running, Created) and its condition."""
-    conditions = {c.get("type"): c for c in (pytorchjob.get("status") or {}).get("conditions") or []}
-    for state in ("Succeeded", "Failed", "Suspended", "Restarting", "Running", "Created"):
-        cond = conditions.get(state)
-        if cond and cond.get("status") == "True":
-            return state, cond
-    return "Created", {}
-
-
-@dataclass(frozen=True)
-class Child:
-    """What the status needs of the PyTorchJob: its state, the condition that says so, and its times."""
-
-    state: str
-    reason: str
-    message: str
-    start_time: datetime | None
-    completion_time: datetime | None
-
-    @classmethod
-    def of(cls, pytorchjob: dict[str, Any], suspend_requested: bool) -> Child:
-        state, condition = pytorchjob_state(pytorchjob)
-        if state == "Created" and suspend_requested:
-            # Created suspended, and no training-operator has said so yet (or none runs): the job is suspended
-            # all the same; "waiting for pods" would undo the Suspended status it got at creation.
-            state = "Suspended"
-        status = pytorchjob.get("status") or {}
-        return cls(state, condition.get("reason") or "", condition.get("message") or "",
-                   _time(status.get("startTime")), _time(status.get("completionTime")))
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+def as_observed(child: ChildViewView, suspend_requested: bool) -> ChildView:
+    """The child's state as the job reads it: created suspended, and no controller has said so yet (or none
+    runs), it is suspended all the same; "waiting for pods" would undo the Suspended status it got at creation."""
+    if child.state == "Created" and suspend_requested:
+        return replace(child, state="Suspended")
+    return child
 
 
 def derive_status(status: JobStatus, obs: Observation) -> JobStatus:
     """The status after one observation, as a new model of the same kind (`status` is left as it was)."""
     new = status.model_copy(deep=True, update={"observed_generation": obs.generation})
     now = utcnow()
-    if obs.pytorchjob is None:
+    if obs.child is None:
         _child_gone(new, obs, now)
         return new
-    child = Child.of(obs.pytorchjob, obs.suspend_requested)
+    child = as_observed(obs.child, obs.suspend_requested)
     _record_run(new, obs, child)
     if _held_by_kueue(obs, child):
         _queued(new, obs, child, now)
@@ -88,11 +63,10 @@ def derive_status(status: JobStatus, obs: Observation) -> JobStatus:
     return new
 
 
-def _held_by_kueue(obs: Observation, child: Child) -> bool:
-    """Kueue keeps the PyTorchJob suspended (not admitted yet, or evicted) and the user did not ask for it: the
+def _held_by_kueue(obs: Observation, child: ChildViewView) -> bool:
+    """Kueue keeps the child suspended (not admitted yet, or evicted) and the user did not ask for it: the
     job waits in its queue. (A user's suspend reads Suspended, as without Kueue.)"""
-    assert obs.pytorchjob is not None
-    if not kueue.holds(obs.pytorchjob) or child.state in ("Succeeded", "Failed"):
+    if not child.held_by_kueue or child.state in ("Succeeded", "Failed"):
         return False
     # Suspended by its user: once its Workload is inactive (Kueue can no longer admit it), or has none yet.
     return not obs.suspend_requested or (obs.workload is not None and obs.workload.get("active", True))
@@ -116,16 +90,16 @@ def _resumed(status: JobStatus, now: datetime) -> None:
 
 
 def _child_gone(status: JobStatus, obs: Observation, now: datetime) -> None:
-    """No PyTorchJob: deleted behind the job's back, unless the job had finished (or never made one)."""
-    if not obs.pytorchjob_was_created or status.is_terminal:
+    """No child: deleted behind the job's back, unless the job had finished (or never made one)."""
+    if not obs.child_was_created or status.is_terminal:
         return
-    message = (f"PyTorchJob {status.pytorch_job_name} was deleted before the job finished; "
+    message = (f"{obs.child_kind} {status.pytorch_job_name} was deleted before the job finished; "
                "delete and re-apply the job to run it again")
     _enter(status, Phase.FAILED, message, now, (RUNNING, False, Reason.PYTORCHJOB_DELETED),
            (FAILED, True, Reason.PYTORCHJOB_DELETED), completed=now)
 
 
-def _succeeded(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+def _succeeded(status: JobStatus, obs: Observation, child: ChildView, now: datetime) -> None:
     """Pods done: the job's outcome is what result.json says (and nothing yet without one)."""
     if obs.result is None:
         message = obs.storage_error or "pods finished; waiting for result.json"
@@ -140,9 +114,9 @@ def _succeeded(status: JobStatus, obs: Observation, child: Child, now: datetime)
                (FAILED, True, Reason.COMPLETED_WITH_FAILURES), completed=child.completion_time or now)
 
 
-def _failed(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+def _failed(status: JobStatus, obs: Observation, child: ChildView, now: datetime) -> None:
     reason = _failure_reason(obs, child)
-    message = f"PyTorchJob failed ({child.reason or 'Failed'}): {child.message}".strip()
+    message = f"{child.kind} failed ({child.reason or 'Failed'}): {child.message}".strip()
     if obs.result is not None and obs.result.message:
         message += f"; runtime: {obs.result.message}"
     elif obs.result is None and obs.storage_error:
@@ -152,10 +126,10 @@ def _failed(status: JobStatus, obs: Observation, child: Child, now: datetime) ->
            completed=child.completion_time or now)
 
 
-def _failure_reason(obs: Observation, child: Child) -> Reason:
-    if "Deadline" in child.reason or "deadline" in child.message:
+def _failure_reason(obs: Observation, child: ChildView) -> Reason:
+    if child.failure == "DeadlineExceeded":
         return Reason.DEADLINE_EXCEEDED
-    if "BackoffLimit" in child.reason or "backoff" in child.message.lower():
+    if child.failure == "BackoffLimitExceeded":
         # With backoffLimit 0 the training-operator words the first failure "reached the specified backoff
         # limit" before it looks at the exit code, a final one too. Nothing was retried then: when the runtime
         # said why its only attempt failed, that is the job's reason. (Its status keeps no count of restarts,
@@ -168,13 +142,13 @@ def _failure_reason(obs: Observation, child: Child) -> Reason:
     return Reason.RUNTIME_FAILED
 
 
-def _suspended(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+def _suspended(status: JobStatus, obs: Observation, child: ChildView, now: datetime) -> None:
     message = "suspended: pods stopped; set spec.suspend to false to resume"
     _enter(status, Phase.SUSPENDED, message, now, (RUNNING, False, Reason.SUSPENDED),
            (SUSPENDED, True, Reason.SUSPENDED))
 
 
-def _running(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+def _running(status: JobStatus, obs: Observation, child: ChildView, now: datetime) -> None:
     """Running or Restarting (a worker died and the training-operator starts it again)."""
     message = "running" if child.state == "Running" else f"restarting: {child.message}"
     if obs.storage_error:
@@ -184,29 +158,26 @@ def _running(status: JobStatus, obs: Observation, child: Child, now: datetime) -
     _admitted(status, obs, now)
 
 
-def _waiting(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
+def _waiting(status: JobStatus, obs: Observation, child: ChildView, now: datetime) -> None:
     """Created, and no pod runs yet."""
     _enter(status, Phase.PENDING, "waiting for pods to start", now)
     _resumed(status, now)
     _admitted(status, obs, now)
 
 
-def _started_by_kueue(obs: Observation, child: Child) -> bool:
-    """Kueue admitted the job and unsuspended its PyTorchJob; the training-operator has not caught up yet (its
+def _started_by_kueue(obs: Observation, child: ChildViewView) -> bool:
+    """Kueue admitted the job and unsuspended its child; the child's controller has not caught up yet (its
     Suspended condition still stands). Not the user's suspend: the job is starting."""
-    assert obs.pytorchjob is not None
-    return (child.state == "Suspended" and not obs.suspend_requested and kueue.queue_of(obs.pytorchjob) is not None
-            and not kueue.suspended(obs.pytorchjob))
+    return child.state == "Suspended" and not obs.suspend_requested and child.queue is not None and not child.suspended
 
 
-def _queued(status: JobStatus, obs: Observation, child: Child, now: datetime) -> None:
-    """Kueue holds the PyTorchJob: the reason and message are the Workload's (e.g. Pending, "couldn't assign
+def _queued(status: JobStatus, obs: Observation, child: ChildView, now: datetime) -> None:
+    """Kueue holds the child: the reason and message are the Workload's (e.g. Pending, "couldn't assign
     flavors to pod set master: insufficient quota for nvidia.com/gpu …")."""
-    assert obs.pytorchjob is not None
-    reason, message = kueue.waiting_reason(obs.workload, kueue.queue_of(obs.pytorchjob) or "")
+    reason, message = kueue.waiting_reason(obs.workload, child.queue or "")
     if obs.suspend_requested:
         message = f"suspending: deactivating Workload {(obs.workload or {}).get('name')}; {message}"
-    if reason == kueue.ADMITTED:  # admitted, and Kueue is about to unsuspend the PyTorchJob
+    if reason == kueue.ADMITTED:  # admitted, and Kueue is about to unsuspend the child
         _waiting(status, obs, child, now)
         status.message = message
         return
@@ -227,7 +198,7 @@ def _admitted(status: JobStatus, obs: Observation, now: datetime) -> None:
                                           status.observed_generation, now)
 
 
-BY_STATE: dict[str, Callable[[JobStatus, Observation, Child, datetime], None]] = {
+BY_STATE: dict[str, Callable[[JobStatus, Observation, ChildView, datetime], None]] = {
     "Succeeded": _succeeded,
     "Failed": _failed,
     "Suspended": _suspended,
@@ -236,7 +207,7 @@ BY_STATE: dict[str, Callable[[JobStatus, Observation, Child, datetime], None]] =
 }
 
 
-def _record_run(status: JobStatus, obs: Observation, child: Child) -> None:
+def _record_run(status: JobStatus, obs: Observation, child: ChildView) -> None:
     """What every state carries: the pods' start, the runtime's progress and, once the pods are done, its result."""
     if child.start_time and status.start_time is None:
         status.start_time = child.start_time

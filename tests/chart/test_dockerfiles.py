@@ -262,7 +262,7 @@ def test_constraints_are_what_the_tests_run_with():
 
 def test_the_pods_run_as_the_runtime_image_s_user_with_its_home():
     """The operator's pod spec and the runtime image agree on the user, the group and HOME."""
-    from v2w_operator import pytorchjob
+    from v2w_operator.backends import pytorchjob
     from v2w_operator.config import OperatorConfig
     from v2w_api import KINDS
 

@@ -11,7 +11,7 @@ import yaml
 
 from tests.api.cases import load_example
 from tests.chart.helm import CHART, Helm, find, kinds
-from v2w_operator import pytorchjob
+from v2w_operator.backends import pytorchjob
 from v2w_api import KINDS
 from v2w_operator.config import OperatorConfig
 

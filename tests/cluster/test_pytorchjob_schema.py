@@ -8,7 +8,7 @@ import yaml
 
 import stack
 from tests.api.cases import EXAMPLES, load_example
-from v2w_operator import pytorchjob
+from v2w_operator.backends import pytorchjob
 from v2w_api import KINDS
 from v2w_operator.config import OperatorConfig
 

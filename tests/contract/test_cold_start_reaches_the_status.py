@@ -20,6 +20,7 @@ import yaml
 from v2w_api.manifest import ProgressManifest, ResultManifest
 from v2w_api.status import BestOfNJobStatus, Video2WorldJobStatus
 from v2w_operator import metrics
+from v2w_operator.backends import ChildView, pytorchjob
 from v2w_operator.observe import Observation, derive_status
 from v2w_runtime import coldstart, storage
 
@@ -29,9 +30,9 @@ FAST = ["--height", "64", "--width", "96", "--num_frames", "9", "--num_steps", "
 PARTS = ("download", "load", "compile", "other")
 
 
-def pj(state: str) -> dict:
-    return {"status": {"conditions": [{"type": state, "status": "True", "reason": state, "message": ""}],
-                       "startTime": "2026-01-01T00:00:00Z"}}
+def pj(state: str) -> ChildView:
+    return pytorchjob.view({"status": {"conditions": [{"type": state, "status": "True", "reason": state, "message": ""}],
+                                       "startTime": "2026-01-01T00:00:00Z"}})
 
 
 @pytest.fixture(scope="module")

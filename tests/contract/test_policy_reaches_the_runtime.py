@@ -9,7 +9,7 @@ import pytest
 from tests.contract.test_spec_reaches_the_runtime import base
 from v2w_api import KINDS
 from v2w_api.policy import InputHostPolicy
-from v2w_operator import pytorchjob
+from v2w_operator.backends import pytorchjob
 from v2w_operator.config import OperatorConfig
 from v2w_runtime import runner, storage
 from v2w_runtime.cli import parse

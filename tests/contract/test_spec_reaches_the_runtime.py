@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from v2w_api import KINDS, BestOfNJobSpec, Video2WorldJobSpec
 from v2w_api.run import RunConfig
-from v2w_operator import pytorchjob
+from v2w_operator.backends import child, pytorchjob
 from v2w_operator.config import OperatorConfig
 from v2w_runtime.batch import parse_batch
 from v2w_runtime.cli import parse
@@ -69,7 +69,7 @@ class Built:
 
     def batch_items(self):
         """The inline batch as the operator stores it, read by the runtime's batch parser."""
-        return parse_batch(pytorchjob.batch_json(self.spec), "batch.json")
+        return parse_batch(child.batch_json(self.spec), "batch.json")
 
 
 def build(kind: str, spec_doc: dict) -> Built:
@@ -337,5 +337,5 @@ def test_platform_flags_fill_in_and_may_not_contradict():
 def test_a_configuration_too_large_for_one_argument_is_refused():
     spec = base("Video2WorldJob")
     spec["guardrail"] = {"blocklist": ["x" * 200] * 1000}
-    with pytest.raises(pytorchjob.RunConfigTooLarge, match="shorten the prompts or the guardrail blocklist"):
+    with pytest.raises(child.RunConfigTooLarge, match="shorten the prompts or the guardrail blocklist"):
         build("Video2WorldJob", spec)

@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 import stack  # hack/localstack/stack.py
 from tests.api.cases import BATCH, BEST, SINGLE
 from tests.cluster.test_spec_fuzz import _with, mutated_manifests
-from v2w_operator import pytorchjob
+from v2w_operator.backends import child, pytorchjob
 from v2w_api import GROUP, KINDS, VERSION
 from v2w_api.status import Reason
 from v2w_operator.config import OperatorConfig
@@ -117,8 +117,8 @@ class Api:
         return found
 
     def pytorchjobs(self, namespace: str) -> list[dict]:
-        code, body = self.call("GET", f"/apis/{pytorchjob.PYTORCHJOB_GROUP}/{pytorchjob.PYTORCHJOB_VERSION}/"
-                                      f"namespaces/{namespace}/{pytorchjob.PYTORCHJOB_PLURAL}")
+        code, body = self.call("GET", f"/apis/{pytorchjob.GROUP}/{pytorchjob.VERSION}/"
+                                      f"namespaces/{namespace}/{pytorchjob.PLURAL}")
         assert code == 200, body
         return body["items"]
 
@@ -274,7 +274,7 @@ def _job_of(event: dict) -> str | None:
     """The job an audit event is about: its own object, its status, or its PyTorchJob."""
     ref = event.get("objectRef") or {}
     name = ref.get("name") or ""
-    if ref.get("resource") == pytorchjob.PYTORCHJOB_PLURAL:
+    if ref.get("resource") == pytorchjob.PLURAL:
         return name.split("-", 1)[1] if "-" in name else None
     if ref.get("resource") in {names.plural for names, _ in KINDS.values()}:
         return name or None
@@ -338,12 +338,12 @@ def _assert_pytorchjob_is_what_the_operator_builds(run: FuzzRun, obj: dict, stor
     """The PyTorchJob lost nothing to the CRD's pruning, and the same manifest passes a strict dry run."""
     kind, name = obj["kind"], obj["metadata"]["name"]
     spec = KINDS[kind][1].model_validate(obj).spec
-    batch_uri = f"{pytorchjob.output_prefix(spec, NAMESPACE, name)}/batch.json" if getattr(spec, "batch", None) else None
+    batch_uri = f"{child.output_prefix(spec, NAMESPACE, name)}/batch.json" if getattr(spec, "batch", None) else None
     built = pytorchjob.build(kind, name, NAMESPACE, obj["metadata"]["uid"], spec, run.config, batch_uri)
     assert _no_loss(built["spec"], stored["spec"]), (name, run.created[name], json.dumps(stored["spec"])[:3000])
     built["metadata"]["name"] += "-check"
-    code, body = run.api.call("POST", f"/apis/{pytorchjob.PYTORCHJOB_GROUP}/{pytorchjob.PYTORCHJOB_VERSION}/namespaces/"
-                                      f"{NAMESPACE}/{pytorchjob.PYTORCHJOB_PLURAL}?dryRun=All&fieldValidation=Strict",
+    code, body = run.api.call("POST", f"/apis/{pytorchjob.GROUP}/{pytorchjob.VERSION}/namespaces/"
+                                      f"{NAMESPACE}/{pytorchjob.PLURAL}?dryRun=All&fieldValidation=Strict",
                               built)
     assert code == 201, (name, run.created[name], body.get("message"))
 

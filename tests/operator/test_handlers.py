@@ -13,7 +13,8 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.api.cases import BATCH, SINGLE, load_example
 from v2w_api.status import Video2WorldJobStatus
-from v2w_operator import handlers, pytorchjob
+from v2w_operator import handlers
+from v2w_operator.backends import child, pytorchjob
 from v2w_operator.s3 import Credentials
 
 LOGGER = logging.getLogger("test-handlers")
@@ -131,7 +132,8 @@ def ensure(doc: dict[str, Any], retry: int = 0) -> dict[str, Any]:
 
 def sync(doc: dict[str, Any], pj: dict[str, Any]) -> dict[str, Any]:
     """One pass of a follower that starts afresh; the status keys it would patch."""
-    done = handlers.sync(kopf.Body(doc), dict(doc.get("status") or {}), doc["metadata"]["name"], NAMESPACE, LOGGER, pj)
+    done = handlers.sync(kopf.Body(doc), dict(doc.get("status") or {}), doc["metadata"]["name"], NAMESPACE, LOGGER,
+                         pytorchjob.view(pj))
     return done.patch if done else {}
 
 
@@ -185,7 +187,7 @@ def test_a_run_configuration_too_large_for_its_argument_is_an_invalid_spec(clust
     message = "the run configuration is 300000 bytes, more than the 131072 one container argument holds"
 
     def too_large(*args, **kwargs):
-        raise pytorchjob.RunConfigTooLarge(message)
+        raise child.RunConfigTooLarge(message)
 
     monkeypatch.setattr(pytorchjob, "build", too_large)
     doc = job()
@@ -293,14 +295,14 @@ def test_the_follower_writes_once_and_announces_a_phase_once_while_the_watch_lag
     api, events, _ = cluster
     stale = accepted_job(api)  # what the watch shows: its own write has not come back yet
     follower = handlers.Follower("Video2WorldJob", "job-a", NAMESPACE, handlers.Files())
-    first = follower.step(copy.deepcopy(stale), RUNNING_PJ, LOGGER)
+    first = follower.step(copy.deepcopy(stale), pytorchjob.view(RUNNING_PJ), LOGGER)
     assert first.announce and first.new.phase.value == "Running"
     assert len(api.status_patches) == 1
-    again = follower.step(copy.deepcopy(stale), RUNNING_PJ, LOGGER)  # woken again, same stale body
+    again = follower.step(copy.deepcopy(stale), pytorchjob.view(RUNNING_PJ), LOGGER)  # woken again, same stale body
     assert again.patch == {} and not again.announce
     assert len(api.status_patches) == 1
     caught_up = copy.deepcopy(api.jobs[(NAMESPACE, "job-a")])  # the watch has the write now
-    assert follower.step(caught_up, RUNNING_PJ, LOGGER).patch == {}
+    assert follower.step(caught_up, pytorchjob.view(RUNNING_PJ), LOGGER).patch == {}
     assert follower.written is None  # from here on the watched status is read again
 
 
@@ -309,10 +311,10 @@ def test_the_follower_reads_s3_when_the_state_changes_or_a_poll_is_due_not_at_ev
     doc = accepted_job(api)
     follower = handlers.Follower("Video2WorldJob", "job-a", NAMESPACE, handlers.Files())
     for _ in range(5):
-        follower.step(copy.deepcopy(api.jobs[(NAMESPACE, "job-a")]), RUNNING_PJ, LOGGER)
+        follower.step(copy.deepcopy(api.jobs[(NAMESPACE, "job-a")]), pytorchjob.view(RUNNING_PJ), LOGGER)
     assert len(storage["progress_reads"]) == 1
     follower.files.at -= handlers.CONFIG.poll_interval_seconds  # a poll later
-    follower.step(copy.deepcopy(api.jobs[(NAMESPACE, "job-a")]), RUNNING_PJ, LOGGER)
+    follower.step(copy.deepcopy(api.jobs[(NAMESPACE, "job-a")]), pytorchjob.view(RUNNING_PJ), LOGGER)
     assert len(storage["progress_reads"]) == 2
     assert doc["status"]["phase"] == "Pending"
 

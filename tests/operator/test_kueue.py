@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from v2w_operator import kueue
+from v2w_operator.backends import pytorchjob
 
 
 def workload(name, created, deleting=False, active=True, conditions=()):
@@ -34,6 +35,14 @@ def test_waiting_reasons_come_from_the_workloads_conditions():
 
 def test_a_pytorchjob_is_held_only_with_the_queue_label_and_suspended():
     labelled = {"metadata": {"labels": {kueue.QUEUE_LABEL: "gpus"}}, "spec": {"runPolicy": {"suspend": True}}}
-    assert kueue.holds(labelled) and kueue.queue_of(labelled) == "gpus"
-    assert not kueue.holds({**labelled, "spec": {"runPolicy": {"suspend": False}}})
-    assert not kueue.holds({"metadata": {}, "spec": {"runPolicy": {"suspend": True}}})
+    held = pytorchjob.view(labelled)
+    assert held.held_by_kueue and held.queue == "gpus"
+    assert not pytorchjob.view({**labelled, "spec": {"runPolicy": {"suspend": False}}}).held_by_kueue
+    assert not pytorchjob.view({"metadata": {}, "spec": {"runPolicy": {"suspend": True}}}).held_by_kueue
+
+
+def test_a_workloads_owner_is_a_child_of_the_backends_kind():
+    workload = {"metadata": {"ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+                                                  "name": "v2w-a"}]}}
+    assert kueue.owner_child(workload, "PyTorchJob", "kubeflow.org") == "v2w-a"
+    assert kueue.owner_child(workload, "TrainJob", "trainer.kubeflow.org") is None

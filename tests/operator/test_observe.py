@@ -7,9 +7,15 @@ from datetime import datetime, timezone
 
 from v2w_api.manifest import ProgressManifest, ResultManifest, VideoResult
 from v2w_api.status import BestOfNJobStatus, ConditionType, Phase, Video2WorldJobStatus
-from v2w_operator.observe import Observation, derive_status
+from v2w_operator.backends import pytorchjob
+from v2w_operator.observe import Observation as _Observation, derive_status
 
 V2W = Video2WorldJobStatus
+
+
+def Observation(generation, child, **kw):
+    """An observation of a PyTorchJob (as the API returns it), read through its backend's view."""
+    return _Observation(generation, pytorchjob.view(child) if child is not None else None, **kw)
 
 
 def pj(*conds: tuple[str, str, str], **status):
@@ -130,7 +136,7 @@ def test_a_job_created_suspended_stays_suspended_before_the_training_operator_an
 
 def test_deleted_pytorchjob_fails_the_job():
     s = derive_status(V2W(phase=Phase.RUNNING, pytorch_job_name="v2w-x"),
-                      Observation(1, None, pytorchjob_was_created=True))
+                      Observation(1, None, child_was_created=True))
     assert s.phase == Phase.FAILED and conds(s)["Failed"] == ("True", "PyTorchJobDeleted")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import yaml
 
 from tests.api.cases import load_example
-from v2w_operator import pytorchjob
+from v2w_operator.backends import child, pytorchjob
 from v2w_api import KINDS
 from v2w_api.run import RunConfig
 from v2w_operator.config import OperatorConfig
@@ -144,7 +144,7 @@ def test_batch_goes_by_uri_and_a_disabled_guardrail_names_no_checkpoint():
 def test_batch_json_is_the_seed_format():
     doc = load_example("video2world-batch-job.yaml")
     spec = KINDS[doc["kind"]][1].model_validate(doc).spec
-    entries = pytorchjob.batch_json(spec)
+    entries = child.batch_json(spec)
     assert entries[0] == {"input_video": "s3://v2w-inputs/video2world/input0.jpg",
                           "prompt": doc["spec"]["batch"][0]["prompt"],
                           "output_video": "bus-terminal-night-movement.mp4"}
@@ -171,6 +171,6 @@ def test_a_job_created_suspended_gets_the_queue_label_only_when_resumed():
 
 
 def test_parent_of_reads_child_name_backwards():
-    assert pytorchjob.parent_of(pytorchjob.child_name("BestOfNJob", "a-b")) == ("BestOfNJob", "a-b")
-    assert pytorchjob.parent_of(pytorchjob.child_name("Video2WorldJob", "x")) == ("Video2WorldJob", "x")
-    assert pytorchjob.parent_of("someone-elses") is None
+    assert child.parent_of(child.child_name("BestOfNJob", "a-b")) == ("BestOfNJob", "a-b")
+    assert child.parent_of(child.child_name("Video2WorldJob", "x")) == ("Video2WorldJob", "x")
+    assert child.parent_of("someone-elses") is None

@@ -1,11 +1,11 @@
-"""Builds the Kubeflow PyTorchJob that runs one Video2WorldJob or BestOfNJob.
+"""What every backend's child shares: its name, owner and labels, and the runtime pod it runs.
 
-One module owns the whole translation from our spec to the child resource, so handlers stay thin and
-the result can be checked against the PyTorchJob CRD schema in tests. The name is deterministic
-(`v2w-<name>` / `bon-<name>`), which is what makes creation idempotent across retries and restarts.
-What the runtime does travels as one run configuration (`v2w_api.run.RunConfig`), rendered as YAML into
-the container's `--config` argument: a person reads it in `kubectl get pytorchjob -o yaml`, and the
-runtime parses it with the same models.
+One module owns the translation from our spec to the runtime pod (run configuration, command, env, volumes,
+security context, scheduling), so each backend only wraps that pod in its own kind of child and the two can
+never drift apart. The child's name is deterministic (`v2w-<name>` / `bon-<name>`), which is what makes
+creation idempotent across retries and restarts. What the runtime does travels as one run configuration
+(`v2w_api.run.RunConfig`), rendered as YAML into the container's `--config` argument: a person reads it in
+`kubectl get <child> -o yaml`, and the runtime parses it with the same models.
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ from v2w_api import API_VERSION, BEST_OF_N_JOB, VIDEO2WORLD_JOB, BestOfNJobSpec,
 from v2w_api.run import MAX_RENDERED_BYTES, RunConfig, RunOutput
 from v2w_api.spec import JobSpecCommon
 
-from . import kueue
-from .config import OperatorConfig
-
-PYTORCHJOB_GROUP = "kubeflow.org"
-PYTORCHJOB_VERSION = "v1"
-PYTORCHJOB_PLURAL = "pytorchjobs"
-CONTAINER_NAME = "pytorch"  # the training-operator finds the main container by this name
+from .. import kueue
+from ..config import OperatorConfig
 
 LABEL_JOB_NAME = "video2world.io/job-name"
 LABEL_JOB_KIND = "video2world.io/job-kind"
@@ -43,7 +38,7 @@ def child_name(kind: str, name: str) -> str:
 
 
 def parent_of(child: str) -> tuple[str, str] | None:
-    """The (kind, name) of the job whose PyTorchJob is named `child` (`child_name` read backwards), else None."""
+    """The (kind, name) of the job whose child is named `child` (`child_name` read backwards), else None."""
     for kind, prefix in _PREFIXES.items():
         if child.startswith(f"{prefix}-") and len(child) > len(prefix) + 1:
             return kind, child[len(prefix) + 1:]
@@ -116,7 +111,7 @@ def _env(spec: JobSpecCommon, config: OperatorConfig) -> list[dict[str, Any]]:
     secret = spec.output.credentials_secret
     secret_name = secret.name if secret else config.credentials_secret
     if secret_name:
-        # Mounted by reference: the operator never copies a credential into the PyTorchJob.
+        # Mounted by reference: the operator never copies a credential into the child.
         for var, key in (
             ("AWS_ACCESS_KEY_ID", secret.access_key_id_key if secret else "AWS_ACCESS_KEY_ID"),
             ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key if secret else "AWS_SECRET_ACCESS_KEY"),
@@ -178,16 +173,23 @@ def _volumes(spec: JobSpecCommon, config: OperatorConfig) -> tuple[list[dict], l
     return volumes, mounts
 
 
-def _pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorConfig, args: list[str]) -> dict:
+def labels(kind: str, name: str) -> dict[str, str]:
+    """The labels of a job's child and its pods: whose they are, and who manages them."""
+    return {LABEL_JOB_NAME: name, LABEL_JOB_KIND: kind, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorConfig, args: list[str],
+                 container_name: str) -> dict[str, Any]:
+    """The runtime pod: one container named as the backend's controller expects, running `v2w-launch args`."""
     sched = spec.scheduling
-    labels = {LABEL_JOB_NAME: name, LABEL_JOB_KIND: kind, LABEL_MANAGED_BY: MANAGED_BY}
+    labels_ = labels(kind, name)
     volumes, mounts = _volumes(spec, config)
     resources: dict[str, Any] = {"limits": {sched.gpu_resource_name or config.gpu_resource_name: spec.parallelism.effective_gpus_per_node}}
     requests = {k: v for k, v in (("cpu", sched.cpu), ("memory", sched.memory)) if v}
     if requests:
         resources["requests"] = requests
     container = {
-        "name": CONTAINER_NAME,
+        "name": container_name,
         "image": sched.image or config.runtime_image,
         "imagePullPolicy": config.image_pull_policy,
         # torchrun, with the failing worker's exit code as the container's: the ExitCode policy reads it.
@@ -223,53 +225,27 @@ def _pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorCon
         pod_spec["priorityClassName"] = sched.priority_class_name
     if sched.service_account_name:
         pod_spec["serviceAccountName"] = sched.service_account_name
-    return {"metadata": {"labels": labels}, "spec": pod_spec}
+    return {"metadata": {"labels": labels_}, "spec": pod_spec}
 
 
 def queue_name(spec: JobSpecCommon, config: OperatorConfig) -> str | None:
-    """The Kueue LocalQueue the job's PyTorchJob goes to: its own, else the platform's default, else none."""
+    """The Kueue LocalQueue the job's child goes to: its own, else the platform's default, else none."""
     return spec.scheduling.queue_name or config.queue_name
 
 
-def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSpec | BestOfNJobSpec,
-          config: OperatorConfig, batch_uri: str | None = None) -> dict[str, Any]:
-    """The PyTorchJob for a job, owned by it (garbage-collected with it)."""
-    run = run_config(kind, name, spec, config, output_prefix(spec, namespace, name), batch_uri)
-    template = _pod_template(kind, name, spec, config, runtime_args(kind, run, config))
-    par = spec.parallelism
-    # Bad input, a refused guardrail and failed videos (exit 1-3) fail the job at once; a killed worker or an
-    # unreachable store (137, 143, 138) restarts it, up to runPolicy.backoffLimit (runtime/v2w_runtime/runner.py).
-    replica = {"restartPolicy": "ExitCode", "template": template}
-    replica_specs: dict[str, Any] = {"Master": {"replicas": 1, **replica}}
-    if par.nodes > 1:
-        replica_specs["Worker"] = {"replicas": par.nodes - 1, **replica}
-    labels = {LABEL_JOB_NAME: name, LABEL_JOB_KIND: kind, LABEL_MANAGED_BY: MANAGED_BY}
+def child_labels(kind: str, name: str, spec: JobSpecCommon, config: OperatorConfig) -> dict[str, str]:
+    """The child's labels: `labels`, and the Kueue queue label when Kueue is to manage it."""
+    found = labels(kind, name)
     queue = queue_name(spec, config)
     if queue and not spec.suspend:
         # Created suspended, it gets the label when it is resumed: with the label Kueue would admit and start it
         # (it unsuspends what it admits), and the user's suspend would lose (see kueue.py).
-        labels[KUEUE_QUEUE_LABEL] = queue
-    run_policy: dict[str, Any] = {
-        "cleanPodPolicy": "None",  # keep finished pods for their logs; ttlSecondsAfterFinished removes them
-        "backoffLimit": spec.run_policy.backoff_limit,
-        "suspend": spec.suspend,
-    }
-    if spec.run_policy.active_deadline_seconds is not None:
-        run_policy["activeDeadlineSeconds"] = spec.run_policy.active_deadline_seconds
-    if spec.run_policy.ttl_seconds_after_finished is not None:
-        run_policy["ttlSecondsAfterFinished"] = spec.run_policy.ttl_seconds_after_finished
-    return {
-        "apiVersion": f"{PYTORCHJOB_GROUP}/{PYTORCHJOB_VERSION}",
-        "kind": "PyTorchJob",
-        "metadata": {
-            "name": child_name(kind, name),
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(kind, name, uid)],
-        },
-        "spec": {
-            "nprocPerNode": str(par.effective_gpus_per_node),
-            "runPolicy": run_policy,
-            "pytorchReplicaSpecs": replica_specs,
-        },
-    }
+        found[kueue.QUEUE_LABEL] = queue
+    return found
+
+
+def child_metadata(kind: str, name: str, namespace: str, uid: str, spec: JobSpecCommon,
+                   config: OperatorConfig) -> dict[str, Any]:
+    """The child's metadata: its deterministic name, its labels, and its owner (it is garbage-collected with it)."""
+    return {"name": child_name(kind, name), "namespace": namespace, "labels": child_labels(kind, name, spec, config),
+            "ownerReferences": [owner_reference(kind, name, uid)]}
