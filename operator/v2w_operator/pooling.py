@@ -13,7 +13,8 @@ from v2w_api.run import RunConfig
 from v2w_api.spec import JobSpecCommon, SecretKeyRef
 from v2w_api.worker import describe_mismatches, mismatches
 
-from . import pytorchjob, workers
+from . import workers
+from .backends import child
 from .config import OperatorConfig
 
 
@@ -38,7 +39,7 @@ def differences(pool_name: str, pool: Video2WorldPoolSpec, spec: JobSpecCommon, 
     image = spec.scheduling.image
     if image is not None and image != (pool.scheduling.image or config.runtime_image):
         fields.append("scheduling.image")
-    unmounted = sorted(pytorchjob.volume_claims(spec, config) - workers.volume_claims(pool, config))
+    unmounted = sorted(child.volume_claims(spec, config) - workers.volume_claims(pool, config))
     if unmounted:
         # pvc:// URIs are read from the pod's mounts: the workers mount the pool's claims only.
         fields.append(f"PersistentVolumeClaims {', '.join(unmounted)} (the pool's workers do not mount them)")

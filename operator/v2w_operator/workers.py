@@ -1,7 +1,7 @@
 """Builds what runs a Video2WorldPool's workers: their configuration, Deployment, ServiceAccount and RoleBinding.
 
 Pure functions of the pool, like the PyTorchJob builder. A worker pod is a job's runtime pod (the same image,
-security context, volumes, cache, S3 environment: the PyTorchJob's pod builder makes both) with three differences:
+security context, volumes, cache, S3 environment: `child.pod_template` makes both) with three differences:
 it runs `v2w_runtime.worker` with the pool's `WorkerConfig`, it knows its own name and namespace (its claims
 carry them), and it talks to the API server as the pool's own ServiceAccount, bound to the chart's worker role
 (Leases only: it reads its jobs' settings from their Leases and writes its claims there, nothing else).
@@ -18,7 +18,7 @@ from v2w_api.pool import Video2WorldPoolSpec
 from v2w_api.spec import GenerationSpec, JobSpecCommon, OutputSpec
 from v2w_api.worker import WorkerConfig
 
-from . import pytorchjob
+from .backends import child
 from .config import OperatorConfig
 
 CONTAINER_NAME = "worker"
@@ -33,7 +33,7 @@ def resource_name(pool: str) -> str:
 
 
 def labels(pool: str) -> dict[str, str]:
-    return {LABEL_POOL: pool, pytorchjob.LABEL_MANAGED_BY: pytorchjob.MANAGED_BY}
+    return {LABEL_POOL: pool, child.LABEL_MANAGED_BY: child.MANAGED_BY}
 
 
 def selector(pool: str) -> str:
@@ -42,7 +42,7 @@ def selector(pool: str) -> str:
 
 
 def worker_config(pool: str, spec: Video2WorldPoolSpec, config: OperatorConfig) -> WorkerConfig:
-    """What each worker loads, with the operator's default checkpoints filled in as `pytorchjob.run_config` fills
+    """What each worker loads, with the operator's default checkpoints filled in as `child.run_config` fills
     them into a job's run: so a job and its pool compare equal where both leave a default."""
     model = spec.model.model_copy(update={"checkpoint": spec.model.checkpoint or config.default_checkpoint(spec.model.size)})
     refiner = spec.prompt_refiner.model_copy(
@@ -76,7 +76,7 @@ def _claim(uri: str | None) -> str | None:
 def volume_claims(spec: Video2WorldPoolSpec, config: OperatorConfig) -> set[str]:
     """The PersistentVolumeClaims the workers mount: the job pod's for the pool's settings, and the critic's."""
     critic = _claim(spec.critic.checkpoint if spec.critic else None)
-    return pytorchjob.volume_claims(job_shaped(spec), config) | ({critic} if critic else set())
+    return child.volume_claims(job_shaped(spec), config) | ({critic} if critic else set())
 
 
 def worker_args(pool: str, spec: Video2WorldPoolSpec, config: OperatorConfig) -> list[str]:
@@ -96,13 +96,12 @@ def _metadata(pool: str, namespace: str, uid: str) -> dict[str, Any]:
 
 def pod_template(pool: str, spec: Video2WorldPoolSpec, config: OperatorConfig) -> dict[str, Any]:
     args = worker_args(pool, spec, config)
-    template = pytorchjob._pod_template(VIDEO2WORLD_POOL.kind, pool, job_shaped(spec), config, args)
+    template = child.pod_template(VIDEO2WORLD_POOL.kind, pool, job_shaped(spec), config, args, CONTAINER_NAME)
     template["metadata"] = {"labels": labels(pool),
                             # A changed configuration is a changed template: the Deployment rolls the workers.
                             "annotations": {ANNOTATION_CONFIG_HASH: hashlib.sha256(args[3].encode()).hexdigest()}}
     pod = template["spec"]
     container = pod["containers"][0]
-    container["name"] = CONTAINER_NAME
     container["env"] += [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},

@@ -11,7 +11,8 @@ from v2w_api.lease import LABEL_POOL, micro_time
 from v2w_api.pool import Video2WorldPoolSpec, Video2WorldPoolStatus
 from v2w_api.run import RunConfig
 from v2w_api.worker import WorkerConfig, mismatches
-from v2w_operator import metrics, pools, pytorchjob, workers
+from v2w_operator import metrics, pools, workers
+from v2w_operator.backends import child
 from v2w_operator.config import OperatorConfig
 
 CONFIG = OperatorConfig(checkpoint_2b="pvc://models/2b", refiner_checkpoint="s3://models-bucket/reason1",
@@ -108,7 +109,7 @@ def job_run(**spec_extra) -> RunConfig:
     spec = Video2WorldJobSpec.model_validate({"input": {"uri": "s3://in-bucket/a.jpg", "prompt": "a bus"},
                                               "output": {"uri": "s3://out-bucket/r"}, "poolRef": "p",
                                               "generation": {"resolution": 480}, **spec_extra})
-    return pytorchjob.run_config("Video2WorldJob", "j", spec, CONFIG, "s3://out-bucket/r/ns/j")
+    return child.run_config("Video2WorldJob", "j", spec, CONFIG, "s3://out-bucket/r/ns/j")
 
 
 def test_a_job_with_the_pools_settings_matches_and_others_are_named():
@@ -185,10 +186,10 @@ def test_a_job_must_write_with_the_pools_secret_endpoint_and_region():
 
     pool = pool_spec()
     same = job(credentialsSecret={"name": "team-s3"}, endpoint="http://minio:9000")
-    run = pytorchjob.run_config("Video2WorldJob", "j", same, CONFIG, "s3://out-bucket/r/ns/j")
+    run = child.run_config("Video2WorldJob", "j", same, CONFIG, "s3://out-bucket/r/ns/j")
     assert pooling.differences("p", pool, same, run, CONFIG) == []
     other = job(credentialsSecret={"name": "mine"}, region="eu-west-1")
-    run = pytorchjob.run_config("Video2WorldJob", "j", other, CONFIG, "s3://out-bucket/r/ns/j")
+    run = child.run_config("Video2WorldJob", "j", other, CONFIG, "s3://out-bucket/r/ns/j")
     fields = pooling.differences("p", pool, other, run, CONFIG)
     assert fields == ["output.credentialsSecret", "output.endpoint", "output.region"]
     message = pooling.refusal("p", fields)
@@ -204,7 +205,7 @@ def test_a_best_of_n_job_needs_a_pool_with_a_critic():
         "input": {"uri": "s3://in-bucket/a.jpg", "prompt": "a bus"}, "poolRef": "p",
         "generation": {"resolution": 480},
         "output": {"uri": "s3://out-bucket/r", "credentialsSecret": {"name": "team-s3"}, "endpoint": "http://minio:9000"}})
-    run = pytorchjob.run_config("BestOfNJob", "j", spec, CONFIG, "s3://out-bucket/r/ns/j")
+    run = child.run_config("BestOfNJob", "j", spec, CONFIG, "s3://out-bucket/r/ns/j")
     assert pooling.differences("p", pool_spec(), spec, run, CONFIG) == ["bestOfN.critic"]
     assert pooling.differences("p", pool_spec(critic={}), spec, run, CONFIG) == []
 
@@ -216,7 +217,7 @@ def test_a_job_reading_a_claim_the_workers_do_not_mount_is_refused():
     spec = Video2WorldJobSpec.model_validate({
         "input": {"uri": "pvc://team-data/a.jpg", "prompt": "a bus"}, "poolRef": "p", "generation": {"resolution": 480},
         "output": {"uri": "s3://out-bucket/r", "credentialsSecret": {"name": "team-s3"}, "endpoint": "http://minio:9000"}})
-    run = pytorchjob.run_config("Video2WorldJob", "j", spec, CONFIG, "s3://out-bucket/r/ns/j")
+    run = child.run_config("Video2WorldJob", "j", spec, CONFIG, "s3://out-bucket/r/ns/j")
     fields = pooling.differences("p", pool_spec(), spec, run, CONFIG)
     assert fields == ["PersistentVolumeClaims team-data (the pool's workers do not mount them)"]
     assert workers.volume_claims(pool_spec(critic={"checkpoint": "pvc://critic/x"}), CONFIG) == {"models", "critic"}
