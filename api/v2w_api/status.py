@@ -42,6 +42,9 @@ class Reason(str, Enum):
     PYTORCHJOB_CREATED = "PyTorchJobCreated"
     PYTORCHJOB_CRD_MISSING = "PyTorchJobCRDMissing"
     PYTORCHJOB_DELETED = "PyTorchJobDeleted"
+    LEASE_CREATED = "LeaseCreated"  # a pooled job's claim, for its pool's workers
+    POOL_NOT_FOUND = "PoolNotFound"
+    POOL_MISMATCH = "PoolMismatch"
     SECRET_MISSING = "SecretMissing"
     CLAIM_MISSING = "ClaimMissing"
     STORAGE_UNREACHABLE = "StorageUnreachable"

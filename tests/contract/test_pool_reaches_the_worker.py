@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 from torch.distributed.run import parse_args
 
+
 from v2w_api import BestOfNJobSpec, Video2WorldJobSpec
 from v2w_api.pool import Video2WorldPoolSpec
 from v2w_api.worker import mismatches
@@ -43,3 +44,31 @@ def test_the_worker_reads_the_pools_configuration_with_the_platforms_flags():
     assert parsed.pool == "fast"
     assert parsed.debug.num_frames == 9 and parsed.debug.device == "cpu"  # the platform's extra flags
     assert parsed.model_dump(exclude={"debug"}) == meant.model_dump(exclude={"debug"})
+
+
+@pytest.mark.parametrize("kind", ["Video2WorldJob", "BestOfNJob"])
+def test_the_worker_reads_a_jobs_lease_as_its_pytorchjob_would_have_run(kind):
+    from v2w_api.lease import LeaseState
+    from v2w_operator.backends import child, lease
+    from v2w_operator.backends.pytorchjob import build as build_pytorchjob
+    from v2w_runtime.cli import parse
+    from v2w_runtime.worker import parse_run_args
+
+    model = Video2WorldJobSpec if kind == "Video2WorldJob" else BestOfNJobSpec
+    extra = {"bestOfN": {"numGenerations": 3, "critic": {"numTrials": 1}}} if kind == "BestOfNJob" else {}
+    spec = model.model_validate({
+        "input": {"uri": "s3://inputs/a.jpg", "prompt": "a bus"}, "poolRef": "fast",
+        "generation": {"resolution": 480, "fps": 24, "numSteps": 3, "seed": 7},
+        "guardrail": {"blocklist": ["forbidden"]}, "performance": {"compile": False},
+        "output": {"uri": "s3://results/jobs", "credentialsSecret": {"name": "team-s3"}}, **extra})
+    built = lease.build(kind, "job-a", "team-a", "uid", spec, CONFIG)
+
+    mode, run = parse_run_args(LeaseState.of(built).run_args)
+    # What the PyTorchJob of the same job would have run, read by the same parser as its pod reads it.
+    pj = build_pytorchjob(kind, "job-a", "team-a", "uid", spec, CONFIG)
+    args = parse_args(pj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"])
+    assert mode == {"Video2WorldJob": "video2world", "BestOfNJob": "bestofn"}[kind]
+    assert run == parse(mode, list(args.training_script_args))
+    assert run.output.uri == child.output_prefix(spec, "team-a", "job-a")
+    # And the pool's workers, as they parsed their own configuration, accept it.
+    assert mismatches(worker_config(worker_side()[1]), run) == []
