@@ -4,7 +4,8 @@ says, and its status as the workers and the pool's job Leases say.
 - create/resume/update: server-side apply of the three children (`workers.py` builds them), owned by the pool:
   a new replicas count scales the Deployment (0 stops every worker), any other change rolls it;
 - a timer per pool: ready workers (the Deployment's ready pods), busy workers (holders of live claims on the
-  pool's Leases), the queue (Leases any worker may claim), written to the status only when they changed.
+  pool's Leases), the queue (Leases any worker may claim), written to the status only when they changed; a
+  Deployment deleted behind the pool's back is made again.
 The pool's status has one writer: that timer.
 """
 
@@ -172,14 +173,20 @@ def _write_status(patch: kopf.Patch, stored: Any, new: Video2WorldPoolStatus) ->
             patch.status[key] = wire.get(key)
 
 
-def observe(spec: kopf.Spec, meta: kopf.Meta, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch,
-            **_: Any) -> None:
+def observe(spec: kopf.Spec, meta: kopf.Meta, name: str, namespace: str, uid: str, status: kopf.Status,
+            patch: kopf.Patch, **_: Any) -> None:
     """The pool's status from its Deployment and Leases; written only where it changed."""
     try:
-        wanted = parse_spec(spec).replicas
+        pool = parse_spec(spec)
     except ValidationError:
         return  # apply_workers reported it
+    wanted = pool.replicas
     deployment = _read_deployment(name, namespace)
+    if deployment is None and _config().pool_worker_cluster_role:
+        # Deleted behind the pool's back (or never made, the API server away at the time): made again.
+        for doc in children(name, namespace, uid, pool, _config()):
+            _apply(doc)
+        deployment = _read_deployment(name, namespace)
     leases = list_leases(name, namespace)
     previous = _read_status(status)
     new = derive_status(previous, name, wanted, meta.get("generation"), deployment, leases, _now())
