@@ -42,6 +42,32 @@ def kube(localstack_bin: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def stack_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's folder for the stack's servers: the executor's pod files and logs (`executor/`), the
+    folders that play PersistentVolumeClaims (`pvcs/`), and the e2e stack's own files."""
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="session")
+def pod_executor(kube, stack_workdir: Path):
+    """The executor (the kubelet's stand-in) for the whole session: it runs every pod of the PyTorchJobs and of
+    the JobSets (Trainer v2) on the stack, so there is only ever one. Logs in `stack_workdir/executor/logs`."""
+    server = stack.start_executor(kube, stack_workdir / "executor", stack_workdir / "pvcs")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def trainer_v2(kube, stack_workdir: Path):
+    """Kubeflow Trainer v2 and JobSet (CRDs, webhooks, managers) on the stack, from the first test that asks for
+    them to the end of the session; nothing else starts them. Pods need `pod_executor` too. No runtime is
+    installed: see `stack.torch_runtime` for a ClusterTrainingRuntime the executor runs."""
+    managers = stack.start_trainer_v2(kube, stack_workdir / "trainer-v2")
+    yield managers
+    stack.stop_trainer_v2(kube, managers)
+
+
+@pytest.fixture(scope="session")
 def crds_applied(kube):
     """Our CRDs, applied from crds/ and established."""
     kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))

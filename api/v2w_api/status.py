@@ -13,7 +13,7 @@ from .base import APIModel
 
 class Phase(str, Enum):
     PENDING = "Pending"
-    QUEUED = "Queued"  # Kueue holds the PyTorchJob until its Workload is admitted
+    QUEUED = "Queued"  # Kueue holds the child until its Workload is admitted
     RUNNING = "Running"
     SUSPENDED = "Suspended"
     SUCCEEDED = "Succeeded"
@@ -39,12 +39,13 @@ class Reason(str, Enum):
     SPEC_VALID = "SpecValid"
     INVALID_SPEC = "InvalidSpec"
     POLICY_DENIED = "PolicyDenied"
-    PYTORCHJOB_CREATED = "PyTorchJobCreated"
-    PYTORCHJOB_CRD_MISSING = "PyTorchJobCRDMissing"
-    PYTORCHJOB_DELETED = "PyTorchJobDeleted"
-    LEASE_CREATED = "LeaseCreated"  # a pooled job's claim, for its pool's workers
-    POOL_NOT_FOUND = "PoolNotFound"
-    POOL_MISMATCH = "PoolMismatch"
+    # The job's child (a PyTorchJob or a TrainJob: the message names its kind) was created, its CRD is not
+    # served, or it was deleted before the job finished.
+    CHILD_CREATED = "ChildCreated"
+    CHILD_CRD_MISSING = "ChildCRDMissing"
+    CHILD_DELETED = "ChildDeleted"
+    POOL_NOT_FOUND = "PoolNotFound"  # a pooled job's pool does not exist (yet)
+    POOL_MISMATCH = "PoolMismatch"  # a pooled job's pool cannot run it (the message names each field)
     SECRET_MISSING = "SecretMissing"
     CLAIM_MISSING = "ClaimMissing"
     STORAGE_UNREACHABLE = "StorageUnreachable"
@@ -59,6 +60,16 @@ class Reason(str, Enum):
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     GUARDRAIL_BLOCKED = "GuardrailBlocked"
+    # The words of releases before the TrainJob backend, as names of the same members (code that imports them keeps
+    # working); conditions carry the neutral words above (README: "Backends").
+    PYTORCHJOB_CREATED = "ChildCreated"
+    PYTORCHJOB_CRD_MISSING = "ChildCRDMissing"
+    PYTORCHJOB_DELETED = "ChildDeleted"
+
+
+# What each neutral reason was called before (scripts that match the old word can match either).
+LEGACY_REASONS = {Reason.CHILD_CREATED: "PyTorchJobCreated", Reason.CHILD_CRD_MISSING: "PyTorchJobCRDMissing",
+                  Reason.CHILD_DELETED: "PyTorchJobDeleted"}
 
 
 class Condition(APIModel):
@@ -133,9 +144,13 @@ class JobStatus(APIModel):
     phase: Phase | None = Field(None, description="Pending, Queued (waiting for Kueue), Running, Suspended, Succeeded or Failed.")
     conditions: list[Condition] = Field(default_factory=list, description="Latest observations of the job's state.")
     observed_generation: int | None = Field(None, ge=0, description="The spec generation the status is about.")
-    start_time: datetime | None = Field(None, description="When the PyTorchJob's pods started running.")
+    start_time: datetime | None = Field(None, description="When the child's pods were started.")
     completion_time: datetime | None = Field(None, description="When the job finished.")
-    pytorch_job_name: str | None = Field(None, alias="pytorchJobName", description="Name of the child PyTorchJob.")
+    child_kind: str | None = Field(None, description="Kind of the child that runs the job's pods: PyTorchJob or TrainJob.")
+    child_name: str | None = Field(None, description="Name of the child (in the job's namespace); set once it exists.")
+    pytorch_job_name: str | None = Field(
+        None, alias="pytorchJobName",
+        description="Name of the child when it is a PyTorchJob (the name of childName before the TrainJob backend).")
     output_prefix: str | None = Field(None, description="S3 prefix that holds this job's results.")
     progress: Progress | None = Field(None, description="Progress while running.")
     cold_start: ColdStart | None = Field(None, description="Seconds from the pod's start to the first sampling step, "
@@ -151,6 +166,11 @@ class JobStatus(APIModel):
     def is_terminal(self) -> bool:
         """True once the job has succeeded or failed: nothing moves it after that."""
         return self.phase is not None and self.phase.is_terminal
+
+    @property
+    def child(self) -> str | None:
+        """The child's name once it exists (a status written before childName has only pytorchJobName)."""
+        return self.child_name or self.pytorch_job_name
 
 
 class Video2WorldJobStatus(JobStatus):

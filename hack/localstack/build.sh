@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Builds the local stack's binaries from the Go module proxy into a cache outside the repository:
 # kube-apiserver, kube-controller-manager, kubectl (Kubernetes $K8S_VERSION), etcd, helm, MinIO and the Kubeflow
-# training-operator (the PyTorchJob controller, with its CRD), and Kueue (with its CRDs and webhook manifests).
-# A binary that is already in the cache is not built again. Prints the binary folder on stdout.
+# training-operator (the PyTorchJob controller, with its CRD), Kueue (with its CRDs and webhook manifests) and
+# Kubeflow Trainer v2 with JobSet (the TrainJob controller and the JobSet controller, with their CRDs and webhook
+# manifests). A binary that is already in the cache is not built again. Prints the binary folder on stdout.
 #
-# Kueue is built in the background: its cold build takes many minutes (see KUEUE_VERSION) and only the Kueue
-# tests need it, so it overlaps the tests that run first. Modes:
-#   build.sh               everything else in the foreground; Kueue started in the background when missing
-#   build.sh --wait-kueue  waits for that background build (or builds Kueue now); fails when the build failed
-#   build.sh --kueue       the background build itself
+# Kueue, JobSet and Trainer are built in the background, one after the other: their cold builds take many
+# minutes each and only their own tests need them, so they overlap the tests that run first. Each has its lock,
+# released as soon as it is built, so the Kueue tests never wait for Trainer. Modes:
+#   build.sh                 everything else in the foreground; the background build started when one is missing
+#   build.sh --wait-kueue    waits for Kueue's background build (or builds Kueue now); fails when it failed
+#   build.sh --wait-trainer  the same for JobSet and Trainer
+#   build.sh --background    the background build itself (Kueue, then JobSet and Trainer)
 set -euo pipefail
 mode=${1:-}
 
@@ -19,6 +22,8 @@ HELM_VERSION=v3.19.5         # built against client-go v0.34
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 TRAINING_OPERATOR_VERSION=v1.9.3  # the PyTorchJob controller and its published CRD
 KUEUE_VERSION=v0.17.0        # no replace directives; go 1.25, Kubernetes libraries v0.35
+TRAINER_VERSION=v2.2.0       # Kubeflow Trainer v2 (TrainJob); go 1.25, Kubernetes libraries v0.35, no replace directives
+JOBSET_VERSION=v0.11.1       # the JobSet that Trainer $TRAINER_VERSION requires (its go.mod)
 
 cache=${V2W_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/video2world}
 bin=$cache/localstack/bin
@@ -57,38 +62,90 @@ build_kueue() {
 }
 kueue_ready() { built kueue "$KUEUE_VERSION" && [[ -f $kueue_files/$KUEUE_VERSION ]]; }
 
+trainer_files=$cache/localstack/trainer
+trainer_log=$cache/localstack/trainer-build.log
+# module_dir MODULE VERSION: the module's folder in the Go module cache (downloaded when missing).
+module_dir() { (cd "$here/kube" && go mod download -json "$1@$2" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'); }
+# build_trainer: JobSet's manager (the module's root package) and Trainer's (cmd/trainer-controller-manager), the
+# CRDs of both and their webhook manifests, from the modules. Under the Trainer lock.
+build_trainer() {
+  if ! built jobset "$JOBSET_VERSION"; then
+    log "building jobset $JOBSET_VERSION"
+    # Built in its module folder: `go install sigs.k8s.io/jobset@...` also asks the proxy for the module's
+    # version list (for deprecation notices), which the proxy may refuse.
+    local dir; dir=$(module_dir sigs.k8s.io/jobset "$JOBSET_VERSION")
+    (cd "$dir" && go build -ldflags "-s -w -X sigs.k8s.io/jobset/pkg/version.GitVersion=$JOBSET_VERSION" \
+        -o "$bin/jobset.tmp" .)
+    mv "$bin/jobset.tmp" "$bin/jobset"
+    stamp jobset "$JOBSET_VERSION"
+  fi
+  if ! built trainer "$TRAINER_VERSION"; then
+    log "building trainer $TRAINER_VERSION"
+    local tmp; tmp=$(mktemp -d)
+    GOBIN=$tmp go install -ldflags "-s -w" \
+      "github.com/kubeflow/trainer/v2/cmd/trainer-controller-manager@$TRAINER_VERSION"
+    mv "$tmp/trainer-controller-manager" "$bin/trainer" && rmdir "$tmp"
+    stamp trainer "$TRAINER_VERSION"
+  fi
+  if [[ ! -f $trainer_files/$TRAINER_VERSION-$JOBSET_VERSION ]]; then
+    log "fetching the CRDs and webhook manifests of trainer $TRAINER_VERSION and jobset $JOBSET_VERSION"
+    local tdir jdir; tdir=$(module_dir github.com/kubeflow/trainer/v2 "$TRAINER_VERSION")
+    jdir=$(module_dir sigs.k8s.io/jobset "$JOBSET_VERSION")
+    rm -rf "$trainer_files" && mkdir -p "$trainer_files/crds"
+    cp "$tdir"/manifests/base/crds/trainer.kubeflow.org_*.yaml "$jdir"/config/components/crd/bases/jobset.x-k8s.io_*.yaml \
+      "$trainer_files/crds/"
+    cp "$tdir/manifests/base/webhook/manifests.yaml" "$trainer_files/trainer-webhooks.yaml"
+    cp "$jdir/config/components/webhook/manifests.yaml" "$trainer_files/jobset-webhooks.yaml"
+    chmod -R u+w,a+r "$trainer_files" && touch "$trainer_files/$TRAINER_VERSION-$JOBSET_VERSION"
+  fi
+}
+trainer_ready() {
+  built jobset "$JOBSET_VERSION" && built trainer "$TRAINER_VERSION" && [[ -f $trainer_files/$TRAINER_VERSION-$JOBSET_VERSION ]]
+}
+
+# wait_for NAME LOCKFILE LOGFILE BUILD READY: holds the lock (a background build holds it until it is done), then
+# builds in the foreground what is still missing (the background build failed or never ran).
+wait_for() {
+  exec 8>"$2"; flock 8
+  if ! $5; then
+    [[ -f $3 ]] && { log "the background $1 build did not finish; its log:"; tail -n 30 "$3" >&2; }
+    $4
+  fi
+  echo "$bin"
+  exit 0
+}
+
 case $mode in
-  --kueue)  # the background build: its own lock, so the other binaries' users never wait for it
-    exec 8>"$cache/localstack/.kueue.lock"; flock 8
-    build_kueue
+  --background)  # its own locks, so the other binaries' users never wait for it; each released when built
+    exec 8>"$cache/localstack/.kueue.lock" 7>"$cache/localstack/.trainer.lock"
+    flock 8; flock 7
+    # Kueue's log goes on in the Trainer log once Kueue is built (the file its waiters tail).
+    (build_kueue) 2>&1 | tee "$kueue_log" >&2 || log "the kueue build failed (see $kueue_log)"
+    flock -u 8; exec 8>&-
+    build_trainer
     exit 0 ;;
-  --wait-kueue)
-    exec 8>"$cache/localstack/.kueue.lock"; flock 8  # held by a background build until it ends
-    if ! kueue_ready; then
-      [[ -f $kueue_log ]] && { log "the background Kueue build did not finish; its log:"; tail -n 30 "$kueue_log" >&2; }
-      build_kueue
-    fi
-    echo "$bin"
-    exit 0 ;;
+  --wait-kueue) wait_for Kueue "$cache/localstack/.kueue.lock" "$kueue_log" build_kueue kueue_ready ;;
+  --wait-trainer) wait_for Trainer "$cache/localstack/.trainer.lock" "$trainer_log" build_trainer trainer_ready ;;
   "") ;;
-  *) echo "usage: build.sh [--wait-kueue | --kueue]" >&2; exit 2 ;;
+  *) echo "usage: build.sh [--wait-kueue | --wait-trainer | --background]" >&2; exit 2 ;;
 esac
 
 # Several test runs may start at once: the first builds, the others wait for it.
 exec 9>"$cache/localstack/.build.lock"
 flock 9
 
-if ! kueue_ready; then
-  # Detached and niced (the tests it overlaps keep the CPU), holding the Kueue lock before this script returns.
-  exec 8>"$cache/localstack/.kueue.lock"
-  if flock -n 8; then
-    log "building kueue $KUEUE_VERSION in the background (log: $kueue_log)"
-    setsid nice -n 10 bash "${BASH_SOURCE[0]}" --kueue 8>&- 9>&- >"$kueue_log" 2>&1 < /dev/null &
-    # The child takes the lock itself; hand over by waiting until it holds it.
-    flock -u 8
-    for _ in $(seq 100); do flock -n 8 || break; flock -u 8; sleep 0.1; done
+if ! kueue_ready || ! trainer_ready; then
+  # Detached and niced (the tests it overlaps keep the CPU), holding both locks before this script returns.
+  # Skipped when another build holds either lock: a waiter builds what is missing itself.
+  exec 8>"$cache/localstack/.kueue.lock" 7>"$cache/localstack/.trainer.lock"
+  if flock -n 8 && flock -n 7; then
+    log "building kueue, jobset and trainer in the background (logs: $kueue_log, $trainer_log)"
+    setsid nice -n 10 bash "${BASH_SOURCE[0]}" --background 7>&- 8>&- 9>&- >"$trainer_log" 2>&1 < /dev/null &
+    # The child takes the locks itself (Kueue's first): hand over by waiting until it holds the second.
+    flock -u 8; flock -u 7
+    for _ in $(seq 100); do flock -n 7 || break; flock -u 7; sleep 0.1; done
   fi
-  exec 8>&-
+  exec 8>&- 7>&-
 fi
 
 if ! built kube-apiserver "$K8S_VERSION" || ! built kube-controller-manager "$K8S_VERSION" || ! built kubectl "$K8S_VERSION"; then

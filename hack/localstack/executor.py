@@ -14,6 +14,14 @@ its master (MASTER_PORT / PET_MASTER_PORT) in place of the container port the tr
 pod network would give each job its own address. Init containers (the training-operator's wait for the
 master's DNS name) are taken as done.
 
+Kubeflow Trainer v2 pods are run alike: Trainer turns a TrainJob into a JobSet of the same name, JobSet makes
+batch Jobs (label `jobset.sigs.k8s.io/jobset-name`), kube-controller-manager's job controller makes their Pods,
+and the executor runs each Pod's `node` container (the trainer container of Trainer's runtimes), with env set from
+the pod's fields (PET_NODE_RANK from the job completion index) and the status written back for the job controller
+(exit codes for a podFailurePolicy, the Job's backoffLimit). The torch runtime's master address (the first pod's
+name under the JobSet's headless Service) is loopback, its port a free one per JobSet. Logs of these pods are
+`<namespace>_<jobset>_<replicated job>-<job index>-<completion index>.log`.
+
 A PersistentVolumeClaim is looked up in the pod's own namespace, as Kubernetes does: a pod waits (is not
 started, stays Pending) until every claim it names exists there, and claim `<c>` of namespace `<ns>` is the
 folder `<pvc-root>/<ns>/<c>`.
@@ -45,6 +53,11 @@ JOB_LABEL = "training.kubeflow.org/job-name"
 TYPE_LABEL = "training.kubeflow.org/replica-type"
 INDEX_LABEL = "training.kubeflow.org/replica-index"
 CONTAINER = "pytorch"  # the container the training-operator reads the exit code of
+JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
+REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
+JOB_INDEX_LABEL = "jobset.sigs.k8s.io/job-index"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+JOBSET_CONTAINER = "node"  # the trainer container of Kubeflow Trainer v2's runtimes
 ADDRESS_VARS = ("MASTER_ADDR", "PET_MASTER_ADDR")
 PORT_VARS = ("MASTER_PORT", "PET_MASTER_PORT")
 log = logging.getLogger("executor")
@@ -60,6 +73,60 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Owner:
+    """What a pod belongs to: a PyTorchJob, or a JobSet (Trainer v2 names it after its TrainJob)."""
+
+    kind: str
+    name: str
+
+    @staticmethod
+    def of(pod: Any) -> "Owner | None":
+        labels = pod.metadata.labels or {}
+        if JOB_LABEL in labels:
+            return Owner("PyTorchJob", labels[JOB_LABEL])
+        if JOBSET_LABEL in labels:
+            return Owner("JobSet", labels[JOBSET_LABEL])
+        return None
+
+
+def _role(pod: Any, owner: Owner) -> str:
+    """The pod's place in its job: `master-0`, `worker-1` (PyTorchJob), `node-0-1` (JobSet)."""
+    labels, annotations = pod.metadata.labels or {}, pod.metadata.annotations or {}
+    if owner.kind == "PyTorchJob":
+        return f"{labels.get(TYPE_LABEL, 'master')}-{labels.get(INDEX_LABEL, '0')}"
+    index = annotations.get(COMPLETION_INDEX, labels.get(COMPLETION_INDEX, "0"))
+    return f"{labels.get(REPLICATED_JOB_LABEL, 'job')}-{labels.get(JOB_INDEX_LABEL, '0')}-{index}"
+
+
+def _container(pod: Any, owner: Owner) -> Any:
+    """The container run: the one the job's controller reads the exit code of, else a pod's only container."""
+    wanted = CONTAINER if owner.kind == "PyTorchJob" else JOBSET_CONTAINER
+    containers = pod.spec.containers
+    return next((c for c in containers if c.name == wanted), containers[0] if len(containers) == 1 else None)
+
+
+def _is_master(pod: Any, owner: Owner, container: Any) -> bool:
+    """Whether the pod is the one its job's master address names (the others connect to it)."""
+    if owner.kind == "PyTorchJob":
+        return (pod.metadata.labels or {}).get(TYPE_LABEL) == "master"
+    addresses = [v.value for v in container.env or [] if v.name in ADDRESS_VARS and v.value]
+    # `<pod hostname>.<subdomain>`: the Indexed Job's pod hostname under the JobSet's headless Service.
+    return bool(addresses) and addresses[0].split(".")[0] == (pod.spec.hostname or "")
+
+
+def _field(pod: Any, path: str) -> str:
+    """A downward-API field of the pod (env valueFrom.fieldRef), as the kubelet fills it in."""
+    meta = pod.metadata
+    for prefix, values in (("metadata.annotations", meta.annotations), ("metadata.labels", meta.labels)):
+        if path.startswith(prefix + "['") and path.endswith("']"):
+            return (values or {}).get(path[len(prefix) + 2:-2], "")
+    simple = {"metadata.name": meta.name, "metadata.namespace": meta.namespace, "metadata.uid": meta.uid,
+              "spec.nodeName": pod.spec.node_name or "localhost", "spec.serviceAccountName": pod.spec.service_account_name,
+              "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1"}
+    return simple.get(path) or ""
+
+
 @dataclass
 class PodRun:
     """One Pod as the executor runs it."""
@@ -67,7 +134,8 @@ class PodRun:
     namespace: str
     name: str
     uid: str
-    job: str
+    owner: Owner
+    container: str
     proc: subprocess.Popen | None = None
     started: str = ""
     reported: bool = False  # its final status is written
@@ -84,7 +152,8 @@ class Executor:
         self.core = client.CoreV1Api()
         self.runs: dict[str, PodRun] = {}  # by pod uid
         self.starts: Counter[tuple[str, str]] = Counter()  # (namespace, pod name): a recreated pod is a restart
-        self.ports: dict[tuple[str, str], int] = {}  # (namespace, PyTorchJob): its master's port
+        self.ports: dict[tuple[str, Owner], int] = {}  # (namespace, PyTorchJob or JobSet): its master's port
+        self.masters: dict[tuple[str, Owner], str] = {}  # (namespace, PyTorchJob or JobSet): its master pod's uid
         self.waiting: dict[str, tuple[str, ...]] = {}  # pod uid: claims it waits for
 
     # -- volumes and environment, as the kubelet resolves them ----------------------------------------------
@@ -103,7 +172,7 @@ class Executor:
             dirs[volume.name].mkdir(parents=True, exist_ok=True)
         return dirs
 
-    def _env(self, pod: Any, container: Any) -> dict[str, str]:
+    def _env(self, pod: Any, container: Any, owner: Owner) -> dict[str, str]:
         namespace = pod.metadata.namespace
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
         mounts = {m.mount_path: m.name for m in container.volume_mounts or []}
@@ -113,15 +182,16 @@ class Executor:
                 ref = var.value_from.secret_key_ref
                 secret = self.core.read_namespaced_secret(ref.name, namespace)
                 env[var.name] = base64.b64decode((secret.data or {})[ref.key]).decode()
+            elif var.value_from is not None and var.value_from.field_ref is not None:
+                env[var.name] = _field(pod, var.value_from.field_ref.field_path)
             elif var.value_from is None:
                 env[var.name] = self._local_path(var.value or "", mounts, dirs)
-        job = pod.metadata.labels[JOB_LABEL]
         for name in ADDRESS_VARS:
             if name in env:
-                env[name] = "127.0.0.1"  # the Service <job>-master-0, on the pod network that loopback plays
+                env[name] = "127.0.0.1"  # the master's Service name, on the pod network that loopback plays
         for name in PORT_VARS:
             if name in env:
-                env[name] = str(self.ports[(namespace, job)])
+                env[name] = str(self.ports[(namespace, owner)])
         env.setdefault("OMP_NUM_THREADS", "1")  # the node's few CPU cores are shared by every pod
         Path(env.get("HOME", str(self.workdir))).mkdir(parents=True, exist_ok=True)
         if self.python_bin:
@@ -143,35 +213,38 @@ class Executor:
         return value
 
     # -- pod lifecycle ------------------------------------------------------------------------------------------
-    def _start(self, pod: Any) -> PodRun:
+    def _start(self, pod: Any, owner: Owner, container: Any) -> PodRun:
         meta = pod.metadata
-        job, rtype, index = meta.labels[JOB_LABEL], meta.labels.get(TYPE_LABEL, "master"), meta.labels.get(INDEX_LABEL, "0")
-        if rtype == "master" or (meta.namespace, job) not in self.ports:
-            # A (re)started master listens on a fresh port; its workers, started after it, are given the same.
-            self.ports[(meta.namespace, job)] = free_port()
-        container = next(c for c in pod.spec.containers if c.name == CONTAINER)
-        env = self._env(pod, container)
+        key = (meta.namespace, owner)
+        master = _is_master(pod, owner, container)
+        if key not in self.ports or (master and self.masters.get(key, meta.uid) != meta.uid):
+            # A restarted master listens on a fresh port; its workers, started after it, are given the same.
+            # (A worker seen before its master's first start gives the job its port.)
+            self.ports[key] = free_port()
+        if master:
+            self.masters[key] = meta.uid
+        env = self._env(pod, container, owner)
         argv = list(container.command or []) + list(container.args or [])
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         restarts = self.starts[(meta.namespace, meta.name)]
         self.starts[(meta.namespace, meta.name)] += 1
-        run = PodRun(meta.namespace, meta.name, meta.uid, job, started=now())
-        with (logs / f"{meta.namespace}_{job}_{rtype}-{index}.log").open("ab") as handle:
+        run = PodRun(meta.namespace, meta.name, meta.uid, owner, container.name, started=now())
+        with (logs / f"{meta.namespace}_{owner.name}_{_role(pod, owner)}.log").open("ab") as handle:
             handle.write(f"--- start (restart {restarts}) {now()} pod {meta.name} {meta.uid}\n".encode())
             handle.flush()
             run.proc = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=env.get("HOME"),
                                         start_new_session=True)
-        log.info("pod %s/%s (PyTorchJob %s/%s) started: pid %d", meta.namespace, meta.name, meta.namespace, job,
-                 run.proc.pid)
+        log.info("pod %s/%s (%s %s/%s) started: pid %d", meta.namespace, meta.name, owner.kind, meta.namespace,
+                 owner.name, run.proc.pid)
         self._report(pod, run, {"phase": "Running", "startTime": run.started, "containerStatuses": [
             self._container_status(pod, run, {"running": {"startedAt": run.started}})]})
         return run
 
     @staticmethod
     def _container_status(pod: Any, run: PodRun, state: dict) -> dict:
-        container = next(c for c in pod.spec.containers if c.name == CONTAINER)
-        return {"name": CONTAINER, "image": container.image or "", "imageID": "", "restartCount": 0,
+        container = next(c for c in pod.spec.containers if c.name == run.container)
+        return {"name": run.container, "image": container.image or "", "imageID": "", "restartCount": 0,
                 "ready": "running" in state, "started": "running" in state, "state": state}
 
     def _report(self, pod: Any, run: PodRun, status: dict) -> None:
@@ -192,8 +265,8 @@ class Executor:
         self._report(pod, run, {"phase": "Succeeded" if exit_code == 0 else "Failed",
                                 "containerStatuses": [self._container_status(pod, run, state)]})
         run.reported = True
-        log.info("pod %s/%s (PyTorchJob %s/%s) exited with %d", run.namespace, run.name, run.namespace, run.job,
-                 exit_code)
+        log.info("pod %s/%s (%s %s/%s) exited with %d", run.namespace, run.name, run.owner.kind, run.namespace,
+                 run.owner.name, exit_code)
 
     @staticmethod
     def _kill(run: PodRun) -> None:
@@ -217,16 +290,16 @@ class Executor:
                 pass
 
     def step(self) -> None:
-        pods = self.core.list_pod_for_all_namespaces(label_selector=JOB_LABEL).items
+        pods = [p for p in self.core.list_pod_for_all_namespaces().items if Owner.of(p) and _container(p, Owner.of(p))]
         # Masters first: their workers are given the port the master was just given.
-        pods.sort(key=lambda p: ((p.metadata.labels or {}).get(TYPE_LABEL) != "master", p.metadata.name))
+        pods.sort(key=lambda p: (not _is_master(p, Owner.of(p), _container(p, Owner.of(p))), p.metadata.name))
         seen = {pod.metadata.uid for pod in pods}
         for uid in list(self.runs):
             if uid not in seen:  # deleted (suspended, restarted, its PyTorchJob gone): its processes go with it
                 run = self.runs.pop(uid)
                 self._kill(run)
-                log.info("%s/%s deleted: processes stopped (PyTorchJob %s/%s)", run.namespace, run.name,
-                         run.namespace, run.job)
+                log.info("%s/%s deleted: processes stopped (%s %s/%s)", run.namespace, run.name,
+                         run.owner.kind, run.namespace, run.owner.name)
         self.waiting = {uid: claims for uid, claims in self.waiting.items() if uid in seen}
         for pod in pods:
             uid = pod.metadata.uid
@@ -236,7 +309,11 @@ class Executor:
                     if pod.metadata.deletion_timestamp or (pod.status and pod.status.phase in ("Succeeded", "Failed")):
                         continue
                     if self._free_slot() and not self._missing_claims(pod):
-                        self.runs[uid] = self._start(pod)
+                        owner = Owner.of(pod)
+                        self.runs[uid] = self._start(pod, owner, _container(pod, owner))
+                elif pod.metadata.deletion_timestamp and run.proc is not None and run.proc.poll() is None:
+                    # Deleted but kept by a finalizer (the job controller's): stopped, as the kubelet would.
+                    self._kill(run)
                 elif not run.reported and run.proc is not None and run.proc.poll() is not None:
                     self._finish(pod, run, run.proc.returncode)
             except ApiException as exc:

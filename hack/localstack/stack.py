@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """The local stack: etcd, kube-apiserver, kube-controller-manager, MinIO, the Kubeflow training-operator,
-the executor (the kubelet's stand-in) and, for the tests that need it, Kueue, on loopback.
+the executor (the kubelet's stand-in) and, for the tests that need them, Kueue and Kubeflow Trainer v2 with
+JobSet, on loopback.
 
 Used by the test fixtures (`tests/conftest.py`) and by hand for debugging:
 
     python hack/localstack/stack.py up        # start everything, print the env to use, wait for Ctrl-C
     python hack/localstack/stack.py up --kueue   # the same with Kueue
+    python hack/localstack/stack.py up --trainer # the same with Kubeflow Trainer v2 and JobSet
 
 The binaries come from `hack/localstack/build.sh` (built once from the Go module proxy into a cache
 outside the repository). Every server listens on 127.0.0.1 on a free port and keeps its data in one
@@ -327,7 +329,8 @@ class ControlPlane:
         self.controller_manager = Server("kube-controller-manager", [
             str(self.bin_dir / "kube-controller-manager"),
             f"--kubeconfig={self.kubeconfig}",
-            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller",
+            # The job controller makes the Pods of the batch Jobs that JobSet (Trainer v2) creates.
+            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,job-controller",
             "--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
             "--concurrent-gc-syncs=5", "-v=1",
         ], self.workdir / "logs" / "kube-controller-manager.log")
@@ -518,15 +521,15 @@ def _kueue_webhooks(port: int, ca_bundle: str) -> list[dict]:
     return docs
 
 
-def _kueue_pki(pki: Path) -> None:
-    """A CA and a serving certificate for 127.0.0.1 (the webhooks) that also serves the metrics endpoint."""
+def _loopback_pki(pki: Path, name: str) -> None:
+    """A CA and a serving certificate for 127.0.0.1 (webhooks; Kueue's metrics endpoint too)."""
     if (pki / "tls.crt").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
-             "-subj", "/CN=kueue-local-ca", cwd=pki)
+             "-subj", f"/CN={name}-local-ca", cwd=pki)
     (pki / "tls.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=kueue",
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", f"/CN={name}",
              cwd=pki)
     _openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
              "-out", "tls.crt", "-days", "30", "-extfile", "tls.ext", cwd=pki)
@@ -542,7 +545,7 @@ def start_kueue(plane: ControlPlane, workdir: Path, timeout: float = 120) -> Ser
     """Kueue's manager (see KUEUE_NS above); returns once its webhooks serve. `stop_kueue` undoes it."""
     binary = wait_for_kueue_build(plane.bin_dir)
     pki = workdir / "pki"
-    _kueue_pki(pki)
+    _loopback_pki(pki, "kueue")
     if not (KUEUE_METRICS_CERTS / "tls.crt").exists():
         KUEUE_METRICS_CERTS.mkdir(parents=True, exist_ok=True)
         for name in ("tls.crt", "tls.key"):
@@ -586,6 +589,182 @@ def stop_kueue(plane: ControlPlane, server: Server) -> None:
         kind = "mutatingwebhookconfiguration" if "mutating" in name else "validatingwebhookconfiguration"
         plane.kubectl("delete", kind, name, "--ignore-not-found", check=False)
     server.stop()
+
+
+# Kubeflow Trainer v2 (TrainJob, TrainingRuntime, ClusterTrainingRuntime) on JobSet, as their releases deploy them
+# but on loopback: their CRDs, their webhooks called on https://127.0.0.1:<port> with a certificate of ours (their
+# own certificate management off), leader election off, metrics off. Trainer turns a TrainJob into a JobSet,
+# JobSet into batch Jobs, kube-controller-manager's job controller into Pods, and the executor runs those.
+# Webhook configurations named as their release manifests name them.
+TRAINER_WEBHOOK_CONFIGS = {"validator.trainer.kubeflow.org": "ValidatingWebhookConfiguration",
+                           "defaulter.trainer.kubeflow.org": "MutatingWebhookConfiguration"}
+JOBSET_WEBHOOK_CONFIGS = {"jobset-validating-webhook-configuration": "ValidatingWebhookConfiguration",
+                          "jobset-mutating-webhook-configuration": "MutatingWebhookConfiguration"}
+TRAINER_CRDS = ("trainjobs.trainer.kubeflow.org", "trainingruntimes.trainer.kubeflow.org",
+                "clustertrainingruntimes.trainer.kubeflow.org", "jobsets.jobset.x-k8s.io")
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+
+
+def trainer_dir() -> Path:
+    """Trainer's and JobSet's CRDs and webhook manifests, fetched by build.sh from the Go modules."""
+    return _cache() / "localstack" / "trainer"
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("V2W_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "video2world")
+
+
+def wait_for_trainer_build(bin_dir: Path, timeout: float = 2400) -> Path:
+    """The folder holding `jobset` and `trainer`: build.sh builds them in the background after Kueue; this waits
+    for that build, through its lock, and reports how it ended."""
+    if os.environ.get("V2W_LOCALSTACK_BIN") and (bin_dir / "trainer").exists() and (trainer_dir() / "crds").is_dir():
+        return bin_dir
+    out = subprocess.run(["bash", str(HERE / "build.sh"), "--wait-trainer"], check=False, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"Trainer/JobSet build failed:\n{out.stderr[-4000:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _loopback_webhooks(manifest: Path, names: dict[str, str], port: int, ca_bundle: str,
+                       pod_selector: dict | None = None) -> list[dict]:
+    """A release's webhook configurations, renamed as its kustomization names them, each hook called on
+    https://127.0.0.1:<port><its path>; hooks on Pods limited to `pod_selector` (as the release patches them)."""
+    import yaml
+
+    by_kind = {kind: name for name, kind in names.items()}
+    docs = []
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        if not doc:
+            continue
+        for hook in doc.get("webhooks") or []:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca_bundle}
+            if pod_selector and any("pods" in (rule.get("resources") or []) for rule in hook.get("rules") or []):
+                hook["objectSelector"] = pod_selector
+        doc["metadata"] = {"name": by_kind[doc["kind"]]}
+        docs.append(doc)
+    assert sorted(d["metadata"]["name"] for d in docs) == sorted(names), docs
+    return docs
+
+
+@dataclass
+class TrainerV2:
+    """The JobSet and Trainer managers of one stack."""
+
+    jobset: Server
+    trainer: Server
+
+    def log_tail(self, lines: int = 20) -> str:
+        return f"jobset:\n{self.jobset.log_tail(lines)}\ntrainer:\n{self.trainer.log_tail(lines)}"
+
+
+def install_trainer_crds(plane: ControlPlane) -> None:
+    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(trainer_dir() / "crds"))
+    for crd in TRAINER_CRDS:
+        wait_established(plane, crd)
+
+
+def start_trainer_v2(plane: ControlPlane, workdir: Path, timeout: float = 120) -> TrainerV2:
+    """JobSet's manager, then Trainer's (see TRAINER_WEBHOOK_CONFIGS above); returns once both webhooks serve.
+    `stop_trainer_v2` undoes it. No ClusterTrainingRuntime is installed: a test or the operator brings its own."""
+    bin_dir = wait_for_trainer_build(plane.bin_dir)
+    pki = workdir / "pki"
+    _loopback_pki(pki, "trainer-v2")
+    install_trainer_crds(plane)
+    ca_bundle = _b64(pki / "ca.crt")
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
+    started: list[Server] = []
+
+    def start(name: str, port: int, config: dict, webhooks: list[dict], extra_env: dict[str, str]) -> Server:
+        config_file = workdir / f"{name}-config.yaml"
+        config_file.write_text(json.dumps(config, indent=1))
+        plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": webhooks}))
+        probe = config["health"]["healthProbeBindAddress"]
+        server = Server(name, [str(bin_dir / name), f"--config={config_file}", "--zap-log-level=2"],
+                        workdir / "logs" / f"{name}.log", {**env, **extra_env})
+        server.start()
+        started.append(server)
+        wait_until(lambda: urllib.request.urlopen(f"http://{probe}/readyz", timeout=2).status == 200,
+                   "/readyz (webhook server)", server, timeout=timeout)
+        return server
+
+    try:
+        port = free_port()
+        jobset = start("jobset", port, {
+            "apiVersion": "config.jobset.x-k8s.io/v1alpha1", "kind": "Configuration",
+            "webhook": {"port": port, "host": "127.0.0.1", "certDir": str(pki)},
+            "metrics": {"bindAddress": "0"},  # off: nothing scrapes it here
+            "health": {"healthProbeBindAddress": f"127.0.0.1:{free_port()}"},
+            "leaderElection": {"leaderElect": False},
+            "internalCertManagement": {"enable": False},
+        }, _loopback_webhooks(trainer_dir() / "jobset-webhooks.yaml", JOBSET_WEBHOOK_CONFIGS, port, ca_bundle,
+                              {"matchExpressions": [{"key": JOBSET_NAME_LABEL, "operator": "Exists"}]}), {})
+        # Trainer's webhook server reads its certificate from $TMPDIR/k8s-webhook-server/serving-certs (no setting).
+        tmp = workdir / "tmp"
+        certs = tmp / "k8s-webhook-server" / "serving-certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        for name in ("tls.crt", "tls.key"):
+            shutil.copyfile(pki / name, certs / name)
+        port = free_port()
+        trainer = start("trainer", port, {
+            "apiVersion": "config.trainer.kubeflow.org/v1alpha1", "kind": "Configuration",
+            "webhook": {"port": port, "host": "127.0.0.1"},
+            "metrics": {"bindAddress": "0", "secureServing": False},
+            "health": {"healthProbeBindAddress": f"127.0.0.1:{free_port()}"},
+            "leaderElection": {"leaderElect": False},
+            "certManagement": {"enable": False},
+        }, _loopback_webhooks(trainer_dir() / "trainer-webhooks.yaml", TRAINER_WEBHOOK_CONFIGS, port, ca_bundle),
+           {"TMPDIR": str(tmp)})
+    except Exception:
+        _remove_webhooks(plane, {**TRAINER_WEBHOOK_CONFIGS, **JOBSET_WEBHOOK_CONFIGS})
+        for server in started:
+            server.stop()
+        raise
+    return TrainerV2(jobset, trainer)
+
+
+def _remove_webhooks(plane: ControlPlane, names: dict[str, str]) -> None:
+    for name, kind in names.items():
+        plane.kubectl("delete", kind.lower(), name, "--ignore-not-found", check=False)
+
+
+def stop_trainer_v2(plane: ControlPlane, trainer: TrainerV2) -> None:
+    """The webhooks first (they fail every TrainJob, JobSet and JobSet Pod write while nothing serves them)."""
+    _remove_webhooks(plane, {**TRAINER_WEBHOOK_CONFIGS, **JOBSET_WEBHOOK_CONFIGS})
+    trainer.trainer.stop()
+    trainer.jobset.stop()
+
+
+LOCAL_TORCH_RUNTIME = "v2w-torch-local"
+
+
+def torch_runtime(name: str, backoff_limit: int = 0) -> dict:
+    """A ClusterTrainingRuntime with Trainer's torch ML policy, laid out as Trainer's own `torch-distributed` one:
+    one replicated Job `node` whose pods run the container `node` (the one the torch plugin gives the PET_* env,
+    and the one the executor runs). Pods are not restarted in place (restartPolicy Never) and a pod that exits
+    non-zero fails its Job at once, naming its exit code in the Job's Failed condition (a podFailurePolicy); a
+    JobSet without a failure policy then fails as a whole, and so does the TrainJob."""
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
+        "metadata": {"name": name, "labels": {"trainer.kubeflow.org/framework": "torch"}},
+        "spec": {
+            "mlPolicy": {"numNodes": 1, "torch": {}},
+            "template": {"spec": {"replicatedJobs": [{
+                "name": "node",
+                "template": {
+                    "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                    "spec": {
+                        "backoffLimit": backoff_limit,
+                        "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
+                            "containerName": "node", "operator": "NotIn", "values": [0]}}]},
+                        "template": {"spec": {"restartPolicy": "Never", "containers": [
+                            {"name": "node", "image": "v2w-local/python"}]}},
+                    },
+                },
+            }]}},
+        },
+    }
 
 
 def start_executor(plane: ControlPlane, workdir: Path, pvc_root: Path, slots: int = 0) -> Server:
@@ -670,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--no-training-operator", action="store_true",
                     help="no CRDs, training-operator or executor: PyTorchJobs stay pending")
     up.add_argument("--kueue", action="store_true", help="also Kueue (its CRDs, webhooks and manager)")
+    up.add_argument("--trainer", action="store_true",
+                    help=f"also Kubeflow Trainer v2 and JobSet, with the ClusterTrainingRuntime {LOCAL_TORCH_RUNTIME}")
     args = parser.parse_args(argv)
     bin_dir = build_binaries()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="v2w-localstack-"))
@@ -681,6 +862,9 @@ def main(argv: list[str] | None = None) -> int:
         servers.append(start_training_operator(plane, workdir / "training-operator"))
         servers.append(start_executor(plane, workdir / "executor", workdir / "pvcs"))
     kueue = start_kueue(plane, workdir / "kueue") if args.kueue and not args.no_training_operator else None
+    trainer = start_trainer_v2(plane, workdir / "trainer-v2") if args.trainer and not args.no_training_operator else None
+    if trainer:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(torch_runtime(LOCAL_TORCH_RUNTIME)))
     lines = [f"export KUBECONFIG={plane.kubeconfig}", f"export PATH={bin_dir}:$PATH"]
     if minio:
         lines += [f"export {k}={v}" for k, v in minio.env().items()]
@@ -695,6 +879,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if kueue:
             stop_kueue(plane, kueue)
+        if trainer:
+            stop_trainer_v2(plane, trainer)
         for server in reversed(servers):
             server.stop()
         if minio:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shlex
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, model_validator
 
 from v2w_api.policy import InputHostPolicy, JobPolicy
@@ -16,6 +18,16 @@ _LISTS = ("policy_image_prefixes", "policy_service_accounts", "policy_allowed_ho
 class OperatorConfig(BaseModel):
     """Defaults the operator fills into jobs that leave them out, and its own knobs."""
 
+    backend: Literal["pytorchjob", "trainjob", "auto"] = Field(
+        "pytorchjob", description="What kind of child runs a job's pods: a Kubeflow PyTorchJob (training-operator v1), "
+        "a Kubeflow Trainer v2 TrainJob, or auto: the one whose CRD is served when the operator starts (PyTorchJob "
+        "when both are).")
+    training_runtime_name: str = Field(
+        "video2world", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="The ClusterTrainingRuntime the TrainJobs reference (the chart installs it).")
+    training_runtime_max_restarts: int = Field(
+        3, ge=0, le=100, description="How often the ClusterTrainingRuntime restarts a TrainJob's pods after a "
+        "retryable failure (its JobSet failurePolicy.maxRestarts): Trainer v2 has no per-job backoffLimit.")
     runtime_image: str = Field("video2world/runtime:0.1.0", description="Image of the runtime pods.")
     image_pull_policy: str = Field("IfNotPresent")
     checkpoint_2b: str | None = Field(None, description="Default checkpoint URI of the 2B model.")

@@ -31,8 +31,8 @@ _DROPPED_KEYS = {"title", "$schema", "discriminator"}
 # job waiting for its Secret, say, can still be fixed in place.
 MUTABLE_WHILE_RUNNING = {"suspend"}
 
-# A job name becomes its PyTorchJob's (`v2w-<name>`) and that one's replica Services (`…-worker-<i>`), which are
-# DNS labels of at most 63 characters.
+# A job name becomes its child's (`v2w-<name>`) and that one's replica Services (a PyTorchJob's `…-worker-<i>`) or
+# pod host names (a TrainJob's `…-node-0-<i>`), which are DNS labels of at most 63 characters.
 MAX_NAME_LENGTH = 48
 
 
@@ -199,12 +199,12 @@ def _immutability_rule(spec_schema: dict[str, Any]) -> dict[str, Any]:
             f"(!has(self.spec.{field}) || self.spec.{field} == oldSelf.spec.{field}))"
         )
     rule = (
-        "!has(oldSelf.status) || !has(oldSelf.status.pytorchJobName) || "
+        "!has(oldSelf.status) || (!has(oldSelf.status.childName) && !has(oldSelf.status.pytorchJobName)) || "
         f"({' && '.join(terms)})"
     )
     return cel(
         rule,
-        "spec is immutable once the job's PyTorchJob exists; only spec.suspend may change",
+        "spec is immutable once the job's child (PyTorchJob or TrainJob) exists; only spec.suspend may change",
         ".spec",
     )
 
@@ -231,12 +231,13 @@ def openapi_schema(resource: type[BaseModel]) -> dict[str, Any]:
     schema["x-kubernetes-validations"] = [
         cel(
             f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
-            f"metadata.name must be at most {MAX_NAME_LENGTH} characters: it names the PyTorchJob and its pods",
+            f"metadata.name must be at most {MAX_NAME_LENGTH} characters: it names the job's child and its pods",
         ),
-        # The training-operator's webhook takes only DNS-1035 labels as PyTorchJob names, and `v2w-<name>` is one
-        # exactly when the name has no dot (Kubernetes already keeps it to lower-case letters, digits, '-', '.').
+        # The training-operator's webhook and Trainer v2 take only DNS-1035 labels as child names, and `v2w-<name>`
+        # is one exactly when the name has no dot (Kubernetes already keeps it to lower-case letters, digits, '-', '.').
         cel("!self.metadata.name.contains('.')",
-            "metadata.name must not contain '.': it names the PyTorchJob, whose controller takes only DNS labels"),
+            "metadata.name must not contain '.': it names the job's child (PyTorchJob or TrainJob), whose controller "
+            "takes only DNS labels"),
         _immutability_rule(props["spec"]),
     ]
     return schema
@@ -254,7 +255,8 @@ def _printer_columns(names: KindNames) -> list[dict[str, Any]]:
         )
     columns += [
         {"name": "Model", "type": "string", "jsonPath": ".spec.model.size", "priority": 1, "description": "Model size."},
-        {"name": "PyTorchJob", "type": "string", "jsonPath": ".status.pytorchJobName", "priority": 1, "description": "Child PyTorchJob."},
+        {"name": "Child", "type": "string", "jsonPath": ".status.childName", "priority": 1,
+         "description": "The child that runs the pods (status.childKind: PyTorchJob or TrainJob)."},
         {"name": "Cold start", "type": "number", "jsonPath": ".status.coldStart.seconds", "priority": 1,
          "description": "Seconds from the pod's start to the first sampling step (status.coldStart has the parts)."},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -3,7 +3,7 @@
 Run as the chart does: `kopf run -m v2w_operator.handlers --all-namespaces`, with `--standalone` for one replica
 or `--peering=<name>` for several (see "High availability" below).
 - create/resume: validate the spec, stage what the pods need (the Secret, an inline batch), create the child
-  (a PyTorchJob: the backend, `backends/`, says what kind of child runs the pods);
+  (a PyTorchJob or a TrainJob: the backend, `backends/`, chosen once at start, says which);
 - spec.suspend: suspend or resume the child;
 - a follower per job: follow the child and the runtime's progress.json / result.json into the status;
 - delete (cleanupPolicy: Delete only): remove the job's results from S3.
@@ -63,13 +63,12 @@ from .backends import lease as leases
 from .conditions import set_condition, utcnow
 from .config import OperatorConfig
 from .credentials import CredentialCache
-from .kube import core, custom_objects
+from .kube import apiextensions, core, custom_objects
 from .observe import Observation, as_observed, derive_status
 from .s3 import Credentials, JobStorage, StorageError, presign
 from .wakeups import Wakeups
 
 CONFIG = OperatorConfig.from_env()
-BACKEND = backends.PYTORCHJOB  # the kind of child that runs the jobs' pods
 POOLS_PLURAL = "video2worldpools"
 ANNOTATION_PREFIX = "video2world.io"
 BATCH_FILE = "batch.json"
@@ -82,6 +81,23 @@ WAKEUPS = Wakeups()
 KUEUE_VERSION = "v1beta2"  # the Workload version asked for when the watch has not seen it (Kueue 0.15 and later)
 # The followers' blocking work (the API, S3) runs here, off the event loop.
 FOLLOWERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="follow")
+
+
+def _served(backend: backends.Backend) -> bool:
+    """Whether the API server serves the backend's child kind (its CRD exists and is Established)."""
+    try:
+        crd = apiextensions().read_custom_resource_definition(f"{backend.plural}.{backend.group}")
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    versions = {v.name for v in crd.spec.versions or [] if v.served}
+    established = any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
+    return established and backend.version in versions
+
+
+# The kind of child that runs the jobs' pods, chosen once at start (kopf registers its watch below).
+BACKEND: backends.Backend = backends.resolve(CONFIG.backend, _served)
 
 
 def backoff(retry: int) -> float:
@@ -269,7 +285,7 @@ def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, nam
     job = _Job(kind=kind, body=body, name=name, namespace=namespace, uid=uid, generation=meta.get("generation"),
                status=current, stored=stored, patch=patch, retry=retry)
     spec = _validate(job)
-    if current.pytorch_job_name and _get_child(namespace, job.child, _backend(spec)):
+    if current.child and _get_child(namespace, job.child, _backend(spec)):
         return  # accepted before (a resume): from here on the job's follower alone writes its status
     _check_policy(job, spec)
     _check_pool(job, spec)
@@ -372,45 +388,45 @@ def _create_child(job: _Job, spec: JobSpecCommon, batch_uri: str | None, created
     backend = _backend(spec)
     try:
         manifest = backend.build(job.kind, job.name, job.namespace, job.uid, spec, CONFIG, batch_uri)
-    except common.RunConfigTooLarge as exc:
+    except common.Unbuildable as exc:
         _refuse(job, str(exc))
     try:
         custom_objects().create_namespaced_custom_object(backend.group, backend.version, job.namespace,
                                                          backend.plural, manifest)
     except ApiException as exc:
         if exc.status == 404:
-            _retry_later(job, Reason.PYTORCHJOB_CRD_MISSING, backend.install_hint)
+            _retry_later(job, Reason.CHILD_CRD_MISSING, backend.install_hint)
         if exc.status != 409:
             raise
         found = _get_child(job.namespace, job.child, backend)
         owners = [o.get("uid") for o in ((found or {}).get("metadata") or {}).get("ownerReferences") or []]
         if found is not None and job.uid not in owners:
-            _retry_later(job, _created_reason(spec), f"a {backend.kind} named {job.child} exists and is not "
+            _retry_later(job, Reason.CHILD_CREATED, f"a {backend.kind} named {job.child} exists and is not "
                                                      "owned by this job; waiting for it to go")
         return
     if spec.pool_ref:
-        kopf.info(job.body, reason=Reason.LEASE_CREATED.value,
+        kopf.info(job.body, reason=Reason.CHILD_CREATED.value,
                   message=f"created Lease {job.child} for a worker of pool {spec.pool_ref}")
         return
     metrics.PYTORCHJOBS_CREATED.labels(job.kind).inc()
     if created:
         age = datetime.now(timezone.utc) - datetime.fromisoformat(created.replace("Z", "+00:00"))
         metrics.TIME_TO_PYTORCHJOB.labels(job.kind).observe(max(age.total_seconds(), 0.0))
-    kopf.info(job.body, reason=Reason.PYTORCHJOB_CREATED.value, message=f"created {BACKEND.kind} {job.child}")
-
-
-def _created_reason(spec: JobSpecCommon) -> Reason:
-    return Reason.LEASE_CREATED if spec.pool_ref else Reason.PYTORCHJOB_CREATED
+    kopf.info(job.body, reason=Reason.CHILD_CREATED.value, message=f"created {BACKEND.kind} {job.child}")
 
 
 def _accepted(job: _Job, spec: JobSpecCommon) -> None:
     """Accepted: the child exists; a new job is Pending (or Suspended, when created so)."""
-    message = f"{_backend(spec).kind} {job.child} created"
+    backend = _backend(spec)
+    message = f"{backend.kind} {job.child} created"
     if spec.pool_ref:
         message += f"; waiting for a worker of pool {spec.pool_ref}"
-    changes: dict[str, Any] = {"pytorch_job_name": job.child, "observed_generation": job.generation,
+    changes: dict[str, Any] = {"child_kind": backend.kind, "child_name": job.child,
+                               # the field of releases before the TrainJob backend, kept for a PyTorchJob's readers
+                               "pytorch_job_name": job.child if backend.kind == backends.PYTORCHJOB.kind else None,
+                               "observed_generation": job.generation,
                                "output_prefix": _output_prefix(spec, job.status, job.namespace, job.name)}
-    conditions = set_condition(job.status.conditions, ConditionType.ACCEPTED, True, _created_reason(spec),
+    conditions = set_condition(job.status.conditions, ConditionType.ACCEPTED, True, Reason.CHILD_CREATED,
                                message, job.generation)
     if job.status.phase in (None, Phase.PENDING):
         phase = Phase.SUSPENDED if spec.suspend else Phase.PENDING
@@ -588,8 +604,10 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
     None while the job has no child (the create handler writes its status until then)."""
     kind = body["kind"]
     current, stored = read_status(kind, status, logger)
-    if not current.pytorch_job_name:
+    if not current.child:
         return None
+    if current.child_kind and current.child_kind not in (BACKEND.kind, leases.KIND):
+        return None  # made by an operator with another backend: this one cannot follow it (README: "Backends")
     try:
         spec = _parse(kind, body)
     except ValidationError:
@@ -598,12 +616,13 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
         new = _with_links(current, current, spec, namespace, logger)
         return Pass(current, new, status_patch(stored, new))
     if spec.pool_ref:  # a Lease's state moves with the clock (an expired claim): read afresh at every pass
-        seen = _lease_view(namespace, current.pytorch_job_name, spec.run_policy.backoff_limit)
+        seen = _lease_view(namespace, current.child, spec.run_policy.backoff_limit)
     else:
-        seen = child_seen if child_seen is not None else _view(namespace, current.pytorch_job_name)
+        seen = child_seen if child_seen is not None else _view(namespace, current.child)
+    backend = _backend(spec)
     obs = Observation(generation=(body.get("metadata") or {}).get("generation"), child=seen,
-                      child_was_created=True, child_kind=_backend(spec).kind, suspend_requested=spec.suspend,
-                      backoff_limit=spec.run_policy.backoff_limit, workload=workload_seen)
+                      child_was_created=True, child_kind=backend.kind, suspend_requested=spec.suspend,
+                      backoff_limit=backend.backoff_limit(spec, CONFIG), workload=workload_seen)
     if seen is not None and workload_seen is None and seen.held_by_kueue:
         # The watch has not seen it (yet, or it does not watch: see the README's "Kueue"): Kueue's words all the same.
         obs.workload = kueue.current(_list_workloads(namespace, seen) or [])

@@ -28,3 +28,7 @@ def custom_objects() -> client.CustomObjectsApi:
 
 def core() -> client.CoreV1Api:
     return client.CoreV1Api(api_client())
+
+
+def apiextensions() -> client.ApiextensionsV1Api:
+    return client.ApiextensionsV1Api(api_client())

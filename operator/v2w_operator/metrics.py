@@ -20,11 +20,14 @@ from prometheus_client.registry import Collector
 
 RECONCILE_ERRORS = Counter("v2w_reconcile_errors_total", "Reconcile attempts that failed, by kind and reason.",
                            ["kind", "reason"])
-TIME_TO_PYTORCHJOB = Histogram("v2w_time_to_pytorchjob_seconds", "From job creation to its PyTorchJob's creation.",
+# The names keep the word PyTorchJob from before the TrainJob backend (dashboards query them); they count either child.
+TIME_TO_PYTORCHJOB = Histogram("v2w_time_to_pytorchjob_seconds", "From job creation to its child's creation "
+                               "(PyTorchJob or TrainJob).",
                                ["kind"], buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
 JOB_DURATION = Histogram("v2w_job_duration_seconds", "From start to completion of finished jobs, by outcome.",
                          ["kind", "phase"], buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200))
-PYTORCHJOBS_CREATED = Counter("v2w_pytorchjobs_created_total", "PyTorchJobs created by the operator.", ["kind"])
+PYTORCHJOBS_CREATED = Counter("v2w_pytorchjobs_created_total", "Children (PyTorchJobs or TrainJobs) created by the "
+                              "operator.", ["kind"])
 
 NO_PHASE = "Unknown"  # a job the operator has not accepted or refused yet
 COLD_START_BUCKETS = (10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)

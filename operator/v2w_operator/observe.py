@@ -30,9 +30,9 @@ class Observation:
     result: ResultManifest | None = None
     result_uri: str | None = None
     storage_error: str | None = None
-    child_was_created: bool = False  # status.pytorchJobName was set before
+    child_was_created: bool = False  # status.childName was set before
     suspend_requested: bool = False  # the job's spec.suspend
-    backoff_limit: int | None = None  # the job's runPolicy.backoffLimit (its child's): 0 allows one attempt
+    backoff_limit: int | None = None  # the restarts the child allows (`Backend.backoff_limit`): 0 allows one attempt
     workload: dict[str, Any] | None = None  # the Kueue Workload of the child (`kueue.summary`), if any
     child_kind: str = "PyTorchJob"  # what messages call the child when there is none to ask
 
@@ -93,10 +93,10 @@ def _child_gone(status: JobStatus, obs: Observation, now: datetime) -> None:
     """No child: deleted behind the job's back, unless the job had finished (or never made one)."""
     if not obs.child_was_created or status.is_terminal:
         return
-    message = (f"{obs.child_kind} {status.pytorch_job_name} was deleted before the job finished; "
+    message = (f"{obs.child_kind} {status.child} was deleted before the job finished; "
                "delete and re-apply the job to run it again")
-    _enter(status, Phase.FAILED, message, now, (RUNNING, False, Reason.PYTORCHJOB_DELETED),
-           (FAILED, True, Reason.PYTORCHJOB_DELETED), completed=now)
+    _enter(status, Phase.FAILED, message, now, (RUNNING, False, Reason.CHILD_DELETED),
+           (FAILED, True, Reason.CHILD_DELETED), completed=now)
 
 
 def _succeeded(status: JobStatus, obs: Observation, child: ChildView, now: datetime) -> None:

@@ -73,7 +73,7 @@ def test_running_job_shows_its_progress():
                                                      "message": "Running: 1/3 videos, step 12/35"}
 
 
-@pytest.mark.parametrize("reason", [Reason.INVALID_SPEC, Reason.SECRET_MISSING, Reason.PYTORCHJOB_CRD_MISSING])
+@pytest.mark.parametrize("reason", [Reason.INVALID_SPEC, Reason.SECRET_MISSING, Reason.CHILD_CRD_MISSING])
 def test_refused_job_is_degraded_with_the_reason(reason):
     status = {"phase": "Pending", "observedGeneration": 1,
               "conditions": [condition(ConditionType.ACCEPTED, "False", reason, "fix the job")]}

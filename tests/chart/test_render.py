@@ -11,6 +11,8 @@ from tests.chart.helm import CHART, Helm, find, kinds
 FULL = "v2w-video2world-operator"
 
 ALL_SETTINGS = {
+    "backend": "auto",
+    "trainer": {"runtimeName": "v2w-runtime", "maxRestarts": 5},
     "runtime": {"image": {"repository": "registry.example.com/v2w/runtime", "tag": "1.2.3", "pullPolicy": "Always"},
                 "pvcMountRoot": "/data/pvc", "extraArgs": ["--log-level", "debug", "--note=two words"]},
     "checkpoints": {
@@ -161,6 +163,9 @@ def test_every_operator_setting_is_mapped_from_values(helm: Helm):
     assert expected <= set(env), f"settings the chart cannot set: {sorted(expected - set(env))}"
     config = OperatorConfig.from_env(env)
     assert config.model_dump() == {
+        "backend": "auto",
+        "training_runtime_name": "v2w-runtime",
+        "training_runtime_max_restarts": 5,
         "runtime_image": "registry.example.com/v2w/runtime:1.2.3",
         "image_pull_policy": "Always",
         "checkpoint_2b": "pvc://ckpt/Cosmos-Predict2-2B-Video2World",
@@ -295,6 +300,9 @@ def test_existing_service_account_and_no_rbac(helm: Helm):
     ({"policy": {"inputs": {"allowedHosts": ["bad host"]}}}, "allowedHosts"),
     ({"policy": {"inputs": {"allowedCIDRs": ["10.0.0.1"]}}}, "allowedCIDRs"),
     ({"policy": {"admissoin": {}}}, "admissoin"),
+    ({"backend": "mpijob"}, "backend"),
+    ({"trainer": {"maxRestarts": -1}}, "maxRestarts"),
+    ({"trainer": {"runtimeName": "Not A Name"}}, "runtimeName"),
 ])
 def test_schema_refuses_bad_values_naming_them(helm: Helm, values, field):
     result = helm.template(values, check=False)

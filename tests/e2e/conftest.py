@@ -91,8 +91,8 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def e2e(kube, minio, tmp_path_factory) -> Stack:
-    workdir = tmp_path_factory.mktemp("e2e")
+def e2e(kube, minio, stack_workdir, pod_executor) -> Stack:
+    workdir = stack_workdir
     stack.install_crds(kube, ROOT)
     bucket = minio.make_bucket("e2e")
     client = minio.client()
@@ -111,7 +111,7 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
     kubeconfig = stack.install_operator_identity(kube, CHART, OPERATOR_NS, OPERATOR_SA, workdir / "operator.kubeconfig")
 
     training_operator = stack.start_training_operator(kube, workdir / "training-operator")
-    executor = stack.start_executor(kube, workdir / "executor", workdir / "pvcs")
+    executor = pod_executor
     env = {
         "V2W_POLL_INTERVAL_SECONDS": "1",
         "V2W_METRICS_PORT": str(stack.free_port()),
@@ -130,5 +130,4 @@ def e2e(kube, minio, tmp_path_factory) -> Stack:
     s = Stack(kube, minio, bucket, models, operator, executor, training_operator, env, kubeconfig, workdir)
     yield s
     s.operator.stop()  # the one running now: a test may have restarted it
-    executor.stop()
     training_operator.stop()

@@ -120,7 +120,7 @@ def test_pytorchjob_deleted_by_someone_else_fails_with_advice(e2e):
     status = obj["status"]
     assert status["phase"] == "Failed", status
     failed = condition(obj, "Failed")
-    assert failed["status"] == "True" and failed["reason"] == "PyTorchJobDeleted"
+    assert failed["status"] == "True" and failed["reason"] == "ChildDeleted"
     assert "v2w-orphan" in status["message"] and "re-apply" in status["message"], status["message"]
     assert status.get("completionTime")
     # Nothing recreates it behind the user's back, and the processes went with its pods.

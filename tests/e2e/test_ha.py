@@ -115,7 +115,7 @@ def test_killing_the_acting_operator_hands_over_within_15s_without_duplicates_or
         pjs = json.loads(e2e.kubectl("get", "pytorchjobs", "-n", ns, "-o", "json").stdout)["items"]
         assert sorted(p["metadata"]["name"] for p in pjs) == ["v2w-probe", "v2w-survivor"]
         reasons = events_of(e2e, ns, "survivor")
-        assert reasons.count("PyTorchJobCreated") == 1 and reasons.count("Succeeded") == 1, reasons
+        assert reasons.count("ChildCreated") == 1 and reasons.count("Succeeded") == 1, reasons
         assert reasons.count("Running") <= 1, reasons
         assert standby.alive()
         assert takeover <= TAKEOVER_LIMIT_SECONDS, f"takeover took {takeover:.1f}s"

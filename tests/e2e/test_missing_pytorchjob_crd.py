@@ -47,8 +47,8 @@ def test_missing_pytorchjob_crd_is_reported_then_recovered(localstack_bin, tmp_p
         operator = stack.start_operator(plane.kubeconfig, {"V2W_METRICS_PORT": "0"}, tmp_path / "operator.log")
         plane.kubectl("apply", "-n", "team", "-f", "-", input=yaml.safe_dump(load_example("video2world-job.yaml")))
 
-        cond = wait(lambda: (c := accepted(plane, "team")) and c["reason"] == "PyTorchJobCRDMissing" and c,
-                    90, "Accepted=False/PyTorchJobCRDMissing", operator)
+        cond = wait(lambda: (c := accepted(plane, "team")) and c["reason"] == "ChildCRDMissing" and c,
+                    90, "Accepted=False/ChildCRDMissing", operator)
         assert cond["status"] == "False" and "training-operator" in cond["message"]
         assert operator.alive()
 
@@ -56,7 +56,7 @@ def test_missing_pytorchjob_crd_is_reported_then_recovered(localstack_bin, tmp_p
         stack.wait_established(plane, "pytorchjobs.kubeflow.org")
         cond = wait(lambda: (c := accepted(plane, "team")) and c["status"] == "True" and c, 120,
                     "Accepted=True once the CRD exists", operator)
-        assert cond["reason"] == "PyTorchJobCreated"
+        assert cond["reason"] == "ChildCreated"
         assert plane.kubectl("get", "pytorchjob", "v2w-bus-terminal", "-n", "team", check=False).returncode == 0
     finally:
         if operator:

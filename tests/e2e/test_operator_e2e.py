@@ -26,7 +26,7 @@ def test_single_video_job_goes_pending_running_succeeded(e2e):
     assert phases == sorted(phases, key=["Pending", "Running", "Succeeded"].index) and "Running" in phases, phases
     status = obj["status"]
     assert status["observedGeneration"] == obj["metadata"]["generation"]
-    assert condition(obj, "Succeeded")["status"] == "True" and condition(obj, "Accepted")["reason"] == "PyTorchJobCreated"
+    assert condition(obj, "Succeeded")["status"] == "True" and condition(obj, "Accepted")["reason"] == "ChildCreated"
     assert status["pytorchJobName"] == "v2w-single" and status["startTime"] and status["completionTime"]
     [output] = status["outputs"]
     bucket, key = s3_key(output["uri"])
@@ -41,7 +41,7 @@ def test_single_video_job_goes_pending_running_succeeded(e2e):
     assert "Succeeded" in table and "1/1 videos" in table
     events = e2e.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=single", "-o", "json").stdout
     reasons = [e["reason"] for e in json.loads(events)["items"]]
-    assert {"PyTorchJobCreated", "Running", "Succeeded"} <= set(reasons), reasons
+    assert {"ChildCreated", "Running", "Succeeded"} <= set(reasons), reasons
     assert reasons.count("Running") == 1 and reasons.count("Succeeded") == 1, reasons
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from v2w_api.status import ConditionType, Reason
+from v2w_api.status import LEGACY_REASONS, ConditionType, Reason
 from v2w_operator.conditions import get_condition, set_condition, utcnow
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -30,9 +30,9 @@ def test_transition_time_moves_only_when_the_status_changes():
 
 def test_set_condition_leaves_its_input_alone_and_get_condition_finds_by_type():
     before = set_condition([], ConditionType.ACCEPTED, False, Reason.SECRET_MISSING, "no Secret", 1, T0)
-    after = set_condition(before, ConditionType.ACCEPTED, True, Reason.PYTORCHJOB_CREATED, "created", 1, T1)
+    after = set_condition(before, ConditionType.ACCEPTED, True, Reason.CHILD_CREATED, "created", 1, T1)
     assert get_condition(before, ConditionType.ACCEPTED).reason == "SecretMissing"
-    assert get_condition(after, ConditionType.ACCEPTED).reason == "PyTorchJobCreated"
+    assert get_condition(after, ConditionType.ACCEPTED).reason == "ChildCreated"
     assert get_condition(after, ConditionType.FAILED) is None
 
 
@@ -48,3 +48,13 @@ def test_a_message_too_long_for_the_crd_is_cut():
 
     [cond] = set_condition([], ConditionType.FAILED, True, Reason.RUNTIME_FAILED, "x" * (MAX_MESSAGE + 10), 1)
     assert len(cond.message) == MAX_MESSAGE and cond.message.endswith("…")
+
+
+def test_the_child_reasons_are_neutral_and_the_old_names_alias_them():
+    """Conditions say ChildCreated/ChildCRDMissing/ChildDeleted for either backend; code that still names the
+    PyTorchJob-era members gets the same reasons, and the old words are listed for scripts that matched them."""
+    assert Reason.PYTORCHJOB_CREATED is Reason.CHILD_CREATED and Reason.CHILD_CREATED.value == "ChildCreated"
+    assert Reason.PYTORCHJOB_CRD_MISSING is Reason.CHILD_CRD_MISSING
+    assert Reason.PYTORCHJOB_DELETED is Reason.CHILD_DELETED
+    assert LEGACY_REASONS == {Reason.CHILD_CREATED: "PyTorchJobCreated", Reason.CHILD_CRD_MISSING: "PyTorchJobCRDMissing",
+                              Reason.CHILD_DELETED: "PyTorchJobDeleted"}

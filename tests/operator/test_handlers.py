@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.api.cases import BATCH, SINGLE, load_example
 from v2w_api.status import Video2WorldJobStatus
-from v2w_operator import handlers
+from v2w_operator import backends, handlers
 from v2w_operator.backends import child, pytorchjob
 from v2w_operator.s3 import Credentials
 
@@ -130,10 +130,11 @@ def ensure(doc: dict[str, Any], retry: int = 0) -> dict[str, Any]:
     return doc["_patch"]
 
 
-def sync(doc: dict[str, Any], pj: dict[str, Any]) -> dict[str, Any]:
-    """One pass of a follower that starts afresh; the status keys it would patch."""
+def sync(doc: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """One pass of a follower that starts afresh (with the child as the watch saw it); the status keys it would
+    patch."""
     done = handlers.sync(kopf.Body(doc), dict(doc.get("status") or {}), doc["metadata"]["name"], NAMESPACE, LOGGER,
-                         pytorchjob.view(pj))
+                         handlers.BACKEND.view(child))
     return done.patch if done else {}
 
 
@@ -159,10 +160,51 @@ def test_a_new_job_gets_one_pytorchjob_and_a_second_run_writes_nothing(cluster):
     written = ensure(doc)
     assert api.creates == 1 and (NAMESPACE, "v2w-job-a") in api.objects
     assert written["phase"] == "Pending" and written["pytorchJobName"] == "v2w-job-a"
+    assert (written["childKind"], written["childName"]) == ("PyTorchJob", "v2w-job-a")
     assert written["outputPrefix"] == f"s3://v2w-results/jobs/{NAMESPACE}/job-a/"
-    assert written["observedGeneration"] == 1 and conditions(written) == {"Accepted": ("True", "PyTorchJobCreated")}
-    assert ("Normal", "PyTorchJobCreated", "created PyTorchJob v2w-job-a") in events
+    assert written["observedGeneration"] == 1 and conditions(written) == {"Accepted": ("True", "ChildCreated")}
+    assert ("Normal", "ChildCreated", "created PyTorchJob v2w-job-a") in events
     assert ensure(applied(doc, written)) == {} and api.creates == 1  # resumed after a restart: nothing to do
+
+
+def test_with_the_trainjob_backend_a_job_gets_one_trainjob_and_its_status_reads_the_same(cluster, monkeypatch):
+    """The same job, the other backend: one TrainJob; the neutral status fields, no pytorchJobName; and a
+    TrainJob that runs, then completes, gives the phases a PyTorchJob gives."""
+    api, events, _ = cluster
+    monkeypatch.setattr(handlers, "BACKEND", backends.TRAINJOB)
+    doc = job()
+    written = ensure(doc)
+    made = api.objects[(NAMESPACE, "v2w-job-a")]
+    assert made["kind"] == "TrainJob" and made["spec"]["runtimeRef"]["name"] == handlers.CONFIG.training_runtime_name
+    assert (written["childKind"], written["childName"]) == ("TrainJob", "v2w-job-a") and "pytorchJobName" not in written
+    assert conditions(written) == {"Accepted": ("True", "ChildCreated")}
+    assert ("Normal", "ChildCreated", "created TrainJob v2w-job-a") in events
+    doc = applied(doc, written)
+    made["metadata"]["creationTimestamp"] = "2026-01-01T00:00:01Z"
+    made["status"] = {"jobsStatus": [{"name": "node", "ready": 1, "succeeded": 0, "failed": 0, "active": 1,
+                                      "suspended": 0}]}
+    running = sync(doc, made)
+    assert running["phase"] == "Running" and running["startTime"] == "2026-01-01T00:00:01Z"
+
+
+def test_a_job_another_backend_made_is_left_alone(cluster, monkeypatch):
+    """An operator switched to another backend neither follows nor fails the children of the one before."""
+    api, _, _ = cluster
+    doc = applied(job(), ensure(job()))  # a PyTorchJob
+    monkeypatch.setattr(handlers, "BACKEND", backends.TRAINJOB)
+    assert handlers.sync(kopf.Body(doc), dict(doc["status"]), "job-a", NAMESPACE, LOGGER) is None
+
+
+def test_auto_picks_the_served_backend_pytorchjob_first():
+    def serving(*kinds):
+        return lambda backend: backend.kind in kinds
+
+    assert backends.resolve("auto", serving("PyTorchJob", "TrainJob")) is backends.PYTORCHJOB
+    assert backends.resolve("auto", serving("TrainJob")) is backends.TRAINJOB
+    assert backends.resolve("auto", serving()) is backends.PYTORCHJOB  # jobs then name the missing CRD
+    assert backends.resolve("trainjob", serving()) is backends.TRAINJOB
+    with pytest.raises(ValueError, match="unknown backend 'mpijob'"):
+        backends.named("mpijob")
 
 
 def test_a_job_created_suspended_is_suspended(cluster):
@@ -234,7 +276,7 @@ def test_a_missing_claim_is_named_in_the_condition_and_the_job_goes_on_once_it_e
     CORE.claims.add((NAMESPACE, "checkpoints"))
     again = applied(doc, written)
     written = ensure(again, retry=1)
-    assert conditions(written)["Accepted"] == ("True", "PyTorchJobCreated") and api.creates == 1
+    assert conditions(written)["Accepted"] == ("True", "ChildCreated") and api.creates == 1
 
 
 def test_a_default_checkpoint_on_a_claim_is_checked_and_mounted(cluster, monkeypatch):

@@ -137,7 +137,7 @@ def test_a_job_created_suspended_stays_suspended_before_the_training_operator_an
 def test_deleted_pytorchjob_fails_the_job():
     s = derive_status(V2W(phase=Phase.RUNNING, pytorch_job_name="v2w-x"),
                       Observation(1, None, child_was_created=True))
-    assert s.phase == Phase.FAILED and conds(s)["Failed"] == ("True", "PyTorchJobDeleted")
+    assert s.phase == Phase.FAILED and conds(s)["Failed"] == ("True", "ChildDeleted")
 
 
 def test_transition_time_moves_only_on_change():

@@ -37,9 +37,9 @@ def test_a_job_waits_for_its_pool_then_gets_a_lease_not_a_pytorchjob(cluster):  
     status = applied(again, ensure(again))["status"]
     made = api.objects[(NAMESPACE, "v2w-job-a")]
     assert made["kind"] == "Lease" and ANNOTATION_RUN_ARGS in made["metadata"]["annotations"]
-    assert status["phase"] == "Pending" and conditions(status)["Accepted"] == ("True", "LeaseCreated")
+    assert status["phase"] == "Pending" and conditions(status)["Accepted"] == ("True", "ChildCreated")
     assert status["message"] == "Lease v2w-job-a created; waiting for a worker of pool fast"
-    assert ("Normal", "LeaseCreated", "created Lease v2w-job-a for a worker of pool fast") in events
+    assert ("Normal", "ChildCreated", "created Lease v2w-job-a for a worker of pool fast") in events
 
 
 def test_a_job_the_pool_cannot_run_fails_naming_each_field(cluster):  # noqa: F811

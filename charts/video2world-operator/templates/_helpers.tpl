@@ -43,6 +43,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.runtime.image.repository (default .Chart.AppVersion .Values.runtime.image.tag) -}}
 {{- end -}}
 
+{{/* "true" when the backend may be PyTorchJob (pytorchjob, or auto). */}}
+{{- define "v2w.pytorchjobBackend" -}}
+{{- if has .Values.backend (list "pytorchjob" "auto") -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the backend may be TrainJob (trainjob, or auto). */}}
+{{- define "v2w.trainjobBackend" -}}
+{{- if has .Values.backend (list "trainjob" "auto") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The ClusterTrainingRuntime the TrainJobs reference (cluster-scoped: one per release). */}}
+{{- define "v2w.trainingRuntimeName" -}}
+{{- default (include "v2w.fullname" .) .Values.trainer.runtimeName -}}
+{{- end -}}
+
 {{/* "true" when the operator watches every namespace (no watchNamespaces given). */}}
 {{- define "v2w.clusterMode" -}}
 {{- if not .Values.watchNamespaces -}}true{{- end -}}
@@ -87,12 +102,19 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [get, list, watch, create, patch]
-# list/watch (one watch follows them all, selected by the managed-by label), get (a job the watch has not
-# seen yet), create (once, deterministic name), patch (spec.runPolicy.suspend); deletion is the garbage
-# collector's, through the owner reference.
+# The jobs' children, of the backend's kind only: list/watch (one watch follows them all, selected by the
+# managed-by label), get (a job the watch has not seen yet), create (once, deterministic name), patch (suspend,
+# and the Kueue queue label on resume); deletion is the garbage collector's, through the owner reference.
+{{- if include "v2w.pytorchjobBackend" . }}
 - apiGroups: [kubeflow.org]
   resources: [pytorchjobs]
   verbs: [get, list, watch, create, patch]
+{{- end }}
+{{- if include "v2w.trainjobBackend" . }}
+- apiGroups: [trainer.kubeflow.org]
+  resources: [trainjobs]
+  verbs: [get, list, watch, create, patch]
+{{- end }}
 # Kueue (when installed): list/watch its Workloads (why a queued job waits), get one the watch has not seen,
 # and patch spec.active, Kueue's way to stop and requeue a job it manages (a user's spec.suspend). Nothing else:
 # the queue, its quota and admission are Kueue's.
@@ -123,7 +145,8 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
 {{- printf "%s-pool-worker" (include "v2w.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* kopf scans and watches CRDs cluster-wide; the operator also reports a missing PyTorchJob CRD. */}}
+{{/* kopf scans and watches CRDs cluster-wide; the operator also reports a missing child CRD, and with backend
+auto reads which child CRD is served. */}}
 {{- define "v2w.crdRules" -}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]

@@ -1,5 +1,5 @@
 {{/*
-The runtime pods of the operator's jobs, by the labels v2w_operator/pytorchjob.py puts on every pod template
+The runtime pods of the operator's jobs, by the labels v2w_operator/backends/child.py puts on every pod template
 (tests/chart/test_runtime_networkpolicy.py keeps the two in step).
 */}}
 {{- define "v2w.runtimePodSelector" -}}

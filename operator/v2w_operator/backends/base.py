@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from v2w_api.spec import BestOfNJobSpec, Video2WorldJobSpec
+from v2w_api.spec import BestOfNJobSpec, JobSpecCommon, Video2WorldJobSpec
 
 from ..config import OperatorConfig
 
@@ -68,6 +68,10 @@ class Backend(Protocol):
 
     def suspend_patch(self, suspend: bool) -> dict[str, Any]:
         """The merge patch that suspends (stops the pods of) or resumes the child."""
+        ...
+
+    def backoff_limit(self, spec: JobSpecCommon, config: OperatorConfig) -> int:
+        """How often the child restarts the job's pods after a retryable failure."""
         ...
 
 

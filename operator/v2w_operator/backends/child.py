@@ -10,6 +10,7 @@ creation idempotent across retries and restarts. What the runtime does travels a
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from v2w_api import API_VERSION, BEST_OF_N_JOB, VIDEO2WORLD_JOB, BestOfNJobSpec, Video2WorldJobSpec
@@ -50,7 +51,11 @@ def output_prefix(spec: JobSpecCommon, namespace: str, name: str) -> str:
     return f"{spec.output.uri.rstrip('/')}/{namespace}/{name}"
 
 
-class RunConfigTooLarge(ValueError):
+class Unbuildable(ValueError):
+    """The job's child cannot be built from its spec: the job fails, naming why."""
+
+
+class RunConfigTooLarge(Unbuildable):
     """The rendered run configuration does not fit one container argument."""
 
 
@@ -74,13 +79,15 @@ def run_config(kind: str, name: str, spec: Video2WorldJobSpec | BestOfNJobSpec, 
     return RunConfig(**common, best_of_n=spec.best_of_n, output=RunOutput(uri=prefix))
 
 
-def runtime_args(kind: str, run: RunConfig, config: OperatorConfig) -> list[str]:
-    """torchrun's arguments: the program, its run configuration, then the platform's extra flags."""
+def runtime_args(kind: str, run: RunConfig, config: OperatorConfig, limit: int = MAX_RENDERED_BYTES) -> list[str]:
+    """torchrun's arguments: the program, its run configuration, then the platform's extra flags.
+
+    `limit`: the bytes one argument may hold in the child (a backend's CRD may allow fewer than a container)."""
     rendered = run.to_yaml()
     size = len(rendered.encode())
-    if size > MAX_RENDERED_BYTES:
+    if size > limit:
         raise RunConfigTooLarge(
-            f"the run configuration is {size} bytes, more than the {MAX_RENDERED_BYTES} one container argument "
+            f"the run configuration is {size} bytes, more than the {limit} one container argument "
             "holds: shorten the prompts or the guardrail blocklist"
         )
     return ["--module", _MODULES[kind], "--config", rendered, *config.runtime_extra_args]
@@ -106,7 +113,7 @@ def batch_json(spec: Video2WorldJobSpec) -> list[dict[str, Any]]:
     return entries
 
 
-def _env(spec: JobSpecCommon, config: OperatorConfig) -> list[dict[str, Any]]:
+def env(spec: JobSpecCommon, config: OperatorConfig) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     secret = spec.output.credentials_secret
     secret_name = secret.name if secret else config.credentials_secret
@@ -156,21 +163,57 @@ def _cache_volume(config: OperatorConfig) -> dict[str, Any]:
     return {"emptyDir": {}}
 
 
-def _volumes(spec: JobSpecCommon, config: OperatorConfig) -> tuple[list[dict], list[dict]]:
+# The runtime pod's own volumes, the same on every job: writable /tmp, the checkpoint cache, a real /dev/shm.
+_BASE_MOUNTS = (("tmp", "/tmp"), ("cache", CACHE_DIR), ("dshm", SHM_DIR))
+# Read-only root, no privileges, the image's user: the same for every backend (the chart's runtime too).
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUNTIME_UID,
+    "runAsGroup": RUNTIME_UID,
+    "fsGroup": RUNTIME_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+COMMAND = ["v2w-launch"]  # torchrun, with the failing worker's exit code as the container's
+
+
+def base_volumes(config: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The volumes (and their mounts) every runtime pod has, whatever its job."""
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "cache", **_cache_volume(config)},
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},  # NCCL and data loaders need a real /dev/shm
     ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "cache", "mountPath": CACHE_DIR},
-        {"name": "dshm", "mountPath": SHM_DIR},
-    ]
+    return volumes, [{"name": name, "mountPath": path} for name, path in _BASE_MOUNTS]
+
+
+def claim_volumes(spec: JobSpecCommon, config: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The job's own volumes: each PersistentVolumeClaim it reads, read-only under the platform's mount root."""
+    volumes, mounts = [], []
     for i, claim in enumerate(sorted(volume_claims(spec, config))):
         volumes.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{config.pvc_mount_root}/{claim}", "readOnly": True})
     return volumes, mounts
+
+
+def resources(spec: JobSpecCommon, config: OperatorConfig) -> dict[str, Any]:
+    """Each pod's resources: its node's GPUs (limits), and the CPU and memory the job asks for (requests)."""
+    sched = spec.scheduling
+    found: dict[str, Any] = {
+        "limits": {sched.gpu_resource_name or config.gpu_resource_name: spec.parallelism.effective_gpus_per_node}}
+    requests = {k: v for k, v in (("cpu", sched.cpu), ("memory", sched.memory)) if v}
+    if requests:
+        found["requests"] = requests
+    return found
+
+
+def image(spec: JobSpecCommon, config: OperatorConfig) -> str:
+    return spec.scheduling.image or config.runtime_image
 
 
 def labels(kind: str, name: str) -> dict[str, str]:
@@ -178,54 +221,45 @@ def labels(kind: str, name: str) -> dict[str, str]:
     return {LABEL_JOB_NAME: name, LABEL_JOB_KIND: kind, LABEL_MANAGED_BY: MANAGED_BY}
 
 
+def placement(spec: JobSpecCommon) -> dict[str, Any]:
+    """The pod spec's scheduling fields the job sets: nodeSelector, tolerations, priority, ServiceAccount."""
+    sched = spec.scheduling
+    found: dict[str, Any] = {}
+    if sched.node_selector:
+        found["nodeSelector"] = dict(sched.node_selector)
+    if sched.tolerations:
+        found["tolerations"] = [t.to_wire() for t in sched.tolerations]
+    if sched.priority_class_name:
+        found["priorityClassName"] = sched.priority_class_name
+    if sched.service_account_name:
+        found["serviceAccountName"] = sched.service_account_name
+    return found
+
+
 def pod_template(kind: str, name: str, spec: JobSpecCommon, config: OperatorConfig, args: list[str],
                  container_name: str) -> dict[str, Any]:
     """The runtime pod: one container named as the backend's controller expects, running `v2w-launch args`."""
-    sched = spec.scheduling
-    labels_ = labels(kind, name)
-    volumes, mounts = _volumes(spec, config)
-    resources: dict[str, Any] = {"limits": {sched.gpu_resource_name or config.gpu_resource_name: spec.parallelism.effective_gpus_per_node}}
-    requests = {k: v for k, v in (("cpu", sched.cpu), ("memory", sched.memory)) if v}
-    if requests:
-        resources["requests"] = requests
+    volumes, mounts = base_volumes(config)
+    claims, claim_mounts = claim_volumes(spec, config)
     container = {
         "name": container_name,
-        "image": sched.image or config.runtime_image,
+        "image": image(spec, config),
         "imagePullPolicy": config.image_pull_policy,
-        # torchrun, with the failing worker's exit code as the container's: the ExitCode policy reads it.
-        "command": ["v2w-launch"],
+        "command": list(COMMAND),
         "args": args,
-        "env": _env(spec, config),
-        "resources": resources,
-        "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "env": env(spec, config),
+        "resources": resources(spec, config),
+        "volumeMounts": mounts + claim_mounts,
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": volumes,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNTIME_UID,
-            "runAsGroup": RUNTIME_UID,
-            "fsGroup": RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "volumes": volumes + claims,
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "automountServiceAccountToken": False,
+        **placement(spec),
     }
-    if sched.node_selector:
-        pod_spec["nodeSelector"] = dict(sched.node_selector)
-    if sched.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in sched.tolerations]
-    if sched.priority_class_name:
-        pod_spec["priorityClassName"] = sched.priority_class_name
-    if sched.service_account_name:
-        pod_spec["serviceAccountName"] = sched.service_account_name
-    return {"metadata": {"labels": labels_}, "spec": pod_spec}
+    return {"metadata": {"labels": labels(kind, name)}, "spec": pod_spec}
 
 
 def queue_name(spec: JobSpecCommon, config: OperatorConfig) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from v2w_api.lease import (ANNOTATION_MESSAGE, ANNOTATION_OUTCOME, ANNOTATION_RUN_ARGS, ANNOTATION_SUSPEND, LABEL_POOL,
                            LEASE_DURATION_SECONDS, LEASE_GROUP, LEASE_VERSION, LeaseState)
-from v2w_api.spec import BestOfNJobSpec, Video2WorldJobSpec
+from v2w_api.spec import BestOfNJobSpec, JobSpecCommon, Video2WorldJobSpec
 
 from ..config import OperatorConfig
 from .base import ChildView
@@ -43,6 +43,9 @@ class LeaseBackend:
     def suspend_patch(self, suspend: bool) -> dict[str, Any]:
         # A merge patch: null removes the annotation (resumed: claimable again).
         return {"metadata": {"annotations": {ANNOTATION_SUSPEND: "true" if suspend else None}}}
+
+    def backoff_limit(self, spec: JobSpecCommon, config: OperatorConfig) -> int:
+        return spec.run_policy.backoff_limit  # claims beyond the first that a job allows (the operator counts them)
 
 
 def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSpec | BestOfNJobSpec,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from v2w_api.spec import BestOfNJobSpec, Video2WorldJobSpec
+from v2w_api.spec import BestOfNJobSpec, JobSpecCommon, Video2WorldJobSpec
 
 from ..config import OperatorConfig
 from ..kueue import QUEUE_LABEL
@@ -27,7 +27,8 @@ class PyTorchJobBackend:
     group = GROUP
     version = VERSION
     plural = PLURAL
-    install_hint = "the PyTorchJob CRD (kubeflow.org/v1) is not installed; install the Kubeflow training-operator"
+    install_hint = ("the PyTorchJob CRD (kubeflow.org/v1) is not installed; install the Kubeflow training-operator, "
+                    "or set the chart's backend to trainjob")
 
     def build(self, kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSpec | BestOfNJobSpec,
               config: OperatorConfig, batch_uri: str | None = None) -> dict[str, Any]:
@@ -38,6 +39,9 @@ class PyTorchJobBackend:
 
     def suspend_patch(self, suspend: bool) -> dict[str, Any]:
         return {"spec": {"runPolicy": {"suspend": suspend}}}
+
+    def backoff_limit(self, spec: JobSpecCommon, config: OperatorConfig) -> int:
+        return spec.run_policy.backoff_limit
 
 
 def build(kind: str, name: str, namespace: str, uid: str, spec: Video2WorldJobSpec | BestOfNJobSpec,
