@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal, NamedTuple
 
@@ -409,7 +410,8 @@ def run_program(config: RunConfig, mode: Mode, execute: Callable[[Run], int], wa
     """Run `execute` on a parsed configuration (with a pool worker's models when `warm` is given); every known
     failure becomes its exit code. `cancel.Cancelled` goes through to the caller (the worker)."""
     storage.use_input_hosts(config.input_hosts)
-    reset_cold_start()  # from the process's (or the launcher's) start; a second run in a process starts anew
+    # From the process's (or the launcher's) start; on a pool's worker from the run's own start (nothing loads)
+    reset_cold_start(time.time() if warm is not None else None)
     if config.verify_only:
         return Outcome(verify_only(config, mode), None)
     run = Run(config, mode, warm)

@@ -151,11 +151,11 @@ class Renewer(threading.Thread):
         super().__init__(name=f"renew-{claim.name}", daemon=True)
         self.leases, self.claim, self.every, self.duration, self.on_end = leases, claim, every, duration, on_end
         self.ended: RenewResult | None = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         last = time.monotonic()
-        while not self._stop.wait(self.every):
+        while not self._halt.wait(self.every):
             result = self.leases.renew(self.claim)
             if result is RenewResult.RENEWED:
                 last = time.monotonic()
@@ -164,14 +164,14 @@ class Renewer(threading.Thread):
                 if time.monotonic() - last <= self.duration:
                     continue
                 result = RenewResult.LOST
-            if self._stop.is_set():
+            if self._halt.is_set():
                 return
             self.ended = result
             self.on_end(result)
             return
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=30)
 
 
