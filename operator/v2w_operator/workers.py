@@ -106,6 +106,10 @@ def pod_template(pool: str, spec: Video2WorldPoolSpec, config: OperatorConfig) -
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "V2W_READY_FILE", "value": READY_FILE},
+        # torchrun (v2w-launch) on one pod: its GPUs' processes, and a rendezvous of its own on a free local port
+        # (a PyTorchJob's controller sets these for its pods; nothing does for a Deployment's).
+        {"name": "PET_NPROC_PER_NODE", "value": str(spec.parallelism.effective_gpus_per_node)},
+        {"name": "PET_STANDALONE", "value": "1"},
     ]
     # Ready once the worker has its models loaded (it writes the file then, and removes it when it stops).
     container["readinessProbe"] = {"exec": {"command": ["test", "-e", READY_FILE]}, "periodSeconds": 2}

@@ -51,6 +51,7 @@ def test_deployment_runs_the_worker_module_with_the_pools_config():
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert container["readinessProbe"]["exec"]["command"] == ["test", "-e", env["V2W_READY_FILE"]["value"]]
+    assert env["PET_NPROC_PER_NODE"]["value"] == "1" and env["PET_STANDALONE"]["value"] == "1"
     spec = pod["spec"]
     assert spec["serviceAccountName"] == "v2wpool-fast" and spec["automountServiceAccountToken"] is True
     # The job pod's hardening, unchanged.
