@@ -18,6 +18,16 @@ A PersistentVolumeClaim is looked up in the pod's own namespace, as Kubernetes d
 started, stays Pending) until every claim it names exists there, and claim `<c>` of namespace `<ns>` is the
 folder `<pvc-root>/<ns>/<c>`.
 
+A Video2WorldPool's worker pods (label `video2world.io/pool`, container `worker`, made by the Deployment and
+ReplicaSet controllers) run the same way, with what a kubelet gives a long-running pod: the container restarted
+in place when it exits (restartPolicy Always, restartCount counted), Ready only while its readiness probe (an
+exec probe, its container paths mapped to the pod's folders) succeeds, and, when `automountServiceAccountToken`
+is true, a real token of the pod's ServiceAccount from the TokenRequest API (bound to the pod) with the API
+server's CA. A kubelet mounts those at /var/run/secrets/kubernetes.io/serviceaccount; a process here cannot
+have that path, so the folder is named in V2W_SERVICEACCOUNT_DIR, which the runtime's in-cluster client reads
+when it is set, and KUBERNETES_SERVICE_HOST/PORT name the local API server. Downward-API env
+(`fieldRef` metadata.name, metadata.namespace) is resolved for every pod.
+
     python hack/localstack/executor.py --kubeconfig admin.kubeconfig --workdir DIR
 """
 
@@ -32,6 +42,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,6 +56,9 @@ JOB_LABEL = "training.kubeflow.org/job-name"
 TYPE_LABEL = "training.kubeflow.org/replica-type"
 INDEX_LABEL = "training.kubeflow.org/replica-index"
 CONTAINER = "pytorch"  # the container the training-operator reads the exit code of
+POOL_LABEL = "video2world.io/pool"  # a pool's worker pods
+WORKER_CONTAINER = "worker"
+TOKEN_SECONDS = 24 * 3600
 ADDRESS_VARS = ("MASTER_ADDR", "PET_MASTER_ADDR")
 PORT_VARS = ("MASTER_PORT", "PET_MASTER_PORT")
 log = logging.getLogger("executor")
@@ -67,10 +81,37 @@ class PodRun:
     namespace: str
     name: str
     uid: str
-    job: str
+    job: str  # its PyTorchJob, or `pool/<pool>` for a pool's worker
+    container: str = CONTAINER
     proc: subprocess.Popen | None = None
     started: str = ""
     reported: bool = False  # its final status is written
+    restarts: int = 0  # the container restarted in place (restartPolicy Always)
+    ready: bool = False
+    probe_at: float = 0.0  # monotonic time of the next readiness probe
+    argv: list[str] | None = None
+    env: dict[str, str] | None = None
+    log: Path | None = None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts its workers in sessions of their own: not in its group)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def is_worker(pod: Any) -> bool:
+    labels = pod.metadata.labels or {}
+    return POOL_LABEL in labels and JOB_LABEL not in labels
 
 
 class Executor:
@@ -108,25 +149,50 @@ class Executor:
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
         mounts = {m.mount_path: m.name for m in container.volume_mounts or []}
         dirs = self._volume_dirs(pod)
+        fields = {"metadata.name": pod.metadata.name, "metadata.namespace": namespace, "metadata.uid": pod.metadata.uid,
+                  "spec.serviceAccountName": pod.spec.service_account_name or "default", "spec.nodeName": "local"}
         for var in container.env or []:
             if var.value_from is not None and var.value_from.secret_key_ref is not None:
                 ref = var.value_from.secret_key_ref
                 secret = self.core.read_namespaced_secret(ref.name, namespace)
                 env[var.name] = base64.b64decode((secret.data or {})[ref.key]).decode()
+            elif var.value_from is not None and var.value_from.field_ref is not None:
+                env[var.name] = fields[var.value_from.field_ref.field_path]
             elif var.value_from is None:
                 env[var.name] = self._local_path(var.value or "", mounts, dirs)
-        job = pod.metadata.labels[JOB_LABEL]
+        job = (pod.metadata.labels or {}).get(JOB_LABEL)
         for name in ADDRESS_VARS:
-            if name in env:
+            if name in env and job:
                 env[name] = "127.0.0.1"  # the Service <job>-master-0, on the pod network that loopback plays
         for name in PORT_VARS:
-            if name in env:
+            if name in env and job:
                 env[name] = str(self.ports[(namespace, job)])
+        if pod.spec.automount_service_account_token:
+            env.update(self._service_account(pod))
         env.setdefault("OMP_NUM_THREADS", "1")  # the node's few CPU cores are shared by every pod
         Path(env.get("HOME", str(self.workdir))).mkdir(parents=True, exist_ok=True)
         if self.python_bin:
             env["PATH"] = f"{self.python_bin}:{env.get('PATH', '')}"
         return env
+
+    def _service_account(self, pod: Any) -> dict[str, str]:
+        """A token of the pod's ServiceAccount, bound to the pod (TokenRequest), with the API server's CA and the
+        namespace, in the pod's folder; the env that points the in-cluster client at them and at the API server."""
+        meta = pod.metadata
+        folder = self.workdir / "pods" / meta.namespace / meta.name / "serviceaccount"
+        folder.mkdir(parents=True, exist_ok=True)
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "spec": {"expirationSeconds": TOKEN_SECONDS,
+                            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta.name, "uid": meta.uid}}}
+        answer = self.core.create_namespaced_service_account_token(pod.spec.service_account_name or "default",
+                                                                   meta.namespace, request)
+        (folder / "token").write_text(answer.status.token)
+        api = client.Configuration.get_default_copy()
+        (folder / "ca.crt").write_bytes(Path(api.ssl_ca_cert).read_bytes())
+        (folder / "namespace").write_text(meta.namespace)
+        server = urllib.parse.urlsplit(api.host)
+        return {"V2W_SERVICEACCOUNT_DIR": str(folder), "KUBERNETES_SERVICE_HOST": server.hostname,
+                "KUBERNETES_SERVICE_PORT": str(server.port or 443)}
 
     @staticmethod
     def _local_path(value: str, mounts: dict[str, str], dirs: dict[str, Path]) -> str:
@@ -145,38 +211,54 @@ class Executor:
     # -- pod lifecycle ------------------------------------------------------------------------------------------
     def _start(self, pod: Any) -> PodRun:
         meta = pod.metadata
-        job, rtype, index = meta.labels[JOB_LABEL], meta.labels.get(TYPE_LABEL, "master"), meta.labels.get(INDEX_LABEL, "0")
-        if rtype == "master" or (meta.namespace, job) not in self.ports:
-            # A (re)started master listens on a fresh port; its workers, started after it, are given the same.
-            self.ports[(meta.namespace, job)] = free_port()
-        container = next(c for c in pod.spec.containers if c.name == CONTAINER)
-        env = self._env(pod, container)
-        argv = list(container.command or []) + list(container.args or [])
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        restarts = self.starts[(meta.namespace, meta.name)]
-        self.starts[(meta.namespace, meta.name)] += 1
-        run = PodRun(meta.namespace, meta.name, meta.uid, job, started=now())
-        with (logs / f"{meta.namespace}_{job}_{rtype}-{index}.log").open("ab") as handle:
-            handle.write(f"--- start (restart {restarts}) {now()} pod {meta.name} {meta.uid}\n".encode())
-            handle.flush()
-            run.proc = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=env.get("HOME"),
-                                        start_new_session=True)
-        log.info("pod %s/%s (PyTorchJob %s/%s) started: pid %d", meta.namespace, meta.name, meta.namespace, job,
-                 run.proc.pid)
-        self._report(pod, run, {"phase": "Running", "startTime": run.started, "containerStatuses": [
-            self._container_status(pod, run, {"running": {"startedAt": run.started}})]})
+        if is_worker(pod):
+            run = PodRun(meta.namespace, meta.name, meta.uid, f"pool/{meta.labels[POOL_LABEL]}", WORKER_CONTAINER,
+                         started=now(), log=logs / f"{meta.namespace}_{meta.name}.log")
+        else:
+            job, rtype, index = meta.labels[JOB_LABEL], meta.labels.get(TYPE_LABEL, "master"), meta.labels.get(INDEX_LABEL, "0")
+            if rtype == "master" or (meta.namespace, job) not in self.ports:
+                # A (re)started master listens on a fresh port; its workers, started after it, are given the same.
+                self.ports[(meta.namespace, job)] = free_port()
+            run = PodRun(meta.namespace, meta.name, meta.uid, job, started=now(),
+                         log=logs / f"{meta.namespace}_{job}_{rtype}-{index}.log")
+        container = self._container(pod, run)
+        run.env = self._env(pod, container)
+        run.argv = list(container.command or []) + list(container.args or [])
+        # Without a readiness probe a running container is ready, as the kubelet has it.
+        run.ready = container.readiness_probe is None
+        self._spawn(pod, run)
+        log.info("pod %s/%s (%s %s/%s) started: pid %d", meta.namespace, meta.name,
+                 "pool" if is_worker(pod) else "PyTorchJob", meta.namespace, run.job.removeprefix("pool/"), run.proc.pid)
         return run
 
+    def _spawn(self, pod: Any, run: PodRun) -> None:
+        key = (run.namespace, run.name)
+        restarts = self.starts[key]
+        self.starts[key] += 1
+        run.started = now()
+        with run.log.open("ab") as handle:
+            handle.write(f"--- start (restart {restarts}) {now()} pod {run.name} {run.uid}\n".encode())
+            handle.flush()
+            run.proc = subprocess.Popen(run.argv, env=run.env, stdout=handle, stderr=subprocess.STDOUT,
+                                        cwd=run.env.get("HOME"), start_new_session=True)
+        self._report(pod, run, {"phase": "Running", "startTime": run.started, "containerStatuses": [
+            self._container_status(pod, run, {"running": {"startedAt": run.started}})]})
+
     @staticmethod
-    def _container_status(pod: Any, run: PodRun, state: dict) -> dict:
-        container = next(c for c in pod.spec.containers if c.name == CONTAINER)
-        return {"name": CONTAINER, "image": container.image or "", "imageID": "", "restartCount": 0,
-                "ready": "running" in state, "started": "running" in state, "state": state}
+    def _container(pod: Any, run: PodRun) -> Any:
+        return next(c for c in pod.spec.containers if c.name == run.container)
+
+    def _container_status(self, pod: Any, run: PodRun, state: dict) -> dict:
+        container = self._container(pod, run)
+        running = "running" in state
+        return {"name": run.container, "image": container.image or "", "imageID": "", "restartCount": run.restarts,
+                "ready": running and run.ready, "started": running, "state": state}
 
     def _report(self, pod: Any, run: PodRun, status: dict) -> None:
-        ready = "True" if status["phase"] == "Running" else "False"
-        status["conditions"] = [{"type": t, "status": ready if t != "PodScheduled" else "True",
+        ready = "True" if status["phase"] == "Running" and run.ready else "False"
+        status["conditions"] = [{"type": t, "status": ready if t in ("Ready", "ContainersReady") else "True",
                                  "lastTransitionTime": now()} for t in ("PodScheduled", "Initialized", "Ready", "ContainersReady")]
         try:
             self.core.patch_namespaced_pod_status(run.name, run.namespace, {"metadata": {"uid": run.uid}, "status": status},
@@ -192,8 +274,38 @@ class Executor:
         self._report(pod, run, {"phase": "Succeeded" if exit_code == 0 else "Failed",
                                 "containerStatuses": [self._container_status(pod, run, state)]})
         run.reported = True
-        log.info("pod %s/%s (PyTorchJob %s/%s) exited with %d", run.namespace, run.name, run.namespace, run.job,
-                 exit_code)
+        log.info("pod %s/%s (%s) exited with %d", run.namespace, run.name, run.job, exit_code)
+
+    def _restart(self, pod: Any, run: PodRun) -> None:
+        """restartPolicy Always: the container starts again in the same pod (restartCount + 1), not ready."""
+        code = run.proc.returncode
+        run.restarts += 1
+        run.ready = self._container(pod, run).readiness_probe is None
+        run.probe_at = 0.0
+        log.info("pod %s/%s (%s) exited with %d: restarting its container (restart %d)", run.namespace, run.name,
+                 run.job, 128 - code if code < 0 else code, run.restarts)
+        self._spawn(pod, run)
+
+    def _probe(self, pod: Any, run: PodRun) -> None:
+        """The container's exec readiness probe, its container paths mapped to the pod's folders."""
+        probe = self._container(pod, run).readiness_probe
+        if probe is None or probe._exec is None or time.monotonic() < run.probe_at:
+            return
+        run.probe_at = time.monotonic() + max(0.5, float(probe.period_seconds or 10))
+        container = self._container(pod, run)
+        mounts = {m.mount_path: m.name for m in container.volume_mounts or []}
+        dirs = self._volume_dirs(pod)
+        argv = [self._local_path(arg, mounts, dirs) for arg in probe._exec.command or []]
+        try:
+            ok = subprocess.run(argv, env=run.env, cwd=run.env.get("HOME"), capture_output=True,
+                                timeout=float(probe.timeout_seconds or 1)).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok != run.ready:
+            run.ready = ok
+            log.info("pod %s/%s (%s) %s", run.namespace, run.name, run.job, "ready" if ok else "not ready")
+            self._report(pod, run, {"phase": "Running", "containerStatuses": [
+                self._container_status(pod, run, {"running": {"startedAt": run.started}})]})
 
     @staticmethod
     def _kill(run: PodRun) -> None:
@@ -201,6 +313,7 @@ class Executor:
         if proc is None:
             return
         if proc.poll() is None:
+            below = descendants(proc.pid)  # the container's every process, as its cgroup holds them
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -210,6 +323,11 @@ class Executor:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            for pid in below:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         else:
             try:  # what the container left behind (torchrun's workers) goes with it
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -218,6 +336,7 @@ class Executor:
 
     def step(self) -> None:
         pods = self.core.list_pod_for_all_namespaces(label_selector=JOB_LABEL).items
+        pods += [p for p in self.core.list_pod_for_all_namespaces(label_selector=POOL_LABEL).items if is_worker(p)]
         # Masters first: their workers are given the port the master was just given.
         pods.sort(key=lambda p: ((p.metadata.labels or {}).get(TYPE_LABEL) != "master", p.metadata.name))
         seen = {pod.metadata.uid for pod in pods}
@@ -238,7 +357,12 @@ class Executor:
                     if self._free_slot() and not self._missing_claims(pod):
                         self.runs[uid] = self._start(pod)
                 elif not run.reported and run.proc is not None and run.proc.poll() is not None:
-                    self._finish(pod, run, run.proc.returncode)
+                    if pod.spec.restart_policy == "Always" and not pod.metadata.deletion_timestamp:
+                        self._restart(pod, run)
+                    else:
+                        self._finish(pod, run, run.proc.returncode)
+                elif not run.reported and run.proc is not None:
+                    self._probe(pod, run)
             except ApiException as exc:
                 log.warning("pod %s/%s: API error %s", pod.metadata.namespace, pod.metadata.name, exc.status)
 

@@ -327,7 +327,9 @@ class ControlPlane:
         self.controller_manager = Server("kube-controller-manager", [
             str(self.bin_dir / "kube-controller-manager"),
             f"--kubeconfig={self.kubeconfig}",
-            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller",
+            # Deployments and their ReplicaSets: a Video2WorldPool's workers are one Deployment.
+            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,"
+            "deployment-controller,replicaset-controller",
             "--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
             "--concurrent-gc-syncs=5", "-v=1",
         ], self.workdir / "logs" / "kube-controller-manager.log")
