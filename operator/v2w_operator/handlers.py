@@ -330,7 +330,9 @@ def _check_pool(job: _Job, spec: JobSpecCommon) -> None:
     except ValidationError as exc:
         _retry_later(job, Reason.POOL_NOT_FOUND, f"Video2WorldPool {spec.pool_ref} has an invalid spec: "
                                                  f"{'; '.join(_describe(e) for e in exc.errors())}")
-    run = common.run_config(job.kind, job.name, spec, CONFIG, common.output_prefix(spec, job.namespace, job.name))
+    prefix = common.output_prefix(spec, job.namespace, job.name)
+    # An inline batch is compared as it will run: from the batch.json that staging writes under the prefix.
+    run = common.run_config(job.kind, job.name, spec, CONFIG, prefix, f"{prefix}/{BATCH_FILE}")
     fields = pooling.differences(spec.pool_ref, pool, spec, run, CONFIG)
     if fields:
         _refuse(job, pooling.refusal(spec.pool_ref, fields), Reason.POOL_MISMATCH)

@@ -11,6 +11,7 @@ import kopf
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from tests.api.cases import BATCH
 from tests.operator.test_handlers import NAMESPACE, applied, cluster, conditions, ensure, job  # noqa: F401
 from v2w_api.lease import ANNOTATION_OUTCOME, ANNOTATION_RUN_ARGS, ANNOTATION_SUSPEND, micro_time
 from v2w_operator import handlers
@@ -107,3 +108,13 @@ def test_past_its_backoff_limit_the_operator_ends_the_lease_and_fails_the_job(cl
     assert lease["metadata"]["annotations"][ANNOTATION_OUTCOME] == "Failed" and "holderIdentity" not in lease["spec"]
     assert done.new.phase.value == "Failed"
     assert conditions(done.new.to_wire())["Failed"] == ("True", "BackoffLimitExceeded")
+
+
+def test_an_inline_batch_is_compared_as_it_will_run_and_gets_its_lease(cluster):  # noqa: F811
+    api, _, _ = cluster
+    api.objects[(NAMESPACE, "fast")] = copy.deepcopy(POOL)
+    doc = job(BATCH, mutate=lambda spec: spec.update(poolRef="fast", parallelism={"gpus": 1}))
+    status = applied(doc, ensure(doc))["status"]
+    assert conditions(status)["Accepted"] == ("True", "ChildCreated")
+    args = api.objects[(NAMESPACE, "v2w-job-a")]["metadata"]["annotations"][ANNOTATION_RUN_ARGS]
+    assert f"{NAMESPACE}/job-a/batch.json" in args
