@@ -291,7 +291,17 @@ class Worker:
                 started: float) -> None:
         if not self.leader or claim is None:
             return
-        done = self.leases.release(claim, outcome, code, message)
+        done, deadline = False, time.monotonic() + self.config.lease_duration_seconds
+        while True:  # the API server away for a moment: keep trying while the claim is still ours
+            try:
+                done = self.leases.release(claim, outcome, code, message)
+                break
+            except Exception as exc:  # noqa: BLE001 - urllib3's and the client's errors alike
+                if time.monotonic() > deadline:
+                    log.warning("could not release %s (%s): its claim runs out instead", claim.name,
+                                type(exc).__name__)
+                    return
+                time.sleep(1.0)
         log.info("released %s: %s%s after %.1fs%s", claim.name, outcome or "without outcome",
                  f" (exit code {code})" if code is not None else "", time.monotonic() - started,
                  "" if done else " (the lease was no longer ours)")

@@ -87,13 +87,13 @@ def descendants(pid: int) -> list[int]:
 
 
 class WorkerProcess:
-    def __init__(self, pool_ns, models: Models, minio, folder: Path, pod: str) -> None:
+    def __init__(self, pool_ns, models: Models, minio, folder: Path, pod: str, gpus: int = 1) -> None:
         self.pod, self.folder = pod, folder
         for sub in ("tmp", "staging", "cache"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config = WorkerConfig.parse({
             "pool": pool_ns.pool, "model": {"checkpoint": models.checkpoint}, "generation": {"resolution": 480},
-            "guardrail": {"enabled": False}, "promptRefiner": {"enabled": False},
+            "guardrail": {"enabled": False}, "promptRefiner": {"enabled": False}, "parallelism": {"gpus": gpus},
             "leaseDurationSeconds": DURATION, "renewSeconds": 0.5}, "test")
         self.ready = folder / "tmp" / "v2w-worker-ready"
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
@@ -101,7 +101,8 @@ class WorkerProcess:
                    V2W_SERVICEACCOUNT_DIR=str(pool_ns.token_dir(folder / "serviceaccount")),
                    KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(pool_ns.kube.api_port),
                    V2W_READY_FILE=str(self.ready), V2W_CACHE_DIR=str(folder / "cache"), PET_STANDALONE="1",
-                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", V2W_STAGING_DIR=str(folder / "staging"))
+                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", V2W_STAGING_DIR=str(folder / "staging"),
+                   PET_NPROC_PER_NODE=str(gpus))
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
         self.log = folder / "worker.log"
         with self.log.open("ab") as out:
@@ -143,8 +144,8 @@ class WorkerProcess:
 def workers(pool_ns, models, minio, tmp_path):
     started: list[WorkerProcess] = []
 
-    def start(pod: str) -> WorkerProcess:
-        worker = WorkerProcess(pool_ns, models, minio, tmp_path / pod, pod)
+    def start(pod: str, gpus: int = 1) -> WorkerProcess:
+        worker = WorkerProcess(pool_ns, models, minio, tmp_path / pod, pod, gpus)
         started.append(worker)
         return worker
 
@@ -273,3 +274,28 @@ def test_a_worker_killed_mid_job_loses_it_to_the_other_which_finishes_it(pool_ns
     assert {"progress.json", "result.json"} <= names
     log = other.log.read_text()
     assert "claimed v2w-crash (attempt 2)" in log and "already made by an earlier attempt" in log
+
+
+def test_a_two_rank_worker_runs_jobs_on_both_ranks_and_exits_to_stop_a_run(pool_ns, models, minio, workers):
+    worker = workers("w-pair", gpus=2)  # two processes (gloo on the CPU) making each video together
+    worker.wait_ready()
+    ns = pool_ns.namespace
+    two = {"parallelism": {"gpus": 2}}
+    pool_ns.create_lease("v2w-pair", run_args(models, ns, "pair", **two))
+    pool_ns.create_lease("v2w-single", run_args(models, ns, "single"))
+    state = wait_lease(pool_ns, "v2w-pair", lambda s: s.outcome is not None, "an outcome", worker=worker)
+    assert state.outcome == "Succeeded", state
+    result = ResultManifest.model_validate(s3_json(minio, models.bucket, f"results/{ns}/pair/result.json"))
+    assert result.succeeded and result.worker.loads == 1
+    record = s3_json(minio, models.bucket, f"results/{ns}/pair/pair.json")
+    assert record["layout"]["gpus"] == 2 and record["layout"]["groupSize"] == 2  # both ranks made the video
+    single = wait_lease(pool_ns, "v2w-single", lambda s: s.outcome is not None, "an outcome", worker=worker)
+    assert (single.outcome, single.exit_code) == ("Failed", 2) and "parallelism.gpus" in single.message
+
+    # Its ranks cannot agree on a step to stop at: a deleted job's run ends the worker (the pod restarts it).
+    pool_ns.create_lease("v2w-gone", run_args(models, ns, "gone", batch=6, s3=minio.client(),
+                                              generation={"numSteps": 60}, **two))
+    wait_sampling(minio, models, ns, "gone")
+    pool_ns.delete_lease("v2w-gone")
+    assert worker.proc.wait(60) == 143
+    assert "v2w-gone: the job was deleted, stopping the run" in worker.log.read_text()
