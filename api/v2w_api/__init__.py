@@ -7,9 +7,11 @@ from .base import API_VERSION, GROUP, VERSION
 from .manifest import ProgressManifest, ResultManifest, Stage, VideoResult
 from .spec import DEFAULT_NEGATIVE_PROMPT, BestOfNJobSpec, Video2WorldJobSpec
 from .status import BestOfNJobStatus, Condition, ConditionType, Phase, Reason, Video2WorldJobStatus
-from .v1alpha1 import BEST_OF_N_JOB, KINDS, VIDEO2WORLD_JOB, BestOfNJob, KindNames, Video2WorldJob
+from .v1alpha1 import (ALL_KINDS, BEST_OF_N_JOB, KINDS, VIDEO2WORLD_JOB, VIDEO2WORLD_POOL, BestOfNJob, KindNames,
+                       Video2WorldJob, Video2WorldPool)
 
 __all__ = [
+    "ALL_KINDS",
     "API_VERSION",
     "BEST_OF_N_JOB",
     "DEFAULT_NEGATIVE_PROMPT",
@@ -17,6 +19,7 @@ __all__ = [
     "KINDS",
     "VERSION",
     "VIDEO2WORLD_JOB",
+    "VIDEO2WORLD_POOL",
     "BestOfNJob",
     "BestOfNJobSpec",
     "BestOfNJobStatus",
@@ -31,5 +34,6 @@ __all__ = [
     "Video2WorldJob",
     "Video2WorldJobSpec",
     "Video2WorldJobStatus",
+    "Video2WorldPool",
     "VideoResult",
 ]

@@ -117,6 +117,14 @@ class VideoResult(ManifestModel):
     warnings: list[str] = Field(default_factory=list)
 
 
+class WorkerRecord(ManifestModel):
+    """The pool worker that ran the job (unset when a PyTorchJob of its own ran it)."""
+
+    pod: str = Field(..., description="The worker's pod.")
+    loads: int = Field(..., ge=0, description="Times the worker's process loaded the models (1: loaded once, at its start).")
+    jobs_served: int = Field(..., ge=1, description="Jobs the worker's process has run, this one included.")
+
+
 class ResultManifest(ManifestModel):
     """result.json: the run's final record, written last."""
 
@@ -133,6 +141,7 @@ class ResultManifest(ManifestModel):
     cold_start: ColdStartFigures | None = Field(None, description="The run's cold start (unset when it sampled nothing).")
     settings: dict = Field(default_factory=dict, description="Every setting of the run (no secrets).")
     versions: dict[str, str] = Field(default_factory=dict, description="Code and library versions.")
+    worker: WorkerRecord | None = Field(None, description="The pool worker that ran the job, when a pool ran it.")
 
     def counts(self) -> dict[str, int]:
         out = {"succeeded": 0, "blocked": 0, "failed": 0, "skipped": 0}

@@ -311,6 +311,11 @@ class SecretKeyRef(APIModel):
     )
 
 
+S3Endpoint = matching(r"^https?://[^/" + NOT_SPACE[2:] + r"+/?$", "must be the http:// or https:// URL of the S3 "
+                      "endpoint, a host and port without a path", 512)
+S3Region = matching(r"^[a-z0-9\-]{1,64}$", "must be an S3 region such as us-east-1 (a-z, 0-9 and '-')", 64)
+
+
 class OutputSpec(APIModel):
     """Where results go: MP4s, side files, reports, progress.json and result.json."""
 
@@ -318,11 +323,10 @@ class OutputSpec(APIModel):
         ...,
         description="S3 prefix for the results; the job writes under `<uri>/<namespace>/<name>/`.",
     )
-    endpoint: matching(r"^https?://[^/" + NOT_SPACE[2:] + r"+/?$", "must be the http:// or https:// URL of the S3 "
-                       "endpoint, a host and port without a path", 512) | None = Field(
+    endpoint: S3Endpoint | None = Field(
         None, description="S3 endpoint URL for MinIO and other S3-compatible stores; AWS when unset."
     )
-    region: matching(r"^[a-z0-9\-]{1,64}$", "must be an S3 region such as us-east-1 (a-z, 0-9 and '-')", 64) | None = Field(
+    region: S3Region | None = Field(
         None, description="S3 region."
     )
     credentials_secret: SecretKeyRef | None = Field(
@@ -398,6 +402,20 @@ def _volume_claims_in(uris: list[str | None]) -> set[str]:
     return claims
 
 
+# A pooled job runs on one worker (one pod) of its pool, and the pool, not Kueue, decides when: what can be
+# refused without reading the pool is refused at apply (the rest, PoolMismatch, by the operator).
+POOL_RULES = [
+    cel("!has(self.poolRef) || (has(self.parallelism.gpusPerNode) ? self.parallelism.gpusPerNode == "
+        "self.parallelism.gpus : self.parallelism.gpus <= 8)",
+        "a job with poolRef runs on one pool worker (one pod): gpus must fit one node", ".poolRef"),
+    cel("!has(self.poolRef) || !has(self.scheduling.queueName)",
+        "a job with poolRef is run by its pool's workers, not queued through Kueue: leave scheduling.queueName unset",
+        ".poolRef"),
+    cel("!has(self.poolRef) || !has(self.runPolicy.activeDeadlineSeconds)",
+        "runPolicy.activeDeadlineSeconds is not supported with poolRef", ".poolRef"),
+]
+
+
 class JobSpecCommon(APIModel):
     """The fields both kinds share."""
 
@@ -413,6 +431,28 @@ class JobSpecCommon(APIModel):
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Pod placement and resources.")
     run_policy: RunPolicySpec = Field(default_factory=RunPolicySpec, description="Deadline, retries and cleanup.")
     suspend: bool = Field(False, description="Suspend the job: its pods are stopped; resume by setting it back to false.")
+    pool_ref: DNSName | None = Field(
+        None,
+        description=(
+            "Name of a Video2WorldPool in the job's namespace: an idle worker of the pool, with the model already "
+            "loaded, runs the job instead of a PyTorchJob of its own. The job's model, resolution, fps, refiner, "
+            "guardrail, GPUs, performance (and critic) settings and its S3 Secret, endpoint and region must be the "
+            "pool's; a job that differs fails with reason PoolMismatch naming each field."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> "JobSpecCommon":
+        if self.pool_ref is None:
+            return self
+        if self.parallelism.nodes != 1:
+            raise ValueError("a job with poolRef runs on one pool worker (one pod): gpus must fit one node")
+        if self.scheduling.queue_name is not None:
+            raise ValueError("a job with poolRef is run by its pool's workers, not queued through Kueue: leave "
+                             "scheduling.queueName unset")
+        if self.run_policy.active_deadline_seconds is not None:
+            raise ValueError("runPolicy.activeDeadlineSeconds is not supported with poolRef")
+        return self
 
     def storage_uris(self) -> list[str | None]:
         return [self.model.checkpoint, self.model.dit_path, self.prompt_refiner.checkpoint, self.guardrail.checkpoint]
@@ -453,6 +493,7 @@ class Video2WorldJobSpec(JobSpecCommon):
                     "exactly one of input, batch or batchUri must be set",
                 ),
                 _five_frame_rule("input.uri"),
+                *POOL_RULES,
                 cel(
                     "self.generation.numConditionalFrames != 5 || !has(self.batch) || self.batch.all(e, "
                     f"!has(e.input) || !e.input.lowerAscii().matches({CEL_IMAGE_PATH}))",
@@ -560,6 +601,7 @@ class BestOfNJobSpec(JobSpecCommon):
                     ".bestOfN.videosUri",
                 ),
                 _five_frame_rule("input.uri"),
+                *POOL_RULES,
             ]
         }
     }

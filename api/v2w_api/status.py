@@ -44,6 +44,8 @@ class Reason(str, Enum):
     CHILD_CREATED = "ChildCreated"
     CHILD_CRD_MISSING = "ChildCRDMissing"
     CHILD_DELETED = "ChildDeleted"
+    POOL_NOT_FOUND = "PoolNotFound"  # a pooled job's pool does not exist (yet)
+    POOL_MISMATCH = "PoolMismatch"  # a pooled job's pool cannot run it (the message names each field)
     SECRET_MISSING = "SecretMissing"
     CLAIM_MISSING = "ClaimMissing"
     STORAGE_UNREACHABLE = "StorageUnreachable"

@@ -22,6 +22,16 @@ the pod's fields (PET_NODE_RANK from the job completion index) and the status wr
 name under the JobSet's headless Service) is loopback, its port a free one per JobSet. Logs of these pods are
 `<namespace>_<jobset>_<replicated job>-<job index>-<completion index>.log`.
 
+A Video2WorldPool's worker pods (label `video2world.io/pool`, container `worker`, made by the Deployment and
+ReplicaSet controllers) run the same way, with what a kubelet gives a long-running pod: the container restarted
+in place when it exits (restartPolicy Always, restartCount counted), Ready only while its readiness probe (an
+exec probe, its container paths mapped to the pod's folders) succeeds, and, when `automountServiceAccountToken`
+is true, a real token of the pod's ServiceAccount from the TokenRequest API (bound to the pod) with the API
+server's CA. A kubelet mounts those at /var/run/secrets/kubernetes.io/serviceaccount; a process here cannot
+have that path, so the folder is named in V2W_SERVICEACCOUNT_DIR, which the runtime's in-cluster client reads
+when it is set, and KUBERNETES_SERVICE_HOST/PORT name the local API server. Their logs are
+`<namespace>_<pod>.log`.
+
 A PersistentVolumeClaim is looked up in the pod's own namespace, as Kubernetes does: a pod waits (is not
 started, stays Pending) until every claim it names exists there, and claim `<c>` of namespace `<ns>` is the
 folder `<pvc-root>/<ns>/<c>`.
@@ -40,6 +50,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -58,6 +69,9 @@ REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 JOB_INDEX_LABEL = "jobset.sigs.k8s.io/job-index"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 JOBSET_CONTAINER = "node"  # the trainer container of Kubeflow Trainer v2's runtimes
+POOL_LABEL = "video2world.io/pool"  # a pool's worker pods
+WORKER_CONTAINER = "worker"
+TOKEN_SECONDS = 24 * 3600
 ADDRESS_VARS = ("MASTER_ADDR", "PET_MASTER_ADDR")
 PORT_VARS = ("MASTER_PORT", "PET_MASTER_PORT")
 log = logging.getLogger("executor")
@@ -75,7 +89,7 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class Owner:
-    """What a pod belongs to: a PyTorchJob, or a JobSet (Trainer v2 names it after its TrainJob)."""
+    """What a pod belongs to: a PyTorchJob, a JobSet (Trainer v2 names it after its TrainJob), or a pool."""
 
     kind: str
     name: str
@@ -87,6 +101,8 @@ class Owner:
             return Owner("PyTorchJob", labels[JOB_LABEL])
         if JOBSET_LABEL in labels:
             return Owner("JobSet", labels[JOBSET_LABEL])
+        if POOL_LABEL in labels:
+            return Owner("Pool", labels[POOL_LABEL])
         return None
 
 
@@ -95,13 +111,15 @@ def _role(pod: Any, owner: Owner) -> str:
     labels, annotations = pod.metadata.labels or {}, pod.metadata.annotations or {}
     if owner.kind == "PyTorchJob":
         return f"{labels.get(TYPE_LABEL, 'master')}-{labels.get(INDEX_LABEL, '0')}"
+    if owner.kind == "Pool":
+        return pod.metadata.name
     index = annotations.get(COMPLETION_INDEX, labels.get(COMPLETION_INDEX, "0"))
     return f"{labels.get(REPLICATED_JOB_LABEL, 'job')}-{labels.get(JOB_INDEX_LABEL, '0')}-{index}"
 
 
 def _container(pod: Any, owner: Owner) -> Any:
     """The container run: the one the job's controller reads the exit code of, else a pod's only container."""
-    wanted = CONTAINER if owner.kind == "PyTorchJob" else JOBSET_CONTAINER
+    wanted = {"PyTorchJob": CONTAINER, "JobSet": JOBSET_CONTAINER, "Pool": WORKER_CONTAINER}[owner.kind]
     containers = pod.spec.containers
     return next((c for c in containers if c.name == wanted), containers[0] if len(containers) == 1 else None)
 
@@ -110,6 +128,8 @@ def _is_master(pod: Any, owner: Owner, container: Any) -> bool:
     """Whether the pod is the one its job's master address names (the others connect to it)."""
     if owner.kind == "PyTorchJob":
         return (pod.metadata.labels or {}).get(TYPE_LABEL) == "master"
+    if owner.kind == "Pool":
+        return False  # one pod per worker: no master address to share
     addresses = [v.value for v in container.env or [] if v.name in ADDRESS_VARS and v.value]
     # `<pod hostname>.<subdomain>`: the Indexed Job's pod hostname under the JobSet's headless Service.
     return bool(addresses) and addresses[0].split(".")[0] == (pod.spec.hostname or "")
@@ -127,6 +147,21 @@ def _field(pod: Any, path: str) -> str:
     return simple.get(path) or ""
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts its workers in sessions of their own: not in its group)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
 @dataclass
 class PodRun:
     """One Pod as the executor runs it."""
@@ -139,6 +174,12 @@ class PodRun:
     proc: subprocess.Popen | None = None
     started: str = ""
     reported: bool = False  # its final status is written
+    restarts: int = 0  # the container restarted in place (restartPolicy Always)
+    ready: bool = False
+    probe_at: float = 0.0  # monotonic time of the next readiness probe
+    argv: list[str] | None = None
+    env: dict[str, str] | None = None
+    log: Path | None = None
 
 
 class Executor:
@@ -192,11 +233,32 @@ class Executor:
         for name in PORT_VARS:
             if name in env:
                 env[name] = str(self.ports[(namespace, owner)])
+        if pod.spec.automount_service_account_token:
+            env.update(self._service_account(pod))
         env.setdefault("OMP_NUM_THREADS", "1")  # the node's few CPU cores are shared by every pod
         Path(env.get("HOME", str(self.workdir))).mkdir(parents=True, exist_ok=True)
         if self.python_bin:
             env["PATH"] = f"{self.python_bin}:{env.get('PATH', '')}"
         return env
+
+    def _service_account(self, pod: Any) -> dict[str, str]:
+        """A token of the pod's ServiceAccount, bound to the pod (TokenRequest), with the API server's CA and the
+        namespace, in the pod's folder; the env that points the in-cluster client at them and at the API server."""
+        meta = pod.metadata
+        folder = self.workdir / "pods" / meta.namespace / meta.name / "serviceaccount"
+        folder.mkdir(parents=True, exist_ok=True)
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "spec": {"expirationSeconds": TOKEN_SECONDS,
+                            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta.name, "uid": meta.uid}}}
+        answer = self.core.create_namespaced_service_account_token(pod.spec.service_account_name or "default",
+                                                                   meta.namespace, request)
+        (folder / "token").write_text(answer.status.token)
+        api = client.Configuration.get_default_copy()
+        (folder / "ca.crt").write_bytes(Path(api.ssl_ca_cert).read_bytes())
+        (folder / "namespace").write_text(meta.namespace)
+        server = urllib.parse.urlsplit(api.host)
+        return {"V2W_SERVICEACCOUNT_DIR": str(folder), "KUBERNETES_SERVICE_HOST": server.hostname,
+                "KUBERNETES_SERVICE_PORT": str(server.port or 443)}
 
     @staticmethod
     def _local_path(value: str, mounts: dict[str, str], dirs: dict[str, Path]) -> str:
@@ -223,33 +285,46 @@ class Executor:
             self.ports[key] = free_port()
         if master:
             self.masters[key] = meta.uid
-        env = self._env(pod, container, owner)
-        argv = list(container.command or []) + list(container.args or [])
         logs = self.workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        restarts = self.starts[(meta.namespace, meta.name)]
-        self.starts[(meta.namespace, meta.name)] += 1
-        run = PodRun(meta.namespace, meta.name, meta.uid, owner, container.name, started=now())
-        with (logs / f"{meta.namespace}_{owner.name}_{_role(pod, owner)}.log").open("ab") as handle:
-            handle.write(f"--- start (restart {restarts}) {now()} pod {meta.name} {meta.uid}\n".encode())
-            handle.flush()
-            run.proc = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=env.get("HOME"),
-                                        start_new_session=True)
+        name = f"{meta.namespace}_{meta.name}.log" if owner.kind == "Pool" else \
+            f"{meta.namespace}_{owner.name}_{_role(pod, owner)}.log"
+        run = PodRun(meta.namespace, meta.name, meta.uid, owner, container.name, log=logs / name)
+        run.env = self._env(pod, container, owner)
+        run.argv = list(container.command or []) + list(container.args or [])
+        # Without a readiness probe a running container is ready, as the kubelet has it.
+        run.ready = container.readiness_probe is None
+        self._spawn(pod, run)
         log.info("pod %s/%s (%s %s/%s) started: pid %d", meta.namespace, meta.name, owner.kind, meta.namespace,
                  owner.name, run.proc.pid)
-        self._report(pod, run, {"phase": "Running", "startTime": run.started, "containerStatuses": [
-            self._container_status(pod, run, {"running": {"startedAt": run.started}})]})
         return run
 
+    def _spawn(self, pod: Any, run: PodRun) -> None:
+        key = (run.namespace, run.name)
+        restarts = self.starts[key]
+        self.starts[key] += 1
+        run.started = now()
+        with run.log.open("ab") as handle:
+            handle.write(f"--- start (restart {restarts}) {now()} pod {run.name} {run.uid}\n".encode())
+            handle.flush()
+            run.proc = subprocess.Popen(run.argv, env=run.env, stdout=handle, stderr=subprocess.STDOUT,
+                                        cwd=run.env.get("HOME"), start_new_session=True)
+        self._report(pod, run, {"phase": "Running", "startTime": run.started, "containerStatuses": [
+            self._container_status(pod, run, {"running": {"startedAt": run.started}})]})
+
     @staticmethod
-    def _container_status(pod: Any, run: PodRun, state: dict) -> dict:
-        container = next(c for c in pod.spec.containers if c.name == run.container)
-        return {"name": run.container, "image": container.image or "", "imageID": "", "restartCount": 0,
-                "ready": "running" in state, "started": "running" in state, "state": state}
+    def _container(pod: Any, run: PodRun) -> Any:
+        return next(c for c in pod.spec.containers if c.name == run.container)
+
+    def _container_status(self, pod: Any, run: PodRun, state: dict) -> dict:
+        container = self._container(pod, run)
+        running = "running" in state
+        return {"name": run.container, "image": container.image or "", "imageID": "", "restartCount": run.restarts,
+                "ready": running and run.ready, "started": running, "state": state}
 
     def _report(self, pod: Any, run: PodRun, status: dict) -> None:
-        ready = "True" if status["phase"] == "Running" else "False"
-        status["conditions"] = [{"type": t, "status": ready if t != "PodScheduled" else "True",
+        ready = "True" if status["phase"] == "Running" and run.ready else "False"
+        status["conditions"] = [{"type": t, "status": ready if t in ("Ready", "ContainersReady") else "True",
                                  "lastTransitionTime": now()} for t in ("PodScheduled", "Initialized", "Ready", "ContainersReady")]
         try:
             self.core.patch_namespaced_pod_status(run.name, run.namespace, {"metadata": {"uid": run.uid}, "status": status},
@@ -268,12 +343,46 @@ class Executor:
         log.info("pod %s/%s (%s %s/%s) exited with %d", run.namespace, run.name, run.owner.kind, run.namespace,
                  run.owner.name, exit_code)
 
+    def _restart(self, pod: Any, run: PodRun) -> None:
+        """restartPolicy Always: the container starts again in the same pod (restartCount + 1), not ready."""
+        code = run.proc.returncode
+        run.restarts += 1
+        run.ready = self._container(pod, run).readiness_probe is None
+        run.probe_at = 0.0
+        log.info("pod %s/%s (%s %s/%s) exited with %d: restarting its container (restart %d)", run.namespace,
+                 run.name, run.owner.kind, run.namespace, run.owner.name, 128 - code if code < 0 else code,
+                 run.restarts)
+        self._spawn(pod, run)
+
+    def _probe(self, pod: Any, run: PodRun) -> None:
+        """The container's exec readiness probe, its container paths mapped to the pod's folders."""
+        probe = self._container(pod, run).readiness_probe
+        if probe is None or probe._exec is None or time.monotonic() < run.probe_at:
+            return
+        run.probe_at = time.monotonic() + max(0.5, float(probe.period_seconds or 10))
+        container = self._container(pod, run)
+        mounts = {m.mount_path: m.name for m in container.volume_mounts or []}
+        dirs = self._volume_dirs(pod)
+        argv = [self._local_path(arg, mounts, dirs) for arg in probe._exec.command or []]
+        try:
+            ok = subprocess.run(argv, env=run.env, cwd=run.env.get("HOME"), capture_output=True,
+                                timeout=float(probe.timeout_seconds or 1)).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok != run.ready:
+            run.ready = ok
+            log.info("pod %s/%s (%s %s/%s) %s", run.namespace, run.name, run.owner.kind, run.namespace,
+                     run.owner.name, "ready" if ok else "not ready")
+            self._report(pod, run, {"phase": "Running", "containerStatuses": [
+                self._container_status(pod, run, {"running": {"startedAt": run.started}})]})
+
     @staticmethod
     def _kill(run: PodRun) -> None:
         proc = run.proc
         if proc is None:
             return
         if proc.poll() is None:
+            below = descendants(proc.pid)  # the container's every process, as its cgroup holds them
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -283,6 +392,11 @@ class Executor:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            for pid in below:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         else:
             try:  # what the container left behind (torchrun's workers) goes with it
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -317,7 +431,12 @@ class Executor:
                     log.info("%s/%s deleting: processes stopped (%s %s/%s)", run.namespace, run.name,
                              run.owner.kind, run.namespace, run.owner.name)
                 elif not run.reported and run.proc is not None and run.proc.poll() is not None:
-                    self._finish(pod, run, run.proc.returncode)
+                    if pod.spec.restart_policy == "Always" and not pod.metadata.deletion_timestamp:
+                        self._restart(pod, run)
+                    else:
+                        self._finish(pod, run, run.proc.returncode)
+                elif not run.reported and run.proc is not None:
+                    self._probe(pod, run)
             except ApiException as exc:
                 log.warning("pod %s/%s: API error %s", pod.metadata.namespace, pod.metadata.name, exc.status)
 

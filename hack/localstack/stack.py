@@ -329,8 +329,10 @@ class ControlPlane:
         self.controller_manager = Server("kube-controller-manager", [
             str(self.bin_dir / "kube-controller-manager"),
             f"--kubeconfig={self.kubeconfig}",
-            # The job controller makes the Pods of the batch Jobs that JobSet (Trainer v2) creates.
-            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,job-controller",
+            # The job controller makes the Pods of the batch Jobs that JobSet (Trainer v2) creates; Deployments and
+            # their ReplicaSets: a Video2WorldPool's workers are one Deployment.
+            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,job-controller,"
+            "deployment-controller,replicaset-controller",
             "--leader-elect=false", "--secure-port=0", "--use-service-account-credentials=false",
             "--concurrent-gc-syncs=5", "-v=1",
         ], self.workdir / "logs" / "kube-controller-manager.log")

@@ -65,6 +65,9 @@ class OperatorConfig(BaseModel):
         "this long at most after the acting one died without a goodbye.",
     )
     metrics_port: int = Field(9090, ge=0, le=65535, description="Prometheus metrics port; 0 turns it off.")
+    pool_worker_cluster_role: str | None = Field(
+        None, description="The ClusterRole (the chart's `<release>-pool-worker`) that each pool's RoleBinding gives its "
+        "workers: Leases only.")
     runtime_extra_args: list[str] = Field(
         default_factory=list,
         description="Flags the platform team appends to every runtime command (a shell-quoted string in the "

@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from v2w_api import BEST_OF_N_JOB, GROUP, VERSION, VIDEO2WORLD_JOB, BestOfNJob, KindNames, Video2WorldJob
+from v2w_api import (BEST_OF_N_JOB, GROUP, VERSION, VIDEO2WORLD_JOB, VIDEO2WORLD_POOL, BestOfNJob, KindNames,
+                     Video2WorldJob, Video2WorldPool)
 from v2w_api.base import PATTERN_MESSAGE, cel
 
 # Keys of pydantic's JSON schema that a structural CRD schema does not take.
@@ -263,7 +264,9 @@ def _printer_columns(names: KindNames) -> list[dict[str, Any]]:
     return columns
 
 
-def crd(names: KindNames, resource: type[BaseModel]) -> dict[str, Any]:
+def crd(names: KindNames, resource: type[BaseModel], schema: dict[str, Any] | None = None,
+        columns: list[dict[str, Any]] | None = None, subresources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The CRD of a kind: a job's by default (its schema and columns), or the schema, columns and subresources given."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -284,20 +287,66 @@ def crd(names: KindNames, resource: type[BaseModel]) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": _printer_columns(names),
-                    "schema": {"openAPIV3Schema": openapi_schema(resource)},
+                    "subresources": subresources or {"status": {}},
+                    "additionalPrinterColumns": columns or _printer_columns(names),
+                    "schema": {"openAPIV3Schema": schema or openapi_schema(resource)},
                 }
             ],
         },
     }
 
 
+# A pool's name becomes its Deployment's (`v2wpool-<name>`), whose ReplicaSets and pods add suffixes.
+MAX_POOL_NAME_LENGTH = 40
+
+
+def pool_schema() -> dict[str, Any]:
+    """The pool's schema: the jobs' groups (same defaults and rules); its spec may change at any time (a new
+    spec rolls the workers)."""
+    raw = Video2WorldPool.model_json_schema(by_alias=True, mode="validation")
+    schema = _resolve(raw, raw.get("$defs", {}), Video2WorldPool.__name__)
+    props = schema["properties"]
+    props["metadata"] = {"type": "object"}
+    props["apiVersion"] = {"type": "string", "description": "video2world.io/v1alpha1"}
+    props["kind"] = {"type": "string", "description": "Video2WorldPool"}
+    _apply_group_defaults(props["spec"], Video2WorldPool.model_fields["spec"].annotation)
+    _rules_instead_of_blocking_checks(props["spec"])
+    props["status"] = _strip_defaults(props["status"])
+    conditions = props["status"]["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    schema["required"] = ["spec"]
+    schema["description"] = (Video2WorldPool.__doc__ or "").strip()
+    schema["x-kubernetes-validations"] = [
+        cel(f"size(self.metadata.name) <= {MAX_POOL_NAME_LENGTH}",
+            f"metadata.name must be at most {MAX_POOL_NAME_LENGTH} characters: it names the workers' Deployment"),
+        cel("!self.metadata.name.contains('.')", "metadata.name must not contain '.': it names the workers' "
+            "Deployment and ServiceAccount"),
+    ]
+    return schema
+
+
+def pool_crd() -> dict[str, Any]:
+    names = VIDEO2WORLD_POOL
+    columns = [
+        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas", "description": "Workers wanted."},
+        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Workers up."},
+        {"name": "Busy", "type": "integer", "jsonPath": ".status.busyWorkers", "description": "Workers running a job."},
+        {"name": "Queue", "type": "integer", "jsonPath": ".status.queueLength", "description": "Jobs waiting for a worker."},
+        {"name": "Model", "type": "string", "jsonPath": ".spec.model.size", "description": "Model size."},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    scale = {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+             "labelSelectorPath": ".status.selector"}
+    return crd(names, Video2WorldPool, pool_schema(), columns, {"status": {}, "scale": scale})
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
-    """File name → CRD, for both kinds."""
+    """File name → CRD, for every kind."""
     return {
         f"{GROUP}_{VIDEO2WORLD_JOB.plural}.yaml": crd(VIDEO2WORLD_JOB, Video2WorldJob),
         f"{GROUP}_{BEST_OF_N_JOB.plural}.yaml": crd(BEST_OF_N_JOB, BestOfNJob),
+        f"{GROUP}_{VIDEO2WORLD_POOL.plural}.yaml": pool_crd(),
     }
 
 

@@ -52,12 +52,14 @@ from pydantic import ValidationError
 
 from v2w_api import BEST_OF_N_JOB, GROUP, KINDS, VERSION, VIDEO2WORLD_JOB
 from v2w_api.manifest import RESULT_FILE
+from v2w_api.pool import Video2WorldPoolSpec
 from v2w_api.spec import JobSpecCommon, Video2WorldJobSpec
 from v2w_api.status import BestOfNJobStatus, ConditionType, JobStatus, Phase, Reason, Video2WorldJobStatus
 
-from . import backends, kueue, links, metrics
-from .backends import ChildView
+from . import backends, kueue, links, metrics, pooling
+from .backends import Backend, ChildView
 from .backends import child as common
+from .backends import lease as leases
 from .conditions import set_condition, utcnow
 from .config import OperatorConfig
 from .credentials import CredentialCache
@@ -67,6 +69,7 @@ from .s3 import Credentials, JobStorage, StorageError, presign
 from .wakeups import Wakeups
 
 CONFIG = OperatorConfig.from_env()
+POOLS_PLURAL = "video2worldpools"
 ANNOTATION_PREFIX = "video2world.io"
 BATCH_FILE = "batch.json"
 STATUS_MODELS: dict[str, type[JobStatus]] = {
@@ -225,11 +228,17 @@ def _storage(spec: JobSpecCommon, prefix: str, credentials: Credentials | None) 
                       credentials)
 
 
-def _get_child(namespace: str, name: str) -> dict[str, Any] | None:
+def _backend(spec: JobSpecCommon) -> Backend:
+    """The kind of the job's child: a Lease for its pool's workers when it names a pool, else the backend's."""
+    return leases.BACKEND if spec.pool_ref else BACKEND
+
+
+def _get_child(namespace: str, name: str, backend: Backend | None = None) -> dict[str, Any] | None:
     """The job's child (of the backend's kind) from the API; None when there is none."""
+    backend = backend or BACKEND
     try:
-        return custom_objects().get_namespaced_custom_object(BACKEND.group, BACKEND.version, namespace,
-                                                             BACKEND.plural, name)
+        return custom_objects().get_namespaced_custom_object(backend.group, backend.version, namespace,
+                                                             backend.plural, name)
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -281,9 +290,10 @@ def ensure(body: kopf.Body, meta: kopf.Meta, status: kopf.Status, name: str, nam
                        current.child_kind, BACKEND.kind)
         return
     spec = _validate(job)
-    if current.child and _get_child(namespace, job.child):
+    if current.child and _get_child(namespace, job.child, _backend(spec)):
         return  # accepted before (a resume): from here on the job's follower alone writes its status
     _check_policy(job, spec)
+    _check_pool(job, spec)
     _check_claims(job, spec)
     batch_uri = _stage(job, spec)
     _create_child(job, spec, batch_uri, meta.get("creationTimestamp"))
@@ -305,6 +315,32 @@ def _check_policy(job: _Job, spec: JobSpecCommon) -> None:
     violations = CONFIG.policy.violations(spec, CONFIG.runtime_image)
     if violations:
         _refuse(job, "; ".join(str(v) for v in violations), Reason.POLICY_DENIED)
+
+
+def _check_pool(job: _Job, spec: JobSpecCommon) -> None:
+    """A job that names a pool: the pool must exist (else Pending, tried again) and be able to run it (else
+    Failed, PoolMismatch, naming each field). Checked only before the Lease exists, as the policy is."""
+    if spec.pool_ref is None:
+        return
+    try:
+        found = custom_objects().get_namespaced_custom_object(GROUP, VERSION, job.namespace, POOLS_PLURAL,
+                                                              spec.pool_ref)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        _retry_later(job, Reason.POOL_NOT_FOUND, f"Video2WorldPool {spec.pool_ref} not found in namespace "
+                                                 f"{job.namespace}; create it, or fix spec.poolRef")
+    try:
+        pool = Video2WorldPoolSpec.model_validate(dict(found.get("spec") or {}))
+    except ValidationError as exc:
+        _retry_later(job, Reason.POOL_NOT_FOUND, f"Video2WorldPool {spec.pool_ref} has an invalid spec: "
+                                                 f"{'; '.join(_describe(e) for e in exc.errors())}")
+    prefix = common.output_prefix(spec, job.namespace, job.name)
+    # An inline batch is compared as it will run: from the batch.json that staging writes under the prefix.
+    run = common.run_config(job.kind, job.name, spec, CONFIG, prefix, f"{prefix}/{BATCH_FILE}")
+    fields = pooling.differences(spec.pool_ref, pool, spec, run, CONFIG)
+    if fields:
+        _refuse(job, pooling.refusal(spec.pool_ref, fields), Reason.POOL_MISMATCH)
 
 
 def _check_claims(job: _Job, spec: JobSpecCommon) -> None:
@@ -356,23 +392,28 @@ def _stage(job: _Job, spec: JobSpecCommon) -> str | None:
 
 def _create_child(job: _Job, spec: JobSpecCommon, batch_uri: str | None, created: str | None) -> None:
     """Create the child, owned by the job; one that is there already and ours is as good."""
+    backend = _backend(spec)
     try:
-        manifest = BACKEND.build(job.kind, job.name, job.namespace, job.uid, spec, CONFIG, batch_uri)
+        manifest = backend.build(job.kind, job.name, job.namespace, job.uid, spec, CONFIG, batch_uri)
     except common.Unbuildable as exc:
         _refuse(job, str(exc))
     try:
-        custom_objects().create_namespaced_custom_object(BACKEND.group, BACKEND.version, job.namespace,
-                                                         BACKEND.plural, manifest)
+        custom_objects().create_namespaced_custom_object(backend.group, backend.version, job.namespace,
+                                                         backend.plural, manifest)
     except ApiException as exc:
         if exc.status == 404:
-            _retry_later(job, Reason.CHILD_CRD_MISSING, BACKEND.install_hint)
+            _retry_later(job, Reason.CHILD_CRD_MISSING, backend.install_hint)
         if exc.status != 409:
             raise
-        found = _get_child(job.namespace, job.child)
+        found = _get_child(job.namespace, job.child, backend)
         owners = [o.get("uid") for o in ((found or {}).get("metadata") or {}).get("ownerReferences") or []]
         if found is not None and job.uid not in owners:
-            _retry_later(job, Reason.CHILD_CREATED, f"a {BACKEND.kind} named {job.child} exists and is not "
-                                                         "owned by this job; waiting for it to go")
+            _retry_later(job, Reason.CHILD_CREATED, f"a {backend.kind} named {job.child} exists and is not "
+                                                     "owned by this job; waiting for it to go")
+        return
+    if spec.pool_ref:
+        kopf.info(job.body, reason=Reason.CHILD_CREATED.value,
+                  message=f"created Lease {job.child} for a worker of pool {spec.pool_ref}")
         return
     metrics.PYTORCHJOBS_CREATED.labels(job.kind).inc()
     if created:
@@ -383,10 +424,13 @@ def _create_child(job: _Job, spec: JobSpecCommon, batch_uri: str | None, created
 
 def _accepted(job: _Job, spec: JobSpecCommon) -> None:
     """Accepted: the child exists; a new job is Pending (or Suspended, when created so)."""
-    message = f"{BACKEND.kind} {job.child} created"
-    changes: dict[str, Any] = {"child_kind": BACKEND.kind, "child_name": job.child,
+    backend = _backend(spec)
+    message = f"{backend.kind} {job.child} created"
+    if spec.pool_ref:
+        message += f"; waiting for a worker of pool {spec.pool_ref}"
+    changes: dict[str, Any] = {"child_kind": backend.kind, "child_name": job.child,
                                # the field of releases before the TrainJob backend, kept for a PyTorchJob's readers
-                               "pytorch_job_name": job.child if BACKEND.kind == backends.PYTORCHJOB.kind else None,
+                               "pytorch_job_name": job.child if backend.kind == backends.PYTORCHJOB.kind else None,
                                "observed_generation": job.generation,
                                "output_prefix": _output_prefix(spec, job.status, job.namespace, job.name)}
     conditions = set_condition(job.status.conditions, ConditionType.ACCEPTED, True, Reason.CHILD_CREATED,
@@ -431,33 +475,37 @@ def set_suspend(body: kopf.Body, name: str, namespace: str, old: Any, new: Any, 
         return  # the initial value: the child is created with it
     kind = body["kind"]
     child = common.child_name(kind, name)
-    found = _get_child(namespace, child)
+    try:
+        spec: JobSpecCommon | None = _parse(kind, body)
+    except ValidationError:
+        spec = None
+    backend = _backend(spec) if spec is not None else BACKEND
+    found = _get_child(namespace, child, backend)
     if found is None:
         return  # not created yet: it will be created with the current spec.suspend
-    seen = BACKEND.view(found)
+    seen = backend.view(found)
     if seen.queue and _set_workload_active(namespace, seen, not new, retry):
         what = "deactivated" if new else "activated"
         kopf.info(body, reason=(Reason.SUSPENDED if new else Reason.RESUMED).value,
                   message=f"{what} the Kueue Workload of {BACKEND.kind} {child}")
         return
-    try:
-        queue = common.queue_name(_parse(kind, body), CONFIG)
-    except ValidationError:
-        queue = None
+    # A pooled job is the pool's, never Kueue's.
+    queue = common.queue_name(spec, CONFIG) if spec is not None and not spec.pool_ref else None
     if queue and not new and not seen.queue and seen.suspended and _kueue_installed(namespace):
         # Created suspended, without the queue label: handed to Kueue now, still suspended; Kueue starts it.
         change: dict[str, Any] = {"metadata": {"labels": {kueue.QUEUE_LABEL: queue}}}
         message = f"resumed {BACKEND.kind} {child}: queued in LocalQueue {queue}"
     else:
-        change = BACKEND.suspend_patch(bool(new))
-        message = f"{'suspended' if new else 'resumed'} {BACKEND.kind} {child}"
-    _patch_child(namespace, child, change)
+        change = backend.suspend_patch(bool(new))
+        message = f"{'suspended' if new else 'resumed'} {backend.kind} {child}"
+    _patch_child(namespace, child, change, backend)
     kopf.info(body, reason=(Reason.SUSPENDED if new else Reason.RESUMED).value, message=message)
 
 
-def _patch_child(namespace: str, name: str, change: dict[str, Any]) -> None:
+def _patch_child(namespace: str, name: str, change: dict[str, Any], backend: Backend | None = None) -> None:
+    backend = backend or BACKEND
     try:
-        custom_objects().patch_namespaced_custom_object(BACKEND.group, BACKEND.version, namespace, BACKEND.plural,
+        custom_objects().patch_namespaced_custom_object(backend.group, backend.version, namespace, backend.plural,
                                                         name, change)
     except ApiException as exc:
         if exc.status != 404:
@@ -565,7 +613,7 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
     current, stored = read_status(kind, status, logger)
     if not current.child:
         return None
-    if current.child_kind and current.child_kind != BACKEND.kind:
+    if current.child_kind and current.child_kind not in (BACKEND.kind, leases.KIND):
         return None  # made by an operator with another backend: this one cannot follow it (README: "Backends")
     try:
         spec = _parse(kind, body)
@@ -574,10 +622,14 @@ def sync(body: kopf.Body, status: dict[str, Any], name: str, namespace: str, log
     if current.is_terminal:  # nothing moves a finished job; only its links are renewed before they end
         new = _with_links(current, current, spec, namespace, logger)
         return Pass(current, new, status_patch(stored, new))
-    seen = child_seen if child_seen is not None else _view(namespace, current.child)
+    if spec.pool_ref:  # a Lease's state moves with the clock (an expired claim): read afresh at every pass
+        seen = _lease_view(namespace, current.child, spec.run_policy.backoff_limit)
+    else:
+        seen = child_seen if child_seen is not None else _view(namespace, current.child)
+    backend = _backend(spec)
     obs = Observation(generation=(body.get("metadata") or {}).get("generation"), child=seen,
-                      child_was_created=True, child_kind=BACKEND.kind, suspend_requested=spec.suspend,
-                      backoff_limit=BACKEND.backoff_limit(spec, CONFIG), workload=workload_seen)
+                      child_was_created=True, child_kind=backend.kind, suspend_requested=spec.suspend,
+                      backoff_limit=backend.backoff_limit(spec, CONFIG), workload=workload_seen)
     if seen is not None and workload_seen is None and seen.held_by_kueue:
         # The watch has not seen it (yet, or it does not watch: see the README's "Kueue"): Kueue's words all the same.
         obs.workload = kueue.current(_list_workloads(namespace, seen) or [])
@@ -723,6 +775,25 @@ def _view(namespace: str, name: str) -> ChildView | None:
     return BACKEND.view(found) if found is not None else None
 
 
+def _lease_view(namespace: str, name: str, backoff_limit: int) -> ChildView | None:
+    """A pooled job's Lease as the status reads it. Free again after as many claims as the job allows, it gets
+    its outcome from the operator (the workers do not know the job's backoffLimit); a claim in between wins."""
+    found = _get_child(namespace, name, leases.BACKEND)
+    if found is None:
+        return None
+    now = datetime.now(timezone.utc)
+    if leases.backoff_exhausted(found, backoff_limit, now):
+        try:
+            found = custom_objects().patch_namespaced_custom_object(
+                leases.BACKEND.group, leases.BACKEND.version, namespace, leases.BACKEND.plural, name,
+                leases.backoff_patch(found))
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+            return _lease_view(namespace, name, backoff_limit) if exc.status == 409 else None
+    return leases.view(found, now)
+
+
 def _watched_workload(index: kopf.Index | None, namespace: str, child: str) -> dict[str, Any] | None:
     """The Kueue Workload of a child as the watch last saw it (a copy; the current one while Kueue replaces it);
     None without one (or without Kueue)."""
@@ -796,6 +867,11 @@ kopf.on.event(BACKEND.group, BACKEND.version, BACKEND.plural, labels={common.LAB
               id="wake-owner")(child_changed)
 
 
+# Pooled jobs' Leases: a claim, a release or an outcome wakes the job's follower (which reads the Lease afresh).
+kopf.on.event(leases.BACKEND.group, leases.BACKEND.version, leases.BACKEND.plural,
+              labels={common.LABEL_MANAGED_BY: common.MANAGED_BY}, id="wake-owner-of-lease")(child_changed)
+
+
 # Kueue's Workloads (when Kueue is installed; kopf watches nothing while the CRD is not served): why a queued
 # job waits, and the Workload a suspend deactivates. Keyed by the child that owns each one.
 @kopf.index(kueue.WORKLOAD_GROUP, kueue.WORKLOAD_PLURAL, id="workloads")
@@ -844,3 +920,9 @@ def _register(plural: str) -> None:
 
 for _names in (VIDEO2WORLD_JOB, BEST_OF_N_JOB):
     _register(_names.plural)
+
+
+# The pools of warm workers (Video2WorldPool): their own reconciler.
+from . import pools  # noqa: E402  (after CONFIG, which it reads)
+
+pools.register()

@@ -148,6 +148,48 @@ JOBS = JobsCollector()
 REGISTRY.register(JOBS)
 
 
+@dataclass(frozen=True)
+class PoolSummary:
+    """What the metrics need of one pool, as the watch last saw it."""
+
+    namespace: str
+    name: str
+    ready: int = 0
+    busy: int = 0
+    queue: int = 0
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def summarize_pool(namespace: str, name: str, status: Mapping[str, Any]) -> PoolSummary:
+    """A pool's summary from its status (read leniently, as a job's)."""
+    return PoolSummary(namespace, name, ready=_count(status.get("readyReplicas")), busy=_count(status.get("busyWorkers")),
+                       queue=_count(status.get("queueLength")))
+
+
+class PoolsCollector(JobsCollector):
+    """The gauges about existing pools (warm workers): queue length, busy and ready workers."""
+
+    def collect(self, now: datetime | None = None):
+        queue = GaugeMetricFamily("v2w_pool_queue_length", "Jobs waiting for a worker of the pool.",
+                                  labels=["namespace", "pool"])
+        busy = GaugeMetricFamily("v2w_pool_busy_workers", "Workers of the pool running a job.",
+                                 labels=["namespace", "pool"])
+        ready = GaugeMetricFamily("v2w_pool_ready_workers", "Workers of the pool up and ready.",
+                                  labels=["namespace", "pool"])
+        for s in sorted(self.summaries(), key=lambda p: (p.namespace, p.name)):
+            queue.add_metric([s.namespace, s.name], s.queue)
+            busy.add_metric([s.namespace, s.name], s.busy)
+            ready.add_metric([s.namespace, s.name], s.ready)
+        yield from (queue, busy, ready)
+
+
+POOLS = PoolsCollector()
+REGISTRY.register(POOLS)
+
+
 def serve(port: int) -> None:
     if port:
         start_http_server(port)

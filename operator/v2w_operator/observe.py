@@ -150,7 +150,7 @@ def _suspended(status: JobStatus, obs: Observation, child: ChildView, now: datet
 
 def _running(status: JobStatus, obs: Observation, child: ChildView, now: datetime) -> None:
     """Running or Restarting (a worker died and the training-operator starts it again)."""
-    message = "running" if child.state == "Running" else f"restarting: {child.message}"
+    message = child.status_message or ("running" if child.state == "Running" else f"restarting: {child.message}")
     if obs.storage_error:
         message += f" (progress unavailable: {obs.storage_error})"
     _enter(status, Phase.RUNNING, message, now, (RUNNING, True, Reason.PODS_RUNNING))
@@ -160,7 +160,7 @@ def _running(status: JobStatus, obs: Observation, child: ChildView, now: datetim
 
 def _waiting(status: JobStatus, obs: Observation, child: ChildView, now: datetime) -> None:
     """Created, and no pod runs yet."""
-    _enter(status, Phase.PENDING, "waiting for pods to start", now)
+    _enter(status, Phase.PENDING, child.status_message or "waiting for pods to start", now)
     _resumed(status, now)
     _admitted(status, obs, now)
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from v2w_api.manifest import ResultManifest, Stage, VideoResult
 from v2w_api.run import RunConfig
 
-from . import storage
+from . import cancel, storage
 from .critic import SCORED, Critic, Critique, count_trials, score
 from .jobs import Job
 from .manifests import ProgressReporter, write_result
@@ -184,6 +184,7 @@ def best_of_n(run: Run) -> ResultManifest | None:
     if mine:
         critic = run.load_critic()
         for candidate in mine:
+            cancel.check()
             log.info("scoring %s (%d trials)", candidate.source, critic.num_trials)
             score_candidate(target, source, critic, candidate, names)
         del critic
@@ -242,6 +243,7 @@ def generate_missing(run: Run, jobs: list[Job], names: set[str], progress: Progr
     if mine:
         generator = run.load_generator()
         for job in mine:
+            cancel.check()
             if layout.is_global_leader:
                 progress.stage(Stage.SAMPLING, current=job.name)
             gen = generator.generate(job.input, job.prompt, job.seed, negative_prompt=job.negative_prompt,

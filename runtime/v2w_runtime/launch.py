@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from .coldstart import export_start_time
 
     export_start_time()  # the workers' cold-start clock starts with this process (coldstart.py)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     except ChildFailedError as error:
         code = worker_exit_code(error)
         print(f"v2w launch: a worker failed with exit code {code}", file=sys.stderr)
+        return code
+    except SignalException as stopped:
+        # Terminated (the pod deleted, preempted): torchrun has passed the signal on to the workers and waited
+        # for them; the container exits as a terminated process does (143 for SIGTERM), not with a traceback.
+        code = 128 + int(stopped.sigval)
+        print(f"v2w launch: stopped by signal {int(stopped.sigval)}", file=sys.stderr)
         return code
     return 0
 

@@ -27,6 +27,7 @@ from diffusers.video_processor import VideoProcessor
 
 from v2w_api.spec import GenerationSpec
 
+from . import cancel
 from .conditioning import output_size
 
 # The EDM-style noise range and data scale the Cosmos-Predict2 models were trained with.
@@ -249,6 +250,7 @@ class Video2WorldPipeline:
 
         # 5. Denoising loop
         for i, t in enumerate(timesteps):
+            cancel.check()  # a pool worker whose claim ended stops here (cancel.py); never set otherwise
             sigma = self.scheduler.sigmas[i]
             current_t = sigma / (sigma + 1)
             c_in = c_skip = 1 - current_t

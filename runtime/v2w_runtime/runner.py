@@ -22,9 +22,11 @@ import logging
 import os
 import platform
 import sys
-from typing import TYPE_CHECKING, Callable, Literal
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Literal, NamedTuple
 
-from v2w_api.manifest import ResultManifest, utcnow
+from v2w_api.manifest import ResultManifest, WorkerRecord, utcnow
 from v2w_api.run import RunConfig, RunConfigError
 
 from . import storage
@@ -64,17 +66,45 @@ BAD_INPUT = (UsageError, RunConfigError, BatchError, CheckpointError, Conditioni
              OutputPathError, RefinerError, ValueError)
 
 
-class Run:
-    """One run: its configuration, where it writes, its ranks, and the models it loads (each once)."""
+@dataclass
+class Warm:
+    """What a pool worker loaded once and lends to each run it serves (worker.py): the ranks, the generator
+    with its guardrail, the Cosmos-Reason1 models (refiner, critic), and the model's location. A run given one
+    loads nothing and leaves it open at its end."""
 
-    def __init__(self, config: RunConfig, mode: Mode) -> None:
+    ctx: ParallelContext
+    generator: Video2WorldGenerator
+    model_source: ModelSource
+    qwen: dict[str, QwenVL] = field(default_factory=dict)
+    pod: str = ""
+    loads: int = 1
+    jobs_served: int = 0
+
+    def record(self) -> WorkerRecord:
+        return WorkerRecord(pod=self.pod, loads=self.loads, jobs_served=max(1, self.jobs_served))
+
+
+class Outcome(NamedTuple):
+    """How a run ended: its exit code and its last word (result.json's message, or why it could not run)."""
+
+    code: int
+    message: str | None
+
+
+class Run:
+    """One run: its configuration, where it writes, its ranks, and the models it loads (each once), or those a
+    pool worker lends it (`warm`)."""
+
+    def __init__(self, config: RunConfig, mode: Mode, warm: Warm | None = None) -> None:
         self.config = config
         self.mode = mode
+        self.warm = warm
         self.started = utcnow()
         self.target: OutputTarget | None = None
         self.ctx: ParallelContext | None = None
-        self.model_source: ModelSource | None = None
-        self._qwen: dict[str, QwenVL] = {}
+        self.model_source: ModelSource | None = warm.model_source if warm else None
+        self._qwen: dict[str, QwenVL] = warm.qwen if warm else {}
+        self.message: str | None = None
         self._versions: dict[str, str] | None = None
         self._sources: list[OutputTarget] = []
 
@@ -122,6 +152,9 @@ class Run:
     def start_parallel(self, num_videos: int, generating: bool = True) -> ParallelContext:
         from .parallel import init_parallel
 
+        if self.warm is not None:  # the worker's ranks, checked and started when it loaded
+            self.ctx = self.warm.ctx
+            return self.ctx
         par = self.config.parallelism
         if generating:
             heads = self.locate_model().require().architecture()["num_attention_heads"]
@@ -178,6 +211,8 @@ class Run:
             return self._load_generator()
 
     def _load_generator(self) -> Video2WorldGenerator:
+        if self.warm is not None:
+            return self._lend_generator()
         import torch
 
         from . import perf
@@ -201,6 +236,15 @@ class Run:
         # as asked, plus what this device got: the attention kernel, the fused forward, compile
         generator.model_info.update(checkpoint=config.checkpoint, model_size=config.model.size,
                                     dit_path=config.model.dit_path, speed={**speed.model_dump(), "applied": wrapper.applied})
+        return generator
+
+    def _lend_generator(self) -> Video2WorldGenerator:
+        """The worker's generator with this run's sampling settings and its own refiner (the run's token bound
+        and offloading; the model is the worker's). What was loaded is the run's by `worker.mismatches`."""
+        generator = self.warm.generator
+        generator.generation, generator.debug = self.config.generation, self.config.debug
+        if self.ctx.layout.is_group_leader:
+            generator.refiner = self.build_refiner(str(self.ctx.device))
         return generator
 
     def build_refiner(self, device: str) -> PromptRefiner | None:
@@ -261,12 +305,16 @@ class Run:
 
     def result(self, videos, *, succeeded: bool, message: str, **fields) -> ResultManifest:
         fields.setdefault("cold_start", clock().figures)
+        if self.warm is not None:
+            fields.setdefault("worker", self.warm.record())
+        self.message = message
         return ResultManifest(mode=self.mode, succeeded=succeeded, message=message, started_at=self.started,
                               videos=videos, settings=self.record, versions=self.versions, **fields)
 
     def fail(self, message: str, code: int, write_result: bool = True) -> int:
         """Report a run that could not start or had to stop: stderr, and result.json where it can go."""
         print(f"error: {message}", file=sys.stderr)
+        self.message = message
         if write_result and self.target is not None and os.environ.get("RANK", "0") == "0":
             from .manifests import write_result as write
 
@@ -277,7 +325,7 @@ class Run:
         return code
 
     def close(self) -> None:
-        if self.ctx is not None:
+        if self.ctx is not None and self.warm is None:
             self.ctx.close()
         # Every rank stages in a folder of its own; on a pod's disk it outlives a failed run otherwise.
         for target in [self.target, *self._sources]:
@@ -355,26 +403,35 @@ def main(mode: Mode, execute: Callable[[Run], int], argv: list[str] | None = Non
     except (UsageError, RunConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # nothing names where to write yet: no result.json
         return EXIT_BAD_INPUT
+    return run_program(config, mode, execute).code
+
+
+def run_program(config: RunConfig, mode: Mode, execute: Callable[[Run], int], warm: Warm | None = None) -> Outcome:
+    """Run `execute` on a parsed configuration (with a pool worker's models when `warm` is given); every known
+    failure becomes its exit code. `cancel.Cancelled` goes through to the caller (the worker)."""
     storage.use_input_hosts(config.input_hosts)
-    reset_cold_start()  # from the process's (or the launcher's) start; a second run in a process starts anew
+    # From the process's (or the launcher's) start; on a pool's worker from the run's own start (nothing loads)
+    reset_cold_start(time.time() if warm is not None else None)
     if config.verify_only:
-        return verify_only(config, mode)
-    run = Run(config, mode)
+        return Outcome(verify_only(config, mode), None)
+    run = Run(config, mode, warm)
     try:
         run.open_target()
         run.adopt_tree_defaults()
-        return execute(run)
-    except ForeignOutputError as exc:
-        return run.fail(str(exc), EXIT_BAD_INPUT, write_result=False)  # never overwrite the other run's result
+        code = execute(run)
+        return Outcome(code, run.message)
+    except ForeignOutputError as exc:  # never overwrite the other run's result
+        return Outcome(run.fail(str(exc), EXIT_BAD_INPUT, write_result=False), run.message)
     except GuardrailError as exc:
-        return run.fail(f"guardrail error, nothing generated: {exc}", EXIT_GUARDRAIL)
+        return Outcome(run.fail(f"guardrail error, nothing generated: {exc}", EXIT_GUARDRAIL), run.message)
     except storage.StorageError as exc:
-        return run.fail(str(exc), EXIT_RETRYABLE if exc.retryable else EXIT_BAD_INPUT)
+        return Outcome(run.fail(str(exc), EXIT_RETRYABLE if exc.retryable else EXIT_BAD_INPUT), run.message)
     except BAD_INPUT as exc:
-        return run.fail(str(exc), EXIT_BAD_INPUT)
+        return Outcome(run.fail(str(exc), EXIT_BAD_INPUT), run.message)
     finally:
         run.close()
 
 
 __all__ = ["BAD_INPUT", "EXIT_BAD_INPUT", "EXIT_GUARDRAIL", "EXIT_OK", "EXIT_RETRYABLE", "EXIT_SOME_FAILED",
-           "ForeignOutputError", "RefinerError", "Run", "build_guardrail", "main", "verify_only", "versions"]
+           "ForeignOutputError", "Outcome", "RefinerError", "Run", "Warm", "build_guardrail", "main", "run_program",
+           "verify_only", "versions"]

@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 
 from v2w_api.manifest import Stage, VideoResult
 
-from . import storage
+from . import cancel, storage
 from .checkpoints import cache_dir
 from .conditioning import ConditioningError, load_conditioning
 from .generator import video_size
@@ -58,6 +58,7 @@ def execute(run: Run) -> int:
 
     # The videos of this rank's group; every group leader counts its own in the world's counter
     for job in mine:
+        cancel.check()
         result = make_video(run, generator, job, reporter)
         made = None
         if layout.is_group_leader:

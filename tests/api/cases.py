@@ -136,5 +136,13 @@ INVALID = [
     Case("critic-trials-too-many", BEST, _set("spec.bestOfN.critic.numTrials", 1000), "spec.bestOfN.critic.numTrials"),
     Case("skip-generation-without-videos", BEST, _set("spec.bestOfN.skipGeneration", True), "spec.bestOfN.videosUri"),
     Case("bestofn-without-input", BEST, _delete("spec.input"), "spec.input"),
+    Case("pool-ref-multi-node", SINGLE, _all(_set("spec.poolRef", "fast"), _set("spec.parallelism.gpus", 16)),
+         "spec.poolRef", message="one pool worker"),
+    Case("pool-ref-with-queue", BEST, _all(_set("spec.poolRef", "fast"), _set("spec.scheduling.queueName", "gpus")),
+         "spec.poolRef", message="not queued through Kueue"),
+    Case("pool-ref-with-deadline", SINGLE,
+         _all(_set("spec.poolRef", "fast"), _set("spec.runPolicy.activeDeadlineSeconds", 60)), "spec.poolRef",
+         message="activeDeadlineSeconds"),
+    Case("pool-ref-not-a-name", SINGLE, _set("spec.poolRef", "Fast Pool"), "spec.poolRef"),
     Case("name-too-long", SINGLE, _set("metadata.name", "a" * 49), "metadata.name", api_only=True),
 ]

@@ -24,6 +24,8 @@ NAMESPACED_NEEDS: dict[tuple[str, str, str], set[str]] = {
     ("video2world.io", "bestofnjobs", ""): {"get", "list", "watch", "patch"},
     ("video2world.io", "video2worldjobs", "status"): {"get", "patch"},
     ("video2world.io", "bestofnjobs", "status"): {"get", "patch"},
+    ("video2world.io", "video2worldpools", ""): {"get", "list", "watch", "patch"},
+    ("video2world.io", "video2worldpools", "status"): {"get", "patch"},
     ("kubeflow.org", "pytorchjobs", ""): {"get", "list", "watch", "create", "patch"},
     ("kubeflow.org", "pytorchjobs", "status"): set(),
     ("trainer.kubeflow.org", "trainjobs", ""): set(),  # the trainjob backend's child (CHILD_NEEDS)
@@ -41,13 +43,13 @@ NAMESPACED_NEEDS: dict[tuple[str, str, str], set[str]] = {
     ("", "events", ""): {"create"},
     ("events.k8s.io", "events", ""): set(),
     ("", "configmaps", ""): set(),
-    ("", "serviceaccounts", ""): set(),
+    ("", "serviceaccounts", ""): {"get", "create", "patch"},  # a pool's workers' own (server-side apply)
     ("", "serviceaccounts", "token"): set(),
-    ("apps", "deployments", ""): set(),
+    ("apps", "deployments", ""): {"get", "create", "patch"},  # a pool's workers
     ("batch", "jobs", ""): set(),
-    ("coordination.k8s.io", "leases", ""): set(),
+    ("coordination.k8s.io", "leases", ""): {"get", "list", "watch", "create", "patch"},  # pooled jobs' claims
     ("rbac.authorization.k8s.io", "roles", ""): set(),
-    ("rbac.authorization.k8s.io", "rolebindings", ""): set(),
+    ("rbac.authorization.k8s.io", "rolebindings", ""): {"get", "create", "patch"},  # a pool's workers' role
     ("kopf.dev", "kopfpeerings", ""): set(),
 }
 # Cluster-scoped resources. Namespaces only in namespaced mode (kopf matches its --namespace patterns);
@@ -178,8 +180,8 @@ def get_json(kube, *args: str) -> dict:
 
 def test_chart_crds_apply_cleanly_over_the_generated_ones(crds_applied):
     result = crds_applied.kubectl("apply", "--server-side", "--dry-run=server", "-f", str(CHART / "crds"))
-    # Ours and kopf's peering kinds (replicas > 1).
-    assert result.stdout.count("serverside-applied (server dry run)") == 4
+    # Ours (two jobs, the pool) and kopf's peering kinds (replicas > 1).
+    assert result.stdout.count("serverside-applied (server dry run)") == 5
 
 
 @pytest.mark.parametrize("mode", ["cluster", "namespaced"])
@@ -233,6 +235,18 @@ def test_install_in_cluster_mode_grants_exactly_what_the_operator_needs(installe
     assert can_i("list", "secrets", "-n", names["other"]) == "no"
     assert can_i("list", "namespaces") == "no"  # kopf needs it only in namespaced mode
     assert can_i("create", "video2worldjobs.video2world.io", "-n", names["other"]) == "no"
+    # Pools: the operator may bind the workers' ClusterRole, and no other role, in any namespace; the workers'
+    # role holds Leases only.
+    worker_role = f"{sa}-pool-worker"
+    roles = ("rbac.authorization.k8s.io", "clusterroles", "")
+    binds = [(Ask("bind", *roles, names["other"], worker_role), True),
+             (Ask("bind", *roles, names["other"], "admin"), False),
+             (Ask("bind", *roles, names["other"]), False),
+             (Ask("escalate", *roles, names["other"], worker_role), False)]
+    assert_exactly(kube, ns, sa, binds)
+    rules = get_json(kube, f"clusterrole/{worker_role}")["rules"]
+    assert rules == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                      "verbs": ["get", "list", "watch", "update"]}]
 
 
 @pytest.mark.parametrize("backend", ["trainjob", "auto"])

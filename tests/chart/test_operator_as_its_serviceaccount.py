@@ -114,6 +114,25 @@ def test_operator_works_with_exactly_the_charts_permissions(crds_applied, helm: 
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         assert "v2w_reconcile_errors_total" in metrics
 
+        # A pool: its workers' ServiceAccount, RoleBinding (to the chart's worker role, which the operator may bind
+        # and no other) and Deployment, server-side applied under the SA's rights; and the pool's status.
+        pool = {"apiVersion": "video2world.io/v1alpha1", "kind": "Video2WorldPool",
+                "metadata": {"name": "rbac-pool", "namespace": jobs_ns},
+                "spec": {"replicas": 1, "output": {"credentialsSecret": {"name": "absent-s3"}}}}
+        kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(pool))
+
+        def workers_made():
+            got = kube.kubectl("get", "-n", jobs_ns, "deployment/v2wpool-rbac-pool", "serviceaccount/v2wpool-rbac-pool",
+                               "rolebinding/v2wpool-rbac-pool", "-o", "json", check=False)
+            return json.loads(got.stdout)["items"] if got.returncode == 0 else None
+
+        deployment, _, binding = wait_for(workers_made, "the pool's workers", proc, log)
+        assert binding["roleRef"]["name"] == f"{release}-video2world-operator-pool-worker"
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "v2wpool-rbac-pool"
+        wait_for(lambda: (json.loads(kube.kubectl("get", "-n", jobs_ns, "v2wpool/rbac-pool", "-o", "json").stdout)
+                          .get("status") or {}).get("selector"), "the pool's status", proc, log)
+        kube.kubectl("delete", "-n", jobs_ns, "v2wpool/rbac-pool", "--timeout=60s")
+
         # Deleted while the operator runs, so that it releases any finalizer it set.
         kube.kubectl("delete", "-n", jobs_ns, "v2wjob/rbac-probe", "--timeout=60s")
     finally:

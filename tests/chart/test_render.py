@@ -65,8 +65,12 @@ def test_helm_lint_strict(helm: Helm, values):
 
 def test_defaults_render_the_operator_its_rbac_and_metrics_service(helm: Helm):
     docs = helm.render()
-    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount",
-                           "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert kinds(docs) == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+                           "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    # The role each pool's RoleBinding gives its workers: Leases only.
+    assert find(docs, "ClusterRole", f"{FULL}-pool-worker")["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "watch", "update"]}]
+    assert env_of(docs)["V2W_POOL_WORKER_CLUSTER_ROLE"] == f"{FULL}-pool-worker"
     deployment = find(docs, "Deployment", FULL, "v2w-system")
     spec = deployment["spec"]
     assert spec["replicas"] == 1
@@ -108,8 +112,8 @@ def test_namespaced_mode_runs_kopf_on_the_listed_namespaces_with_roles_there(hel
     assert "--all-namespaces" not in args
     assert [a for a in args if a.startswith("--namespace=")] == ["--namespace=team-a", "--namespace=team-b"]
     assert "--verbose" in args and "--log-format=json" in args
-    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "Role", "RoleBinding",
-                           "RoleBinding", "Service", "ServiceAccount", "ValidatingAdmissionPolicy",
+    assert kinds(docs) == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "Role",
+                           "RoleBinding", "RoleBinding", "Service", "ServiceAccount", "ValidatingAdmissionPolicy",
                            "ValidatingAdmissionPolicyBinding"]
     cluster_role = find(docs, "ClusterRole", f"{FULL}-cluster")
     assert cluster_role["rules"] == [
@@ -186,6 +190,7 @@ def test_every_operator_setting_is_mapped_from_values(helm: Helm):
         "poll_interval_seconds": 2.5,
         "peering_lifetime_seconds": 20,
         "metrics_port": 9191,
+        "pool_worker_cluster_role": "v2w-video2world-operator-pool-worker",
         "runtime_extra_args": ["--log-level", "debug", "--note=two words"],
         "policy_image_prefixes": ["registry.example.com/v2w/", "mirror.example.org/v2w"],
         "policy_service_accounts": ["runner", "runner-gpu"],

@@ -147,3 +147,23 @@ def test_the_api_server_takes_the_policies_as_rendered(kube, helm: Helm):
     finally:
         for ns in namespaces:
             kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def test_pool_workers_get_their_own_policy_with_the_api_server_and_not_the_jobs_pods(helm: Helm):
+    from v2w_api.pool import Video2WorldPoolSpec
+    from v2w_operator import workers
+
+    docs = helm.render({**ON, "networkPolicy": {"apiServer": {"cidrs": ["10.0.0.1/32"], "ports": [6443]}}})
+    found = {d["metadata"]["namespace"]: d for d in docs
+             if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "v2w-video2world-operator-pool-workers"}
+    assert sorted(found) == ["team-a", "team-b"]
+    config = OperatorConfig(checkpoint_2b="s3://models/2b")
+    worker = workers.deployment("fast", "team-a", "u", Video2WorldPoolSpec(), config)["spec"]["template"]["metadata"]
+    for policy in found.values():
+        spec = policy["spec"]
+        assert matches(spec["podSelector"], worker["labels"])
+        assert not any(matches(spec["podSelector"], labels) for labels in runtime_pod_labels())
+        assert not matches(policies(docs)[policy["metadata"]["namespace"]]["spec"]["podSelector"], worker["labels"])
+        assert "ingress" not in spec and spec["policyTypes"] == ["Ingress", "Egress"]  # nothing reaches a worker
+        dns, storage, api = spec["egress"]
+        assert api == {"ports": [{"port": 6443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}

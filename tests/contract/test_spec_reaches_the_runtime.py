@@ -246,6 +246,9 @@ COMMON: dict[str, Mapping] = {
         "the training-operator removes the finished pods"),
     "suspend": Mapping(put("suspend", True), lambda b: b.pytorchjob["spec"]["runPolicy"]["suspend"] is True,
                        "the training-operator stops and starts the pods"),
+    "pool_ref": Mapping(put("poolRef", "fast"), lambda b: True,
+                        "the operator gives the job a Lease for the pool's workers instead of a PyTorchJob "
+                        "(tests/contract/test_pool_reaches_the_worker.py)"),
 }
 
 VIDEO2WORLD: dict[str, Mapping] = {

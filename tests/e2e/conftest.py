@@ -157,6 +157,8 @@ def e2e(kube, minio, stack_workdir, pod_executor) -> Stack:
         "V2W_S3_ENDPOINT": minio.endpoint,
         "V2W_S3_REGION": minio.region,
         "V2W_RUNTIME_EXTRA_ARGS": RUNTIME_DEBUG_ARGS,
+        # The chart's worker role (release v2w), which each pool's RoleBinding gives its workers.
+        "V2W_POOL_WORKER_CLUSTER_ROLE": "v2w-video2world-operator-pool-worker",
         # Presigned links in the status, as a platform with a public S3 endpoint would set them.
         "V2W_LINKS_PUBLIC_ENDPOINT": minio.endpoint,
         "V2W_LINKS_TTL_SECONDS": "3600",

@@ -28,3 +28,22 @@ def test_the_container_exits_with_the_workers_code(tmp_path, worker_exit, contai
     assert proc.returncode == container_exit, proc.stderr[-2000:]
     if container_exit:
         assert f"a worker failed with exit code {container_exit}" in proc.stderr
+
+
+def test_a_terminated_launcher_stops_its_workers_and_exits_143(tmp_path):
+    import signal
+    import time
+
+    script = tmp_path / "worker.py"
+    started = tmp_path / "started"
+    script.write_text(f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(120)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "v2w_runtime.launch", "--standalone", "--nproc_per_node", "1",
+                             str(script)], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)  # as the kubelet stops a container: its first process
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert "stopped by signal 15" in err and "Traceback" not in err

@@ -74,6 +74,34 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
 - apiGroups: [video2world.io]
   resources: [video2worldjobs/status, bestofnjobs/status]
   verbs: [get, patch]
+# Pools of warm workers: watched like the jobs; the status is the operator's.
+- apiGroups: [video2world.io]
+  resources: [video2worldpools]
+  verbs: [get, list, watch, patch]
+- apiGroups: [video2world.io]
+  resources: [video2worldpools/status]
+  verbs: [get, patch]
+# A pool's workers: its Deployment, ServiceAccount and RoleBinding, server-side applied (create, patch) and read
+# (get); deletion is the garbage collector's, through the owner reference.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, create, patch]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, create, patch]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
+  verbs: [get, create, patch]
+# Each pool's RoleBinding may give its workers the worker role, and no other role.
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterroles]
+  verbs: [bind]
+  resourceNames: [{{ include "v2w.poolWorkerRole" . | quote }}]
+# A pooled job's claim: created with the job's run (create), watched for its state (list, watch, get), and
+# annotated (patch) with the job's suspend and, past its backoff limit, its outcome.
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list, watch, create, patch]
 # The jobs' children, of the backend's kind only: list/watch (one watch follows them all, selected by the
 # managed-by label), get (a job the watch has not seen yet), create (once, deterministic name), patch (suspend,
 # and the Kueue queue label on resume); deletion is the garbage collector's, through the owner reference.
@@ -110,6 +138,11 @@ namespace otherwise). Keep in step with the operator's API calls and with tests/
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- end -}}
+
+{{/* The ClusterRole each pool's RoleBinding gives its workers. */}}
+{{- define "v2w.poolWorkerRole" -}}
+{{- printf "%s-pool-worker" (include "v2w.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{/* kopf scans and watches CRDs cluster-wide; the operator also reports a missing child CRD, and with backend

@@ -38,6 +38,9 @@ class ChildView:
     failure: Failure | None = None
     queue: str | None = None
     suspended: bool = False
+    # What the job's status says while it waits or runs, when the child has words of its own for it (a pooled job:
+    # "waiting for a worker of pool P"); None: the derivation's own ("waiting for pods to start", "running").
+    status_message: str | None = None
 
     @property
     def held_by_kueue(self) -> bool:
