@@ -15,6 +15,8 @@ import yaml
 import stack  # hack/localstack/stack.py (on sys.path via tests/conftest.py)
 from v2w_api.lease import ANNOTATION_RUN_ARGS, LABEL_POOL
 
+from .jobs import Models
+
 WORKER_RULES = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
                  "verbs": ["get", "list", "watch", "update", "patch"]}]
 
@@ -86,3 +88,15 @@ def pool_ns(kube, tmp_path) -> PoolNamespace:
     admin = client.CoordinationV1Api(config.new_client_from_config(str(kube.kubeconfig)))
     yield PoolNamespace(kube, namespace, pool, sa, kubeconfig, admin)
     kube.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def models(minio, tmp_path_factory) -> Models:
+    from v2w_runtime.tiny import write_checkpoint
+
+    bucket = minio.make_bucket("pool")
+    s3 = minio.client()
+    checkpoint = stack.upload_tree(s3, write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0), bucket,
+                                   "models/video2world")
+    s3.put_object(Bucket=bucket, Key="inputs/in.jpg", Body=stack.sample_image(1, (96, 64)))
+    return Models(bucket, checkpoint, f"s3://{bucket}/inputs/in.jpg")

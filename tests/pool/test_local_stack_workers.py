@@ -13,11 +13,10 @@ import pytest
 import yaml
 
 import stack
-from v2w_api.lease import LeaseState
 from v2w_api.manifest import ResultManifest
 from v2w_api.worker import WorkerConfig
 
-from .test_worker_runs import EXTRA, models, run_args, s3_json, wait_lease  # noqa: F401  (models: a fixture)
+from .jobs import EXTRA, run_args, s3_json, wait_lease
 
 READY_FILE = "/tmp/v2w-worker-ready"
 

@@ -5,72 +5,21 @@ stop a run; a worker killed mid-job loses its claim and another worker finishes 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-import stack
 from v2w_api.lease import LeaseState
 from v2w_api.manifest import ResultManifest
-from v2w_api.spec import Video2WorldJobSpec
 from v2w_api.worker import WorkerConfig
-from v2w_operator import pytorchjob
-from v2w_operator.config import OperatorConfig
 
-EXTRA = ["--height", "64", "--width", "96", "--num_frames", "9", "--device", "cpu"]
-DURATION = 4  # seconds a claim lasts without renewal (the operator's is 20: kept short for the takeover)
-
-
-@dataclass
-class Models:
-    bucket: str
-    checkpoint: str
-    input: str
-
-
-@pytest.fixture(scope="module")
-def models(minio, tmp_path_factory) -> Models:
-    from v2w_runtime.tiny import write_checkpoint
-
-    bucket = minio.make_bucket("pool")
-    s3 = minio.client()
-    checkpoint = stack.upload_tree(s3, write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0), bucket,
-                                   "models/video2world")
-    s3.put_object(Bucket=bucket, Key="inputs/in.jpg", Body=stack.sample_image(1, (96, 64)))
-    return Models(bucket, checkpoint, f"s3://{bucket}/inputs/in.jpg")
-
-
-def run_args(models: Models, namespace: str, name: str, batch: int = 0, s3=None, **spec) -> list[str]:
-    """The run arguments the operator renders for a pooled job (its real code); with `batch`, an inline batch of
-    that many entries, stored beside the results as the operator stores it."""
-    doc = {"output": {"uri": f"s3://{models.bucket}/results"},
-           "generation": {"resolution": 480, "numSteps": 2, "guidance": 3.0},
-           "guardrail": {"enabled": False}, "promptRefiner": {"enabled": False}}
-    if batch:
-        doc["batch"] = [{"input": models.input, "prompt": f"{name} {i}", "output": f"v{i}"} for i in range(batch)]
-    else:
-        doc["input"] = {"uri": models.input, "prompt": f"job {name}"}
-    for key, value in spec.items():
-        doc[key] = {**doc.get(key, {}), **value}
-    job = Video2WorldJobSpec.model_validate(doc)
-    config = OperatorConfig(checkpoint_2b=models.checkpoint, runtime_extra_args=EXTRA)
-    prefix = pytorchjob.output_prefix(job, namespace, name)
-    batch_uri = None
-    if batch:
-        key = f"results/{namespace}/{name}/batch.json"
-        s3.put_object(Bucket=models.bucket, Key=key, Body=json.dumps(pytorchjob.batch_json(job)).encode())
-        batch_uri = f"s3://{models.bucket}/{key}"
-    run = pytorchjob.run_config("Video2WorldJob", name, job, config, prefix, batch_uri)
-    return pytorchjob.runtime_args("Video2WorldJob", run, config)
-
+from .jobs import DURATION, EXTRA, Models, run_args, s3_json, wait_lease, wait_sampling
 
 def descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
@@ -152,33 +101,6 @@ def workers(pool_ns, models, minio, tmp_path):
     yield start
     for worker in started:
         worker.stop()
-
-
-def wait_lease(pool_ns, name: str, predicate, what: str, timeout: float = 120, worker=None) -> LeaseState:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        lease = pool_ns.lease(name)
-        if lease is not None and predicate(LeaseState.of(lease)):
-            return LeaseState.of(lease)
-        time.sleep(0.2)
-    raise AssertionError(f"lease {name}: {what} not reached; {pool_ns.lease(name)}\n{worker.tail() if worker else ''}")
-
-
-def s3_json(minio, bucket: str, key: str) -> dict | None:
-    try:
-        return json.loads(minio.client().get_object(Bucket=bucket, Key=key)["Body"].read())
-    except minio.client().exceptions.NoSuchKey:
-        return None
-
-
-def wait_sampling(minio, models, namespace: str, name: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        progress = s3_json(minio, models.bucket, f"results/{namespace}/{name}/progress.json")
-        if progress and progress.get("stage") == "sampling" and progress.get("step", 0) >= 1:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{name} never sampled")
 
 
 def test_jobs_run_on_models_loaded_once_and_a_job_the_pool_cannot_serve_fails(pool_ns, models, minio, workers):
