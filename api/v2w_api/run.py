@@ -10,7 +10,7 @@ writes, and the runtime's test and debug knobs) is defined here.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -124,7 +124,38 @@ class DebugSettings(APIModel):
         return value
 
 
-class RunConfig(APIModel):
+class RenderedConfig(APIModel):
+    """A configuration the operator renders into one container argument (block YAML a person can read) and the
+    runtime parses back with the same model: a job's `RunConfig`, a pool worker's `WorkerConfig`."""
+
+    def record(self) -> dict[str, Any]:
+        """Every setting, as written into each video's record and result.json (there are no secrets in it)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_yaml(self) -> str:
+        """The container argument's form: block YAML, groups in the model's order, unset left out."""
+        return yaml.safe_dump(self.record(), sort_keys=False, allow_unicode=True, width=100)
+
+    @classmethod
+    def parse(cls, data: Any, source: str) -> Self:
+        """A configuration from parsed YAML/JSON; RunConfigError names `source` and every bad key."""
+        if not isinstance(data, dict):
+            raise RunConfigError(f"{source}: expected a mapping of settings, found {type(data).__name__}")
+        try:
+            return cls.model_validate(data, context={LOCAL_PATHS: True})
+        except ValidationError as exc:
+            raise RunConfigError(f"{source}: {describe_errors(exc)}") from None
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str) -> Self:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RunConfigError(f"{source}: not valid YAML or JSON ({exc})") from None
+        return cls.parse(data, source)
+
+
+class RunConfig(RenderedConfig):
     """What one run of `v2w_runtime.video2world` or `v2w_runtime.bestofn` does."""
 
     api_version: Literal["video2world.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
@@ -229,31 +260,6 @@ class RunConfig(APIModel):
     def num_frames(self) -> int:
         return self.debug.num_frames or self.generation.num_frames
 
-    def record(self) -> dict[str, Any]:
-        """Every setting, as written into each video's record and result.json (there are no secrets in it)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-    def to_yaml(self) -> str:
-        """The form the operator puts into the PyTorchJob: block YAML, groups in the order above, unset left out."""
-        return yaml.safe_dump(self.record(), sort_keys=False, allow_unicode=True, width=100)
-
-    @classmethod
-    def parse(cls, data: Any, source: str) -> "RunConfig":
-        """A configuration from parsed YAML/JSON; RunConfigError names `source` and every bad key."""
-        if not isinstance(data, dict):
-            raise RunConfigError(f"{source}: expected a mapping of settings, found {type(data).__name__}")
-        try:
-            return cls.model_validate(data, context={LOCAL_PATHS: True})
-        except ValidationError as exc:
-            raise RunConfigError(f"{source}: {describe_errors(exc)}") from None
-
-    @classmethod
-    def from_yaml(cls, text: str, source: str) -> "RunConfig":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise RunConfigError(f"{source}: not valid YAML or JSON ({exc})") from None
-        return cls.parse(data, source)
 
 
 def describe_errors(exc: ValidationError) -> str:

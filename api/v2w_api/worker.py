@@ -11,20 +11,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from .base import API_VERSION, APIModel
+from .base import API_VERSION
 from .lease import LEASE_DURATION_SECONDS, RENEW_EVERY_SECONDS
 from .policy import InputHostPolicy
 from .run import (DEFAULT_CHECKPOINTS, DEFAULT_GUARDRAIL_CHECKPOINT, DEFAULT_REFINER_CHECKPOINT, DebugSettings,
-                  RunConfig, RunConfigError, describe_errors)
+                  RenderedConfig, RunConfig)
 from .spec import (CriticSpec, GenerationSpec, GuardrailSpec, ModelSpec, ParallelismSpec, PerformanceSpec,
                    PromptRefinerSpec)
-from .uris import LOCAL_PATHS
 
 
-class WorkerConfig(APIModel):
+class WorkerConfig(RenderedConfig):
     """What one worker of a pool loads and serves."""
 
     api_version: Literal["video2world.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
@@ -67,30 +65,6 @@ class WorkerConfig(APIModel):
         if self.critic is None:
             return None
         return self.critic.checkpoint or self.refiner_checkpoint
-
-    def record(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-    def to_yaml(self) -> str:
-        """The form the operator puts into the worker Deployment's `--config` argument."""
-        return yaml.safe_dump(self.record(), sort_keys=False, allow_unicode=True, width=100)
-
-    @classmethod
-    def parse(cls, data: Any, source: str) -> "WorkerConfig":
-        if not isinstance(data, dict):
-            raise RunConfigError(f"{source}: expected a mapping of settings, found {type(data).__name__}")
-        try:
-            return cls.model_validate(data, context={LOCAL_PATHS: True})
-        except ValidationError as exc:
-            raise RunConfigError(f"{source}: {describe_errors(exc)}") from None
-
-    @classmethod
-    def from_yaml(cls, text: str, source: str) -> "WorkerConfig":
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise RunConfigError(f"{source}: not valid YAML or JSON ({exc})") from None
-        return cls.parse(data, source)
 
 
 def mismatches(worker: WorkerConfig, run: RunConfig) -> list[str]:

@@ -25,7 +25,7 @@ VERDICTS = {"succeeded": "Passed", "blocked": "Blocked", "failed": "Failed", "sk
 @dataclass
 class Observation:
     generation: int | None
-    child: ChildViewView | None  # the job's child as its backend reads it; None when there is none (any more)
+    child: ChildView | None  # the job's child as its backend reads it; None when there is none (any more)
     progress: ProgressManifest | None = None
     result: ResultManifest | None = None
     result_uri: str | None = None
@@ -37,7 +37,7 @@ class Observation:
     child_kind: str = "PyTorchJob"  # what messages call the child when there is none to ask
 
 
-def as_observed(child: ChildViewView, suspend_requested: bool) -> ChildView:
+def as_observed(child: ChildView, suspend_requested: bool) -> ChildView:
     """The child's state as the job reads it: created suspended, and no controller has said so yet (or none
     runs), it is suspended all the same; "waiting for pods" would undo the Suspended status it got at creation."""
     if child.state == "Created" and suspend_requested:
@@ -63,7 +63,7 @@ def derive_status(status: JobStatus, obs: Observation) -> JobStatus:
     return new
 
 
-def _held_by_kueue(obs: Observation, child: ChildViewView) -> bool:
+def _held_by_kueue(obs: Observation, child: ChildView) -> bool:
     """Kueue keeps the child suspended (not admitted yet, or evicted) and the user did not ask for it: the
     job waits in its queue. (A user's suspend reads Suspended, as without Kueue.)"""
     if not child.held_by_kueue or child.state in ("Succeeded", "Failed"):
@@ -165,7 +165,7 @@ def _waiting(status: JobStatus, obs: Observation, child: ChildView, now: datetim
     _admitted(status, obs, now)
 
 
-def _started_by_kueue(obs: Observation, child: ChildViewView) -> bool:
+def _started_by_kueue(obs: Observation, child: ChildView) -> bool:
     """Kueue admitted the job and unsuspended its child; the child's controller has not caught up yet (its
     Suspended condition still stands). Not the user's suspend: the job is starting."""
     return child.state == "Suspended" and not obs.suspend_requested and child.queue is not None and not child.suspended

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from tests.chart.helm import CHART, Helm, find
+from tests.chart.helm import CHART, Helm
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import yaml
 
-from v2w_api import ALL_KINDS, KINDS
+from v2w_api import ALL_KINDS
 
 from tests.api.cases import EXAMPLES, INVALID, Case, load_example
 

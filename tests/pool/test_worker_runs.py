@@ -19,20 +19,9 @@ from v2w_api.lease import LeaseState
 from v2w_api.manifest import ResultManifest
 from v2w_api.worker import WorkerConfig
 
-from .jobs import DURATION, EXTRA, Models, run_args, s3_json, wait_lease, wait_sampling
+from executor import descendants  # hack/localstack/executor.py (on sys.path via tests/conftest.py)
 
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += children
-            todo += children
-    return found
+from .jobs import DURATION, EXTRA, Models, run_args, s3_json, wait_lease, wait_sampling
 
 
 class WorkerProcess:
