@@ -226,7 +226,7 @@ def worker_level(s: Stack, jobs: int, workers: int) -> list[Side]:
     from v2w_api.lease import ANNOTATION_RUN_ARGS, LABEL_POOL, LeaseState
     from v2w_api.spec import Video2WorldJobSpec
     from v2w_api.worker import WorkerConfig
-    from v2w_operator import pytorchjob
+    from v2w_operator.backends import child
     from v2w_operator.config import OperatorConfig
 
     def run_args(namespace: str, name: str) -> list[str]:
@@ -234,9 +234,9 @@ def worker_level(s: Stack, jobs: int, workers: int) -> list[Side]:
             "input": {"uri": s.input, "prompt": f"bench job {name}"}, "output": {"uri": f"s3://{s.bucket}/results"},
             "generation": {"numSteps": 2, "guidance": 3.0}, **DISABLED})
         operator = OperatorConfig(checkpoint_2b=s.checkpoint, runtime_extra_args=EXTRA)
-        run = pytorchjob.run_config("Video2WorldJob", name, spec, operator,
-                                    pytorchjob.output_prefix(spec, namespace, name))
-        return pytorchjob.runtime_args("Video2WorldJob", run, operator)
+        run = child.run_config("Video2WorldJob", name, spec, operator,
+                               child.output_prefix(spec, namespace, name))
+        return child.runtime_args("Video2WorldJob", run, operator)
 
     base_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
     base_env.update(s.minio.env(), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",

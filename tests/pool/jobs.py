@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from v2w_api.lease import LeaseState
 from v2w_api.spec import Video2WorldJobSpec
-from v2w_operator import pytorchjob
+from v2w_operator.backends import child
 from v2w_operator.config import OperatorConfig
 
 EXTRA = ["--height", "64", "--width", "96", "--num_frames", "9", "--device", "cpu"]
@@ -37,14 +37,14 @@ def run_args(models: Models, namespace: str, name: str, batch: int = 0, s3=None,
         doc[key] = {**doc.get(key, {}), **value}
     job = Video2WorldJobSpec.model_validate(doc)
     config = OperatorConfig(checkpoint_2b=models.checkpoint, runtime_extra_args=EXTRA)
-    prefix = pytorchjob.output_prefix(job, namespace, name)
+    prefix = child.output_prefix(job, namespace, name)
     batch_uri = None
     if batch:
         key = f"results/{namespace}/{name}/batch.json"
-        s3.put_object(Bucket=models.bucket, Key=key, Body=json.dumps(pytorchjob.batch_json(job)).encode())
+        s3.put_object(Bucket=models.bucket, Key=key, Body=json.dumps(child.batch_json(job)).encode())
         batch_uri = f"s3://{models.bucket}/{key}"
-    run = pytorchjob.run_config("Video2WorldJob", name, job, config, prefix, batch_uri)
-    return pytorchjob.runtime_args("Video2WorldJob", run, config)
+    run = child.run_config("Video2WorldJob", name, job, config, prefix, batch_uri)
+    return child.runtime_args("Video2WorldJob", run, config)
 
 
 def wait_lease(pool_ns, name: str, predicate, what: str, timeout: float = 120, worker=None) -> LeaseState:

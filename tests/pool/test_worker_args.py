@@ -7,7 +7,7 @@ import pytest
 
 from v2w_api.spec import BestOfNJobSpec, Video2WorldJobSpec
 from v2w_api.worker import WorkerConfig, mismatches
-from v2w_operator import pytorchjob
+from v2w_operator.backends import child
 from v2w_operator.config import OperatorConfig
 from v2w_runtime.cli import UsageError
 from v2w_runtime.worker import loading_config, parse_run_args, worker_config
@@ -24,8 +24,8 @@ def operator_config() -> OperatorConfig:
 def lease_args(kind: str, spec) -> list[str]:
     """The run arguments the operator puts on a pooled job's Lease: a PyTorchJob container's arguments."""
     config = operator_config()
-    run = pytorchjob.run_config(kind, "job-a", spec, config, "s3://results/r/ns/job-a")
-    return pytorchjob.runtime_args(kind, run, config)
+    run = child.run_config(kind, "job-a", spec, config, "s3://results/r/ns/job-a")
+    return child.runtime_args(kind, run, config)
 
 
 def test_the_operators_video2world_args_parse_as_the_pod_parses_them():
