@@ -17,6 +17,14 @@ def load_example(name: str) -> dict[str, Any]:
     return yaml.safe_load((EXAMPLES / name).read_text())
 
 
+def child_examples() -> list[Path]:
+    """The examples that become a PyTorchJob or TrainJob: jobs (not pools) that name no pool."""
+    from v2w_api import KINDS
+
+    return [path for path in sorted(EXAMPLES.glob("*.yaml"))
+            if (doc := load_example(path.name))["kind"] in KINDS and not (doc.get("spec") or {}).get("poolRef")]
+
+
 SINGLE = "video2world-job.yaml"
 BATCH = "video2world-batch-job.yaml"
 BEST = "bestofn-job.yaml"

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import stack
-from tests.api.cases import EXAMPLES, load_example
+from tests.api.cases import EXAMPLES, child_examples, load_example
 from v2w_operator.backends import pytorchjob
 from v2w_api import KINDS
 from v2w_operator.config import OperatorConfig
@@ -25,7 +25,7 @@ def pytorchjob_crd(kube):
     return kube
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", child_examples(), ids=lambda p: p.name)
 def test_built_pytorchjob_passes_the_crd_schema(pytorchjob_crd, path):
     doc = load_example(path.name)
     spec = KINDS[doc["kind"]][1].model_validate(doc).spec

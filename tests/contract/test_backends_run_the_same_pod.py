@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.cases import EXAMPLES, load_example
+from tests.api.cases import child_examples, load_example
 from v2w_api import KINDS
 from v2w_operator.backends import pytorchjob, trainjob
 from v2w_operator.config import OperatorConfig
@@ -62,8 +62,7 @@ def trainjob_pod(tj: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
 
 
 def cases() -> list[tuple[str, dict[str, Any]]]:
-    found = [(path.name, {}) for path in sorted(EXAMPLES.glob("*.yaml"))
-             if load_example(path.name)["kind"] in KINDS]  # jobs (a pool's workers are no job's child)
+    found = [(path.name, {}) for path in child_examples()]
     found.append(("video2world-job.yaml", {
         "parallelism": {"gpus": 4, "gpusPerNode": 2},
         "scheduling": {"image": "registry.example.com/v2w/runtime:2", "cpu": "8", "memory": "64Gi",
