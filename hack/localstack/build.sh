@@ -87,6 +87,11 @@ build_trainer() {
     mv "$tmp/trainer-controller-manager" "$bin/trainer" && rmdir "$tmp"
     stamp trainer "$TRAINER_VERSION"
   fi
+  fetch_trainer_manifests
+}
+# fetch_trainer_manifests: the CRDs and webhook manifests of both (downloads only, seconds): done in the foreground,
+# so that tests that only install the CRDs never wait for the background build.
+fetch_trainer_manifests() {
   if [[ ! -f $trainer_files/$TRAINER_VERSION-$JOBSET_VERSION ]]; then
     log "fetching the CRDs and webhook manifests of trainer $TRAINER_VERSION and jobset $JOBSET_VERSION"
     local tdir jdir; tdir=$(module_dir github.com/kubeflow/trainer/v2 "$TRAINER_VERSION")
@@ -135,6 +140,8 @@ esac
 # Several test runs may start at once: the first builds, the others wait for it.
 exec 9>"$cache/localstack/.build.lock"
 flock 9
+
+fetch_trainer_manifests
 
 if ! kueue_ready || ! trainer_ready; then
   # Detached and niced (the tests it overlaps keep the CPU), holding both locks before this script returns.

@@ -256,7 +256,6 @@ def test_each_backend_grants_its_child_kinds_only(installed, crds_applied, names
     import stack
 
     kube = crds_applied
-    stack.wait_for_trainer_build(kube.bin_dir)
     stack.install_trainer_crds(kube)  # a chart for trainjob installs a ClusterTrainingRuntime
     installed({"backend": backend, "trainer": {"runtimeName": f"{names['release']}-runtime"}})
     release, ns = names["release"], names["ns"]

@@ -52,8 +52,6 @@ def test_operator_works_with_exactly_the_charts_permissions(crds_applied, helm: 
     values["backend"] = backend
     if backend != "pytorchjob":
         import stack
-
-        stack.wait_for_trainer_build(kube.bin_dir)
         stack.install_trainer_crds(kube)
         values["trainer"] = {"runtimeName": f"{release}-runtime"}
     sa = f"{release}-video2world-operator"

@@ -23,7 +23,6 @@ CONFIG = OperatorConfig(backend="trainjob", checkpoint_2b="pvc://models/2b", ref
 
 @pytest.fixture(scope="module")
 def trainer_crds(kube):
-    stack.wait_for_trainer_build(kube.bin_dir)
     stack.install_trainer_crds(kube)
     return kube
 
