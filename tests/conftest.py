@@ -71,8 +71,10 @@ def trainer_v2(kube, stack_workdir: Path):
 def crds_applied(kube):
     """Our CRDs, applied from crds/ and established."""
     kube.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    for name in ("video2worldjobs.video2world.io", "bestofnjobs.video2world.io"):
-        stack.wait_established(kube, name)
+    from v2w_api import ALL_KINDS
+
+    for names, _ in ALL_KINDS.values():
+        stack.wait_established(kube, names.crd_name)
     return kube
 
 

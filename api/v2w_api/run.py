@@ -10,7 +10,7 @@ writes, and the runtime's test and debug knobs) is defined here.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -155,7 +155,29 @@ class RenderedConfig(APIModel):
         return cls.parse(data, source)
 
 
-class RunConfig(RenderedConfig):
+class CheckpointDefaults:
+    """The checkpoint defaults a configuration with `model`, `prompt_refiner` and `guardrail` resolves, once, here:
+    a run's (both programs) and a pool worker's alike, so an unset field and the default it stands for compare equal."""
+
+    if TYPE_CHECKING:  # the models' own fields (declared here, pydantic would reorder them)
+        model: ModelSpec
+        prompt_refiner: PromptRefinerSpec
+        guardrail: GuardrailSpec
+
+    @property
+    def checkpoint(self) -> str:
+        return self.model.checkpoint or DEFAULT_CHECKPOINTS[self.model.size]
+
+    @property
+    def refiner_checkpoint(self) -> str:
+        return self.prompt_refiner.checkpoint or DEFAULT_REFINER_CHECKPOINT
+
+    @property
+    def guardrail_checkpoint(self) -> str:
+        return self.guardrail.checkpoint or DEFAULT_GUARDRAIL_CHECKPOINT
+
+
+class RunConfig(CheckpointDefaults, RenderedConfig):
     """What one run of `v2w_runtime.video2world` or `v2w_runtime.bestofn` does."""
 
     api_version: Literal["video2world.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
@@ -209,20 +231,6 @@ class RunConfig(RenderedConfig):
             raise ValueError(f"numFrames {self.num_frames} leaves nothing to generate after "
                              f"{self.generation.num_conditional_frames} conditioning frames")
         return self
-
-    # The defaults a run resolves once, here, for both programs.
-
-    @property
-    def checkpoint(self) -> str:
-        return self.model.checkpoint or DEFAULT_CHECKPOINTS[self.model.size]
-
-    @property
-    def refiner_checkpoint(self) -> str:
-        return self.prompt_refiner.checkpoint or DEFAULT_REFINER_CHECKPOINT
-
-    @property
-    def guardrail_checkpoint(self) -> str:
-        return self.guardrail.checkpoint or DEFAULT_GUARDRAIL_CHECKPOINT
 
     @property
     def critic_checkpoint(self) -> str:

@@ -16,13 +16,12 @@ from pydantic import Field
 from .base import API_VERSION
 from .lease import LEASE_DURATION_SECONDS, RENEW_EVERY_SECONDS
 from .policy import InputHostPolicy
-from .run import (DEFAULT_CHECKPOINTS, DEFAULT_GUARDRAIL_CHECKPOINT, DEFAULT_REFINER_CHECKPOINT, DebugSettings,
-                  RenderedConfig, RunConfig)
+from .run import CheckpointDefaults, DebugSettings, RenderedConfig, RunConfig
 from .spec import (CriticSpec, GenerationSpec, GuardrailSpec, ModelSpec, ParallelismSpec, PerformanceSpec,
                    PromptRefinerSpec)
 
 
-class WorkerConfig(RenderedConfig):
+class WorkerConfig(CheckpointDefaults, RenderedConfig):
     """What one worker of a pool loads and serves."""
 
     api_version: Literal["video2world.io/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
@@ -45,20 +44,6 @@ class WorkerConfig(RenderedConfig):
         LEASE_DURATION_SECONDS, ge=2, le=3600,
         description="A worker that has not renewed its claim for this long loses it to another worker.")
     renew_seconds: float = Field(RENEW_EVERY_SECONDS, gt=0, le=600, description="How often a worker renews its claim.")
-
-    # The defaults resolved as RunConfig resolves them, so that an unset field and the default it stands for compare equal.
-
-    @property
-    def checkpoint(self) -> str:
-        return self.model.checkpoint or DEFAULT_CHECKPOINTS[self.model.size]
-
-    @property
-    def refiner_checkpoint(self) -> str:
-        return self.prompt_refiner.checkpoint or DEFAULT_REFINER_CHECKPOINT
-
-    @property
-    def guardrail_checkpoint(self) -> str:
-        return self.guardrail.checkpoint or DEFAULT_GUARDRAIL_CHECKPOINT
 
     @property
     def critic_checkpoint(self) -> str | None:

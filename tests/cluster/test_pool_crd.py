@@ -4,29 +4,13 @@ the scale subresource (`kubectl scale`), and the refusals a worker's one-pod lay
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
-import yaml
 
 from tests.api.cases import load_example
+from tests.cluster.test_crds_on_apiserver import apply, namespace  # noqa: F401  (namespace: a fixture)
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def namespace(crds_applied):
-    import stack
-
-    stack.wait_established(crds_applied, "video2worldpools.video2world.io")
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    crds_applied.kubectl("create", "namespace", name)
-    yield name
-    crds_applied.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def apply(kube, namespace: str, doc: dict, check: bool = True):
-    return kube.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc), check=check)
 
 
 def test_pool_is_listed_scaled_and_refused_when_it_cannot_be_one_pod(crds_applied, namespace):
